@@ -1,0 +1,77 @@
+"""Write one benchmark's table into its own section of docs/benchmarks.md.
+
+Each script owns a section delimited by ``<!-- BEGIN name -->`` / ``<!-- END name -->``; running it
+again replaces that section only, so every table stays reproducible by its one command.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine_line() -> str:
+    """One line naming this machine's CPU, core count and memory."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def versions(packages: Sequence[str]) -> str:
+    parts = []
+    for name in packages:
+        try:
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return ", ".join(parts)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name: str, title: str, body: str, packages: Sequence[str]) -> None:
+    """Replace (or append) section ``name`` of docs/benchmarks.md with ``body`` and its provenance."""
+    command = "python -m bench." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"<!-- BEGIN {name} -->\n### {title}\n\n{body.strip()}\n\n"
+        f"- Machine: {machine_line()}\n- Versions: {versions(packages)}\n"
+        f"- Command: `{command.strip()}`\n- Run: {stamp}"
+        + (f" at commit {commit}" if commit else "")
+        + f"\n<!-- END {name} -->"
+    )
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)

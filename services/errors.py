@@ -1,0 +1,70 @@
+"""The one exception hierarchy of lookalike.
+
+Third-party exceptions (Pillow, pymilvus, transformers, redis) are mapped to these at the boundary
+with ``raise OurError(...) from exc``, so callers catch our types only::
+
+    LookalikeError
+    ├── ConfigError              a setting is unknown, malformed or contradicts another
+    ├── DecodeError              one image cannot be opened; names the file and the reason
+    │   ├── UnsupportedImageError    not an image, or a format we cannot read
+    │   └── ImageTooLargeError       over the pixel limit (decompression bomb)
+    ├── ModelError               the CLIP model cannot be loaded or run
+    ├── StoreError               Milvus failed
+    │   ├── StoreUnavailableError    cannot reach Milvus (transient: retry later)
+    │   └── SchemaMismatchError      the collection exists with another contract
+    ├── FilterError              a metadata filter is invalid; raised before Milvus sees it
+    └── QueryError               a search request is malformed (wrong dimension, no signal)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LookalikeError(Exception):
+    """Base of every error lookalike raises on purpose."""
+
+
+class ConfigError(LookalikeError):
+    """A setting is unknown, malformed, or contradicts another; the message names the variable."""
+
+
+class DecodeError(LookalikeError):
+    """An image cannot be decoded. Carries the file and a short reason for failure lists."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode {self.path}: {reason}")
+
+
+class UnsupportedImageError(DecodeError):
+    """Not an image, or an image format this installation cannot read."""
+
+
+class ImageTooLargeError(DecodeError):
+    """The image has more pixels than the configured limit (a decompression bomb guard)."""
+
+
+class ModelError(LookalikeError):
+    """The embedding model cannot be loaded or run."""
+
+
+class StoreError(LookalikeError):
+    """Milvus failed on a request."""
+
+
+class StoreUnavailableError(StoreError):
+    """Milvus cannot be reached. Transient: retrying later may succeed."""
+
+
+class SchemaMismatchError(StoreError):
+    """The collection exists but was created with another schema contract (model, dim, version)."""
+
+
+class FilterError(LookalikeError):
+    """A metadata filter is invalid (unknown field, bad value, bad syntax)."""
+
+
+class QueryError(LookalikeError):
+    """A search request is malformed: wrong vector dimension, no query signal, bad parameters."""

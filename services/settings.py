@@ -1,0 +1,142 @@
+"""Settings, read once at the edge (CLI, worker start, UI start) and passed down.
+
+Every setting is an environment variable with the prefix ``LOOKALIKE_``. Unknown ``LOOKALIKE_*``
+variables and contradictory combinations fail at start, naming the variable. ``LOOKALIKE_TEST_*``
+variables belong to the test suite and are ignored here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.errors import ConfigError
+
+ENV_PREFIX = "LOOKALIKE_"
+_TEST_PREFIX = "LOOKALIKE_TEST_"
+HASH_ONLY = "none"
+DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+
+
+class Settings(BaseSettings):
+    """All of lookalike's configuration. Build it with :meth:`from_env`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    home: Path = Field(
+        default=Path(".lookalike"), description="Where the embedded stack keeps its data."
+    )
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus to use, e.g. http://milvus:19530. Unset: embedded server."
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus credentials, 'user:password' or an API key."
+    )
+    milvus_port: int = Field(
+        default=19530, ge=1, le=65535, description="Port of the embedded Milvus Lite server."
+    )
+    collection: str = Field(
+        default="images", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$", description="Collection."
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker/ledger.")
+    clip_model: str = Field(
+        default=DEFAULT_CLIP_MODEL,
+        description="Hugging Face model id, a local directory, or 'none' for hash-only.",
+    )
+    clip_precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="auto: bf16 where the CPU/GPU supports it, else fp32."
+    )
+    clip_device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    clip_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_image_pixels: int = Field(
+        default=100_000_000, ge=1, description="Images with more pixels are refused (bombs)."
+    )
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _check_uri(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
+            raise ValueError("must be an http(s):// (or tcp://, unix:) address of a Milvus server")
+        return value
+
+    @field_validator("clip_device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value in {"auto", "cpu", "cuda", "mps"} or value.startswith("cuda:"):
+            return value
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.milvus_token is not None and self.milvus_uri is None:
+            raise ValueError(
+                "LOOKALIKE_MILVUS_TOKEN is set but LOOKALIKE_MILVUS_URI is not: the embedded "
+                "Milvus Lite server has no authentication; set LOOKALIKE_MILVUS_URI to a server"
+            )
+        return self
+
+    @property
+    def hash_only(self) -> bool:
+        """True when no CLIP model is configured (``LOOKALIKE_CLIP_MODEL=none``)."""
+        return self.clip_model.strip().lower() == HASH_ONLY
+
+    @property
+    def embedded_milvus(self) -> bool:
+        """True when lookalike runs its own Milvus Lite server."""
+        return self.milvus_uri is None
+
+    @property
+    def effective_milvus_uri(self) -> str:
+        """The URI clients connect to: the configured one, or the embedded server's."""
+        return self.milvus_uri or f"http://127.0.0.1:{self.milvus_port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read settings from ``environ`` (default: the process environment).
+
+        Raises ConfigError naming the variable on unknown ``LOOKALIKE_*`` names or bad values.
+        """
+        env = dict(os.environ if environ is None else environ)
+        known = {ENV_PREFIX + name.upper() for name in cls.model_fields}
+        unknown = sorted(
+            key
+            for key in env
+            if key.startswith(ENV_PREFIX) and not key.startswith(_TEST_PREFIX) and key not in known
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {', '.join(unknown)}; known settings: {', '.join(sorted(known))}"
+            )
+        values: dict[str, object] = {
+            key[len(ENV_PREFIX) :].lower(): value for key, value in env.items() if key in known
+        }
+        values.update(overrides)
+        try:
+            # Values are passed explicitly so that the environment is read exactly once, here.
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = [str(item) for item in error["loc"]]
+        name = ENV_PREFIX + location[0].upper() if location else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}: {message}")
+    return "invalid settings: " + "; ".join(parts)
