@@ -1,0 +1,146 @@
+"""The collection schema: the versioned contract for every client that queries Milvus directly.
+
+docs/schema.md is the human-readable form of this module; keep the two in step. Changing a field,
+its type, a metric or the bit order is a new ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from services.errors import SchemaMismatchError
+
+SCHEMA_VERSION = 1
+PHASH_BITS = 64
+PHASH_BIT_ORDER = (
+    "msb-first"  # bit i of imagehash's flattened hash is bit (7 - i % 8) of byte i // 8
+)
+PHASH_METRIC = "HAMMING"
+CLIP_METRIC = "COSINE"
+
+MAX_PATH_LENGTH = 2048
+MAX_PATHS = 64
+MAX_TAGS = 64
+MAX_TAG_LENGTH = 128
+MAX_SOURCE_LENGTH = 256
+MAX_TEXT_LENGTH = 256
+
+UNASSIGNED_CLUSTER = -1
+NO_DISTANCE = -1
+
+
+class FieldKind(Enum):
+    """Scalar kinds that metadata filters understand."""
+
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    STRING_ARRAY = "string_array"
+
+
+# Scalar fields that filters may name, with their kind. Vector fields are not filterable.
+FILTERABLE_FIELDS: dict[str, FieldKind] = {
+    "id": FieldKind.STRING,
+    "path": FieldKind.STRING,
+    "source": FieldKind.STRING,
+    "tags": FieldKind.STRING_ARRAY,
+    "format": FieldKind.STRING,
+    "width": FieldKind.INT,
+    "height": FieldKind.INT,
+    "bytes": FieldKind.INT,
+    "has_exif_date": FieldKind.BOOL,
+    "exif_ts": FieldKind.INT,
+    "camera_make": FieldKind.STRING,
+    "camera_model": FieldKind.STRING,
+    "has_gps": FieldKind.BOOL,
+    "gps_lat": FieldKind.FLOAT,
+    "gps_lon": FieldKind.FLOAT,
+    "ahash": FieldKind.STRING,
+    "dhash": FieldKind.STRING,
+    "colorhash": FieldKind.STRING,
+    "ingested_at": FieldKind.INT,
+    "cluster": FieldKind.INT,
+    "dup_of": FieldKind.STRING,
+    "dup_hamming": FieldKind.INT,
+}
+
+SCALAR_FIELDS: tuple[str, ...] = (
+    "path",
+    "paths",
+    "source",
+    "tags",
+    "format",
+    "width",
+    "height",
+    "bytes",
+    "has_exif_date",
+    "exif_ts",
+    "camera_make",
+    "camera_model",
+    "has_gps",
+    "gps_lat",
+    "gps_lon",
+    "ahash",
+    "dhash",
+    "colorhash",
+    "ingested_at",
+    "cluster",
+    "dup_of",
+    "dup_hamming",
+    "dup_cosine",
+)
+
+
+@dataclass(frozen=True)
+class SchemaContract:
+    """What a collection promises its readers; stored as JSON in the collection description."""
+
+    schema_version: int
+    clip_model: str | None  # None: hash-only collection, no ``clip`` field
+    clip_dim: int | None
+    phash_bits: int = PHASH_BITS
+    phash_bit_order: str = PHASH_BIT_ORDER
+    phash_metric: str = PHASH_METRIC
+    clip_metric: str = CLIP_METRIC
+
+    @classmethod
+    def current(cls, clip_model: str | None, clip_dim: int | None) -> SchemaContract:
+        return cls(SCHEMA_VERSION, clip_model, clip_dim if clip_model else None)
+
+    def to_description(self) -> str:
+        return "lookalike images " + json.dumps({"lookalike": asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_description(cls, collection: str, description: str) -> SchemaContract:
+        """Parse a collection description written by :meth:`to_description`."""
+        _, _, payload = description.partition(" images ")
+        try:
+            fields = json.loads(payload)["lookalike"]
+            return cls(**fields)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SchemaMismatchError(
+                f"collection {collection!r} exists but was not created by lookalike "
+                "(no schema contract in its description); use another LOOKALIKE_COLLECTION"
+            ) from exc
+
+    def check_compatible(self, collection: str, wanted: SchemaContract) -> None:
+        """Refuse to use a collection whose contract differs from what this process writes."""
+        problems = []
+        if self.schema_version != wanted.schema_version:
+            problems.append(
+                f"schema version {self.schema_version}, this lookalike writes "
+                f"{wanted.schema_version}"
+            )
+        if self.clip_model != wanted.clip_model:
+            problems.append(f"CLIP model {self.clip_model!r}, configured {wanted.clip_model!r}")
+        if self.clip_dim != wanted.clip_dim:
+            problems.append(f"CLIP dimension {self.clip_dim}, the model gives {wanted.clip_dim}")
+        if problems:
+            raise SchemaMismatchError(
+                f"collection {collection!r} was created with " + "; ".join(problems) + ". "
+                "Use the same LOOKALIKE_CLIP_MODEL, or another LOOKALIKE_COLLECTION "
+                "(vectors of different models cannot be compared)"
+            )

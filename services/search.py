@@ -1,0 +1,222 @@
+"""Hybrid search: metadata filter, then a Hamming pre-filter on pHash, then a cosine rerank on CLIP.
+
+One query object, one function. The other modes (text-to-image, image-to-image on CLIP alone,
+neighbours of a stored image) are the same function with a different query.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from services.embed import Embedder
+from services.errors import QueryError
+from services.filters import Condition, compile_filter
+from services.hashing import phash_variants
+from services.records import FloatVector, ImageRecord
+from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
+
+Mode = Literal["hybrid", "phash", "clip", "text"]
+DEFAULT_MAX_HAMMING = 10
+
+
+@dataclass(frozen=True)
+class QuerySignals:
+    """Signals computed elsewhere (an app, a worker): pHash variants and/or a CLIP vector."""
+
+    phash_variants: tuple[bytes, ...] | None = None
+    clip: FloatVector | None = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Exactly one of ``image``, ``text``, ``id``, ``signals`` says what to look for.
+
+    ``max_hamming`` set: Hamming pre-filter on pHash (inclusive radius), then a cosine rerank when
+    CLIP vectors exist. ``max_hamming`` None: nearest neighbours by CLIP cosine alone. Text
+    queries have no pHash stage.
+    """
+
+    image: Image.Image | None = None
+    text: str | None = None
+    id: str | None = None
+    signals: QuerySignals | None = None
+    where: tuple[Condition, ...] = ()
+    max_hamming: int | None = DEFAULT_MAX_HAMMING
+    top_k: int = 20
+    candidate_limit: int = MAX_SEARCH_LIMIT
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    record: ImageRecord
+    cosine: float | None
+    hamming: int | None
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+    def to_dict(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "id": record.id,
+            "path": record.path,
+            "cosine": None if self.cosine is None else round(self.cosine, 6),
+            "hamming": self.hamming,
+            "width": record.width,
+            "height": record.height,
+            "format": record.format,
+            "bytes": record.bytes,
+            "source": record.source,
+            "tags": list(record.tags),
+            "exif_datetime": record.exif_datetime.isoformat() if record.exif_datetime else None,
+            "camera_make": record.camera_make,
+            "camera_model": record.camera_model,
+            "gps": [record.gps_lat, record.gps_lon] if record.has_gps else None,
+            "cluster": record.cluster,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    mode: Mode
+    candidates: int  # rows that passed the Hamming stage (hybrid/phash) or were returned (clip)
+    truncated: bool  # the Hamming stage hit its candidate limit: widen less, or filter more
+    elapsed_ms: float
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) -> SearchResult:
+    """Run ``query`` against ``store``; ``embedder`` may be None in hash-only deployments."""
+    _validate(query)
+    started = time.perf_counter()
+    stages: dict[str, float] = {}
+    expr = compile_filter(query.where)
+    variants, vector, exclude = _query_signals(store, embedder, query, stages)
+    if variants is not None and query.max_hamming is not None:
+        mode: Mode = "hybrid" if vector is not None else "phash"
+        tick = time.perf_counter()
+        phash_hits = store.search_phash(variants, query.max_hamming, expr, query.candidate_limit)
+        stages["hamming_ms"] = _ms(tick)
+        phash_hits = [hit for hit in phash_hits if hit.record.id != exclude]
+        tick = time.perf_counter()
+        hits = _rerank(phash_hits, vector)
+        stages["rerank_ms"] = _ms(tick)
+        candidates = len(phash_hits)
+        truncated = candidates >= min(query.candidate_limit, MAX_SEARCH_LIMIT)
+    else:
+        if vector is None:
+            raise QueryError(
+                "a search without a Hamming radius needs CLIP vectors; this deployment is "
+                "hash-only (LOOKALIKE_CLIP_MODEL=none): give --max-hamming"
+            )
+        mode = "text" if query.text is not None else "clip"
+        tick = time.perf_counter()
+        limit = query.top_k + (1 if exclude else 0)
+        clip_hits = store.search_clip(vector, expr, limit)
+        stages["clip_ms"] = _ms(tick)
+        hits = [
+            SearchHit(hit.record, hit.cosine, None) for hit in clip_hits if hit.record.id != exclude
+        ]
+        candidates, truncated = len(clip_hits), False
+    return SearchResult(
+        hits=hits[: query.top_k],
+        mode=mode,
+        candidates=candidates,
+        truncated=truncated,
+        elapsed_ms=_ms(started),
+        stage_ms=stages,
+    )
+
+
+def _validate(query: SearchQuery) -> None:
+    given = [n for n in ("image", "text", "id", "signals") if getattr(query, n) is not None]
+    if len(given) != 1:
+        raise QueryError("a search needs exactly one of an image, a text or a stored id")
+    if query.top_k < 1:
+        raise QueryError("top-k must be at least 1")
+    if query.max_hamming is not None and query.text is None and not 0 <= query.max_hamming < 64:
+        raise QueryError("max Hamming distance must be in 0..63")
+    if query.text is not None and not query.text.strip():
+        raise QueryError("the text query is empty")
+
+
+def _query_signals(
+    store: VectorStore, embedder: Embedder | None, query: SearchQuery, stages: dict[str, float]
+) -> tuple[list[bytes] | None, FloatVector | None, str | None]:
+    """(pHash variants, CLIP vector, id to leave out of the results) for ``query``."""
+    tick = time.perf_counter()
+    if query.text is not None:
+        if embedder is None:
+            raise QueryError("text search needs a CLIP model; this deployment is hash-only")
+        vector = embedder.embed_texts([query.text])[0]
+        stages["embed_ms"] = _ms(tick)
+        return None, vector, None
+    if query.image is not None:
+        variants = phash_variants(query.image)
+        stages["hash_ms"] = _ms(tick)
+        vector = None
+        if embedder is not None and _store_has_clip(store):
+            tick = time.perf_counter()
+            vector = embedder.embed_images([query.image])[0]
+            stages["embed_ms"] = _ms(tick)
+        return variants, vector, None
+    if query.signals is not None:
+        given = query.signals.phash_variants
+        return (list(given) if given else None), query.signals.clip, None
+    assert query.id is not None
+    found = store.get([query.id], with_vectors=True)
+    if not found:
+        raise QueryError(f"no stored image has id {query.id!r}")
+    record = found[0]
+    stages["lookup_ms"] = _ms(tick)
+    # Only the stored orientation: the bits of a mirrored pHash cannot be derived from the bits.
+    return [record.phash], record.clip, record.id
+
+
+def _store_has_clip(store: VectorStore) -> bool:
+    return store.contract.clip_dim is not None
+
+
+def _rerank(phash_hits: list[PhashHit], vector: FloatVector | None) -> list[SearchHit]:
+    """Order Hamming candidates by cosine to ``vector`` (exact, in process); by Hamming without."""
+    if vector is None or not phash_hits:
+        return [SearchHit(hit.record, None, hit.hamming) for hit in phash_hits]
+    clips = [hit.record.clip for hit in phash_hits]
+    if any(clip is None for clip in clips):
+        raise QueryError("stored rows lack CLIP vectors; cannot rerank by cosine")
+    matrix = np.stack([clip for clip in clips if clip is not None]).astype(np.float64)
+    cosines = cosine_similarities(matrix, np.asarray(vector, dtype=np.float64))
+    hits = [
+        SearchHit(hit.record, float(cos), hit.hamming)
+        for hit, cos in zip(phash_hits, cosines, strict=True)
+    ]
+    hits.sort(key=lambda h: (-(h.cosine or 0.0), h.hamming, h.record.id))
+    return hits
+
+
+def cosine_similarities(
+    matrix: npt.NDArray[np.float64], vector: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Cosine of each row of ``matrix`` with ``vector`` (zero rows give 0)."""
+    norms = np.linalg.norm(matrix, axis=1) * float(np.linalg.norm(vector))
+    dots: npt.NDArray[np.float64] = matrix @ vector
+    cosines: npt.NDArray[np.float64] = np.divide(
+        dots, norms, out=np.zeros_like(dots), where=norms > 0
+    )
+    return cosines
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0

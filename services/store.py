@@ -1,0 +1,454 @@
+"""The Milvus store: one typed ``VectorStore`` for Milvus Lite, standalone and distributed.
+
+Nothing above this module sees a pymilvus dict: rows come back as :class:`ImageRecord` and hits as
+frozen dataclasses. pymilvus exceptions are mapped to :mod:`services.errors` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.errors import QueryError, StoreError, StoreUnavailableError
+from services.records import FloatVector, ImageRecord, from_row, to_row
+from services.schema import (
+    MAX_PATH_LENGTH,
+    MAX_PATHS,
+    MAX_SOURCE_LENGTH,
+    MAX_TAG_LENGTH,
+    MAX_TAGS,
+    MAX_TEXT_LENGTH,
+    PHASH_BITS,
+    SCALAR_FIELDS,
+    SchemaContract,
+)
+
+log = logging.getLogger(__name__)
+
+# Milvus caps one search's limit (topk) at 16384.
+MAX_SEARCH_LIMIT = 16384
+_GET_BATCH = 512
+
+
+@dataclass(frozen=True)
+class IndexProfile:
+    """Which indexes a backend gets. Milvus Lite only knows FLAT/IVF_FLAT and BIN_FLAT."""
+
+    name: str
+    clip_index: str
+    clip_params: dict[str, Any]
+    phash_index: str
+    phash_params: dict[str, Any]
+    scalar_indexes: bool
+
+    @classmethod
+    def lite(cls) -> IndexProfile:
+        return cls("milvus-lite", "FLAT", {}, "BIN_FLAT", {}, scalar_indexes=False)
+
+    @classmethod
+    def server(cls) -> IndexProfile:
+        return cls(
+            "milvus-server",
+            "HNSW",
+            {"M": 16, "efConstruction": 200},
+            "BIN_IVF_FLAT",
+            {"nlist": 1024},
+            scalar_indexes=True,
+        )
+
+
+@dataclass(frozen=True)
+class PhashHit:
+    """A stored image within the Hamming radius of one of the query's pHash variants."""
+
+    record: ImageRecord
+    hamming: int
+    variant: int  # index into the query's variants of the closest match
+
+
+@dataclass(frozen=True)
+class ClipHit:
+    record: ImageRecord
+    cosine: float
+
+
+class VectorStore(Protocol):
+    """What lookalike needs from a vector database."""
+
+    contract: SchemaContract
+
+    def upsert(self, records: Sequence[ImageRecord]) -> int: ...
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]: ...
+    def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
+    def count(self) -> int: ...
+    def delete(self, ids: Sequence[str]) -> None: ...
+    def search_phash(
+        self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int
+    ) -> list[PhashHit]: ...
+    def search_clip(self, vector: FloatVector, expr: str, limit: int) -> list[ClipHit]: ...
+    def iterate(self, expr: str = "", *, with_vectors: bool = False) -> Iterator[ImageRecord]: ...
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    text = str(exc).lower()
+    markers = ("fail connecting", "unavailable", "connection refused", "deadline", "timeout")
+    return any(marker in text for marker in markers)
+
+
+@contextmanager
+def _mapped(action: str, uri: str) -> Iterator[None]:
+    """Map pymilvus/gRPC failures to our errors, naming what we were doing and where."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        if _is_unavailable(exc):
+            raise StoreUnavailableError(
+                f"Milvus at {uri} is unreachable while trying to {action}: {exc.message}. "
+                "Start it (`lookalike milvus`) or check LOOKALIKE_MILVUS_URI"
+            ) from exc
+        raise StoreError(f"Milvus failed to {action}: {exc.message}") from exc
+    except Exception as exc:
+        # grpc raises its own RpcError subclasses; anything else unexpected is a store failure.
+        if type(exc).__module__.startswith("grpc"):
+            if _is_unavailable(exc):
+                raise StoreUnavailableError(
+                    f"Milvus at {uri} is unreachable while trying to {action}: {exc}"
+                ) from exc
+            raise StoreError(f"Milvus failed to {action}: {exc}") from exc
+        raise
+
+
+class MilvusStore:
+    """:class:`VectorStore` over one Milvus collection, created on first use."""
+
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        contract: SchemaContract,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        profile: IndexProfile | None = None,
+    ) -> None:
+        from pymilvus import MilvusClient
+
+        self.uri = uri
+        self.collection = collection
+        self.contract = contract
+        self._timeout = timeout
+        with _mapped("connect", uri):
+            self._client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
+            self.profile = profile or self._detect_profile()
+            self._ensure_collection()
+        self._with_clip = contract.clip_dim is not None
+        self._clip_dim = contract.clip_dim
+
+    @property
+    def has_clip(self) -> bool:
+        return self._with_clip
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _detect_profile(self) -> IndexProfile:
+        # Milvus Lite does not implement GetVersion; every Milvus server does.
+        from pymilvus.exceptions import MilvusException
+
+        # pymilvus logs every failed RPC at ERROR; this one failing is the expected answer.
+        rpc_log = logging.getLogger("pymilvus.decorators")
+        level = rpc_log.level
+        rpc_log.setLevel(logging.CRITICAL)
+        try:
+            version = self._client.get_server_version(timeout=self._timeout)
+        except MilvusException:
+            raise
+        except Exception as exc:
+            if "UNIMPLEMENTED" in str(exc):
+                return IndexProfile.lite()
+            raise
+        finally:
+            rpc_log.setLevel(level)
+        log.info("Milvus server %s at %s", version, self.uri)
+        return IndexProfile.server()
+
+    def _ensure_collection(self) -> None:
+        client, timeout = self._client, self._timeout
+        if client.has_collection(self.collection, timeout=timeout):
+            description = client.describe_collection(self.collection, timeout=timeout).get(
+                "description", ""
+            )
+            stored = SchemaContract.from_description(self.collection, description)
+            stored.check_compatible(self.collection, self.contract)
+        else:
+            self._create_collection()
+        client.load_collection(self.collection, timeout=timeout)
+
+    def _create_collection(self) -> None:
+        from pymilvus import DataType
+
+        contract = self.contract
+        schema = self._client.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=contract.to_description()
+        )
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("phash", DataType.BINARY_VECTOR, dim=PHASH_BITS)
+        if contract.clip_dim is not None:
+            schema.add_field("clip", DataType.FLOAT_VECTOR, dim=contract.clip_dim)
+        varchar = {
+            "path": MAX_PATH_LENGTH,
+            "source": MAX_SOURCE_LENGTH,
+            "format": 16,
+            "camera_make": MAX_TEXT_LENGTH,
+            "camera_model": MAX_TEXT_LENGTH,
+            "ahash": 32,
+            "dhash": 32,
+            "colorhash": 32,
+            "dup_of": 64,
+        }
+        for name in SCALAR_FIELDS:
+            if name in varchar:
+                schema.add_field(name, DataType.VARCHAR, max_length=varchar[name])
+            elif name == "paths":
+                schema.add_field(
+                    name,
+                    DataType.ARRAY,
+                    element_type=DataType.VARCHAR,
+                    max_capacity=MAX_PATHS,
+                    max_length=MAX_PATH_LENGTH,
+                )
+            elif name == "tags":
+                schema.add_field(
+                    name,
+                    DataType.ARRAY,
+                    element_type=DataType.VARCHAR,
+                    max_capacity=MAX_TAGS,
+                    max_length=MAX_TAG_LENGTH,
+                )
+            elif name in {"has_exif_date", "has_gps"}:
+                schema.add_field(name, DataType.BOOL)
+            elif name in {"gps_lat", "gps_lon"}:
+                schema.add_field(name, DataType.DOUBLE)
+            elif name == "dup_cosine":
+                schema.add_field(name, DataType.FLOAT)
+            elif name in {"width", "height", "cluster", "dup_hamming"}:
+                schema.add_field(name, DataType.INT32)
+            else:
+                schema.add_field(name, DataType.INT64)
+        index = self._client.prepare_index_params()
+        index.add_index(
+            "phash",
+            index_type=self.profile.phash_index,
+            metric_type=contract.phash_metric,
+            params=self.profile.phash_params,
+        )
+        if contract.clip_dim is not None:
+            index.add_index(
+                "clip",
+                index_type=self.profile.clip_index,
+                metric_type=contract.clip_metric,
+                params=self.profile.clip_params,
+            )
+        if self.profile.scalar_indexes:
+            for name in ("source", "tags", "format", "exif_ts", "cluster", "camera_model"):
+                index.add_index(name, index_type="INVERTED")
+        self._client.create_collection(
+            self.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+            timeout=self._timeout,
+        )
+        log.info("created collection %s (%s)", self.collection, self.profile.name)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def upsert(self, records: Sequence[ImageRecord]) -> int:
+        """Write ``records`` idempotently; returns the number of distinct contents written.
+
+        Records with the same id (same content) are merged first; rows already stored keep their
+        first path, ingest time and cluster, and gain the new paths and tags.
+        """
+        if not records:
+            return 0
+        unique: dict[str, ImageRecord] = {}
+        for record in records:
+            self._check_clip(record)
+            previous = unique.get(record.id)
+            unique[record.id] = record.merged_with(previous) if previous else record
+        stored = {r.id: r for r in self.get(list(unique), with_vectors=False)}
+        rows = [
+            to_row(
+                unique[i].merged_with(stored[i]) if i in stored else unique[i],
+                with_clip=self._with_clip,
+                max_paths=MAX_PATHS,
+            )
+            for i in unique
+        ]
+        with _mapped(f"upsert {len(rows)} rows", self.uri):
+            self._client.upsert(self.collection, rows, timeout=self._timeout)
+        return len(rows)
+
+    def _check_clip(self, record: ImageRecord) -> None:
+        if not self._with_clip:
+            return
+        if record.clip is None or record.clip.shape != (self._clip_dim,):
+            shape = None if record.clip is None else record.clip.shape
+            raise QueryError(
+                f"{record.path}: CLIP vector of shape {shape}, collection "
+                f"{self.collection!r} stores ({self._clip_dim},)"
+            )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with _mapped(f"delete {len(ids)} rows", self.uri):
+            self._client.delete(self.collection, ids=list(ids), timeout=self._timeout)
+
+    def drop(self) -> None:
+        with _mapped(f"drop collection {self.collection}", self.uri):
+            self._client.drop_collection(self.collection, timeout=self._timeout)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _output_fields(self, with_vectors: bool) -> list[str]:
+        fields = ["id", "phash", *SCALAR_FIELDS]
+        if with_vectors and self._with_clip:
+            fields.append("clip")
+        return fields
+
+    def _search_fields(self, with_vectors: bool) -> list[str]:
+        """Search hits carry no pHash (``record.phash`` is empty): Lite cannot return it."""
+        return [name for name in self._output_fields(with_vectors) if name != "phash"]
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]:
+        """Stored records for ``ids`` (missing ids are left out), in no particular order."""
+        records: list[ImageRecord] = []
+        for start in range(0, len(ids), _GET_BATCH):
+            chunk = list(ids[start : start + _GET_BATCH])
+            with _mapped(f"get {len(chunk)} rows", self.uri):
+                rows = self._client.get(
+                    self.collection,
+                    ids=chunk,
+                    output_fields=self._output_fields(with_vectors),
+                    timeout=self._timeout,
+                )
+            records.extend(from_row(dict(row)) for row in rows)
+        return records
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _GET_BATCH):
+            chunk = list(ids[start : start + _GET_BATCH])
+            with _mapped(f"look up {len(chunk)} ids", self.uri):
+                rows = self._client.get(
+                    self.collection, ids=chunk, output_fields=["id"], timeout=self._timeout
+                )
+            found.update(str(row["id"]) for row in rows)
+        return found
+
+    def count(self) -> int:
+        with _mapped("count rows", self.uri):
+            rows = self._client.query(
+                self.collection, filter="", output_fields=["count(*)"], timeout=self._timeout
+            )
+        return int(rows[0]["count(*)"])
+
+    def iterate(
+        self, expr: str = "", *, with_vectors: bool = False, batch_size: int = 1000
+    ) -> Iterator[ImageRecord]:
+        """Every stored record matching ``expr``, streamed in batches (bounded memory)."""
+        with _mapped("start a query iterator", self.uri):
+            iterator = self._client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter=expr,
+                output_fields=self._output_fields(with_vectors),
+                timeout=self._timeout,
+            )
+        try:
+            while True:
+                with _mapped("read a query batch", self.uri):
+                    batch = iterator.next()
+                if not batch:
+                    return
+                for row in batch:
+                    yield from_row(dict(row))
+        finally:
+            iterator.close()
+
+    def search_phash(
+        self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int
+    ) -> list[PhashHit]:
+        """Stored images within ``max_hamming`` (inclusive) of any variant, with their vectors.
+
+        One multi-vector range search; each id keeps its smallest distance over the variants.
+        """
+        if not variants:
+            raise QueryError("a pHash search needs at least one query hash")
+        if any(len(v) != PHASH_BITS // 8 for v in variants):
+            raise QueryError("query pHashes must be 8 bytes (64 bits) each")
+        if not 0 <= max_hamming < PHASH_BITS:
+            raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
+        # Milvus's radius is exclusive for HAMMING: distance < radius.
+        params = {"metric_type": self.contract.phash_metric, "params": {"radius": max_hamming + 1}}
+        with _mapped("run a pHash range search", self.uri):
+            results = self._client.search(
+                self.collection,
+                data=list(variants),
+                anns_field="phash",
+                search_params=params,
+                filter=expr,
+                limit=min(limit, MAX_SEARCH_LIMIT),
+                # Milvus Lite fails to return binary vectors from a search: leave phash out.
+                output_fields=self._search_fields(with_vectors=True),
+                timeout=self._timeout,
+            )
+        best: dict[str, PhashHit] = {}
+        for variant, hits in enumerate(results):
+            for hit in hits:
+                distance = round(float(hit["distance"]))
+                entity = dict(hit["entity"])
+                entity.setdefault("id", hit["id"])
+                current = best.get(str(entity["id"]))
+                if current is None or distance < current.hamming:
+                    best[str(entity["id"])] = PhashHit(from_row(entity), distance, variant)
+        return sorted(best.values(), key=lambda h: (h.hamming, h.record.id))
+
+    def search_clip(self, vector: FloatVector, expr: str, limit: int) -> list[ClipHit]:
+        """The ``limit`` stored images nearest to ``vector`` by cosine, best first."""
+        if not self._with_clip:
+            raise QueryError(
+                f"collection {self.collection!r} is hash-only (no CLIP vectors); "
+                "search by image with a Hamming radius instead"
+            )
+        query = np.asarray(vector, dtype=np.float32)
+        if query.shape != (self._clip_dim,):
+            raise QueryError(
+                f"query vector has shape {query.shape}, the collection stores ({self._clip_dim},)"
+            )
+        params = {"metric_type": self.contract.clip_metric, "params": {"ef": max(64, limit)}}
+        with _mapped("run a CLIP search", self.uri):
+            results = self._client.search(
+                self.collection,
+                data=[query.tolist()],
+                anns_field="clip",
+                search_params=params,
+                filter=expr,
+                limit=min(limit, MAX_SEARCH_LIMIT),
+                output_fields=self._search_fields(with_vectors=False),
+                timeout=self._timeout,
+            )
+        hits = []
+        for hit in results[0]:
+            entity = dict(hit["entity"])
+            entity.setdefault("id", hit["id"])
+            hits.append(ClipHit(from_row(entity), float(hit["distance"])))
+        return hits

@@ -1,0 +1,67 @@
+"""Session-wide real services: a Milvus Lite server process and a tiny CLIP saved to disk."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.embedded import EmbeddedMilvus
+from services.schema import SchemaContract
+from services.store import MilvusStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMilvus]:
+    """A real milvus-lite server on a free port, shared by the whole session."""
+    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-home"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(milvus_server: EmbeddedMilvus) -> str:
+    return milvus_server.uri
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP (config, weights, tokenizer, processor) saved locally: the real
+    from_pretrained path without a model hub."""
+    from tests.tinyclip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+StoreFactory = Callable[..., MilvusStore]
+
+
+@pytest.fixture
+def make_store(milvus_uri: str) -> Iterator[StoreFactory]:
+    """Opens stores on fresh, uniquely named collections and drops them afterwards."""
+    opened: list[MilvusStore] = []
+
+    def factory(
+        clip_model: str | None = "test-model", clip_dim: int | None = 8, name: str | None = None
+    ) -> MilvusStore:
+        collection = name or f"t_{uuid.uuid4().hex[:12]}"
+        store = MilvusStore(milvus_uri, collection, SchemaContract.current(clip_model, clip_dim))
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        try:
+            store.drop()
+        finally:
+            store.close()

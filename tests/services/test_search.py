@@ -1,0 +1,212 @@
+"""Hybrid search on a real Milvus Lite server equals a brute-force numpy computation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from services.errors import FilterError, QueryError
+from services.filters import Condition, eq, has_tag
+from services.records import ImageRecord
+from services.search import QuerySignals, SearchQuery, search
+from services.store import MilvusStore
+from tests.conftest import StoreFactory
+from tests.records import random_records, unit_vectors
+
+pytestmark = pytest.mark.integration
+
+N_ROWS = 3000
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def populated(milvus_uri: str) -> tuple[MilvusStore, list[ImageRecord]]:
+    from services.schema import SchemaContract
+
+    store = MilvusStore(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
+    store.drop()
+    store = MilvusStore(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
+    records = random_records(N_ROWS, dim=DIM, seed=7, groups=40)
+    for start in range(0, N_ROWS, 500):
+        store.upsert(records[start : start + 500])
+    assert store.count() == N_ROWS
+    return store, records
+
+
+def _matches(record: ImageRecord, where: list[Condition]) -> bool:
+    """The reference semantics of the conditions used below, in plain Python."""
+    for cond in where:
+        value = getattr(record, cond.field)
+        if cond.op == "contains":
+            ok = cond.value in value
+        elif cond.op == "==":
+            ok = value == cond.value
+        elif cond.op == ">=":
+            ok = value >= cond.value
+        elif cond.op == "in":
+            assert isinstance(cond.value, tuple)
+            ok = value in cond.value
+        else:
+            raise AssertionError(cond.op)
+        if not ok:
+            return False
+    return True
+
+
+def _hamming(a: bytes, b: bytes) -> int:
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+def _brute_hybrid(records, variants, vector, radius, where, top_k):  # type: ignore[no-untyped-def]
+    rows = []
+    for record in records:
+        if not _matches(record, where):
+            continue
+        distance = min(_hamming(record.phash, v) for v in variants)
+        if distance > radius:
+            continue
+        cosine = float(
+            np.dot(record.clip, vector) / (np.linalg.norm(record.clip) * np.linalg.norm(vector))
+        )
+        rows.append((-cosine, distance, record.id, cosine))
+    rows.sort()
+    return [(r[2], r[3], r[1]) for r in rows[:top_k]]
+
+
+@pytest.mark.parametrize(
+    ("radius", "where"),
+    [
+        (6, []),
+        (10, [eq("source", "phone")]),
+        (12, [has_tag("cat"), Condition("width", ">=", 1000)]),
+        (9, [Condition("format", "in", ("PNG", "WEBP")), eq("has_gps", True)]),
+        (0, []),
+    ],
+)
+def test_hybrid_equals_brute_force(populated, radius: int, where: list[Condition]) -> None:  # type: ignore[no-untyped-def]
+    store, records = populated
+    rng = np.random.default_rng(radius)
+    for trial in range(3):
+        anchor = records[int(rng.integers(0, N_ROWS))]
+        # Variants: the anchor's hash and two unrelated ones, as flips/rotations would give.
+        variants = (
+            anchor.phash,
+            records[trial + 1].phash,
+            bytes(rng.integers(0, 256, 8, dtype=np.uint8)),
+        )
+        vector = unit_vectors(rng, 1, DIM)[0]
+        query = SearchQuery(
+            signals=QuerySignals(variants, vector), where=tuple(where), max_hamming=radius, top_k=40
+        )
+        result = search(store, None, query)
+        expected = _brute_hybrid(records, variants, vector, radius, where, 40)
+        got = [(h.id, h.cosine, h.hamming) for h in result.hits]
+        assert result.mode == "hybrid"
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[2] for g in got] == [e[2] for e in expected]
+        np.testing.assert_allclose([g[1] for g in got], [e[1] for e in expected], atol=1e-6)
+        assert expected, (
+            "the trial should find something (the anchor itself at least, unless filtered)"
+            if not where
+            else True
+        )
+
+
+def test_phash_only_orders_by_hamming(populated) -> None:  # type: ignore[no-untyped-def]
+    store, records = populated
+    anchor = records[123]
+    result = search(
+        store,
+        None,
+        SearchQuery(signals=QuerySignals((anchor.phash,), None), max_hamming=8, top_k=500),
+    )
+    expected = sorted(
+        (_hamming(r.phash, anchor.phash), r.id)
+        for r in records
+        if _hamming(r.phash, anchor.phash) <= 8
+    )
+    assert result.mode == "phash"
+    assert [(h.hamming, h.id) for h in result.hits] == expected[:500]
+    assert result.hits[0].id == anchor.id and result.hits[0].hamming == 0
+
+
+@pytest.mark.parametrize("where", [[], [eq("camera_make", "Canon"), has_tag("dog")]])
+def test_clip_search_equals_brute_force(populated, where: list[Condition]) -> None:  # type: ignore[no-untyped-def]
+    store, records = populated
+    rng = np.random.default_rng(99)
+    for _ in range(5):
+        vector = unit_vectors(rng, 1, DIM)[0]
+        result = search(
+            store,
+            None,
+            SearchQuery(
+                signals=QuerySignals(None, vector), where=tuple(where), max_hamming=None, top_k=25
+            ),
+        )
+        eligible = [r for r in records if _matches(r, where)]
+        matrix = np.stack([r.clip for r in eligible])
+        cosines = matrix @ vector
+        order = np.argsort(-cosines, kind="stable")[:25]
+        assert [h.id for h in result.hits] == [eligible[i].id for i in order]
+        np.testing.assert_allclose([h.cosine for h in result.hits], cosines[order], atol=1e-5)
+
+
+def test_neighbours_by_id_exclude_the_image_itself(populated) -> None:  # type: ignore[no-untyped-def]
+    store, records = populated
+    anchor = records[42]
+    hybrid = search(store, None, SearchQuery(id=anchor.id, max_hamming=10, top_k=30))
+    expected = _brute_hybrid(
+        [r for r in records if r.id != anchor.id], [anchor.phash], anchor.clip, 10, [], 30
+    )
+    assert [h.id for h in hybrid.hits] == [e[0] for e in expected]
+    clip_only = search(store, None, SearchQuery(id=anchor.id, max_hamming=None, top_k=10))
+    assert anchor.id not in {h.id for h in clip_only.hits} and len(clip_only.hits) == 10
+
+
+def test_hostile_filter_values_are_literals(make_store: StoreFactory) -> None:
+    store = make_store(clip_dim=8)
+    records = random_records(6, dim=8)
+    hostile = 'x" or id != "'
+    records[0] = replace(records[0], source=hostile)
+    store.upsert(records)
+    for value, expected in [
+        (hostile, {records[0].id}),
+        ("x", set()),
+        ('x\\" or 1==1 or \\"', set()),
+    ]:
+        result = search(
+            store,
+            None,
+            SearchQuery(
+                signals=QuerySignals(None, records[0].clip),
+                where=(eq("source", value),),
+                max_hamming=None,
+                top_k=10,
+            ),
+        )
+        assert {h.id for h in result.hits} == expected
+
+
+def test_bad_queries_rejected_before_milvus(populated) -> None:  # type: ignore[no-untyped-def]
+    store, _ = populated
+    vector = np.ones(DIM, dtype=np.float32)
+    with pytest.raises(FilterError, match="unknown filter field"):
+        search(store, None, SearchQuery(signals=QuerySignals(None, vector), where=(eq("nope", 1),)))
+    with pytest.raises(QueryError, match="exactly one"):
+        search(store, None, SearchQuery(text="a", id="b"))
+    with pytest.raises(QueryError, match="0..63"):
+        search(store, None, SearchQuery(signals=QuerySignals((b"\0" * 8,), None), max_hamming=64))
+    with pytest.raises(QueryError, match="shape"):
+        search(
+            store,
+            None,
+            SearchQuery(signals=QuerySignals(None, np.ones(3, np.float32)), max_hamming=None),
+        )
+    with pytest.raises(QueryError, match="no stored image"):
+        search(store, None, SearchQuery(id="0" * 64))
+    with pytest.raises(QueryError, match="8 bytes"):
+        search(store, None, SearchQuery(signals=QuerySignals((b"\0" * 7,), None), max_hamming=3))
+    with pytest.raises(QueryError, match="text search needs a CLIP model"):
+        search(store, None, SearchQuery(text="a cat"))

@@ -1,0 +1,109 @@
+"""The Milvus store against a real Milvus Lite server: schema contract, idempotent upserts, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from services.errors import QueryError, SchemaMismatchError, StoreUnavailableError
+from services.schema import SchemaContract
+from services.store import MilvusStore
+from tests.conftest import StoreFactory, free_port
+from tests.records import random_records
+
+pytestmark = pytest.mark.integration
+
+
+def test_roundtrip_keeps_every_field(make_store: StoreFactory) -> None:
+    store = make_store()
+    records = random_records(40)
+    assert store.upsert(records) == 40
+    assert store.count() == 40
+    stored = {r.id: r for r in store.get([r.id for r in records], with_vectors=True)}
+    for record in records:
+        got = stored[record.id]
+        assert got.phash == record.phash
+        expected = replace(record, paths=record.all_paths)
+        assert got == expected  # every scalar field, sentinels mapped back to None
+        assert got.clip is not None and record.clip is not None
+        np.testing.assert_allclose(got.clip, record.clip, rtol=1e-6)
+
+
+def test_upserts_are_idempotent_and_merge_paths(make_store: StoreFactory) -> None:
+    store = make_store()
+    records = random_records(10)
+    store.upsert(records)
+    store.upsert(records)
+    again = [
+        replace(r, path=r.path.replace("/photos/", "/backup/"), tags=("copy",)) for r in records
+    ]
+    # The same content twice in one batch, and already stored: one row each.
+    store.upsert(again + again[:3])
+    assert store.count() == 10
+    got = store.get([records[0].id])[0]
+    assert got.path == records[0].path  # the first path seen stays canonical
+    assert got.paths == (records[0].path, again[0].path)
+    assert "copy" in got.tags and set(records[0].tags) <= set(got.tags)
+
+
+def test_contract_recorded_and_mismatch_refused(make_store: StoreFactory, milvus_uri: str) -> None:
+    store = make_store(clip_model="model-a", clip_dim=8)
+    name = store.collection
+    reopened = MilvusStore(milvus_uri, name, SchemaContract.current("model-a", 8))
+    assert reopened.count() == 0
+    with pytest.raises(SchemaMismatchError, match="CLIP model 'model-a', configured 'model-b'"):
+        MilvusStore(milvus_uri, name, SchemaContract.current("model-b", 8))
+    with pytest.raises(SchemaMismatchError, match="CLIP dimension 8, the model gives 16"):
+        MilvusStore(milvus_uri, name, SchemaContract.current("model-a", 16))
+    with pytest.raises(SchemaMismatchError, match="hash-only|None"):
+        MilvusStore(milvus_uri, name, SchemaContract.current(None, None))
+
+
+def test_foreign_collection_refused(milvus_uri: str) -> None:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_uri)
+    client.create_collection("foreign_collection", dimension=4)
+    try:
+        with pytest.raises(SchemaMismatchError, match="not created by lookalike"):
+            MilvusStore(milvus_uri, "foreign_collection", SchemaContract.current(None, None))
+    finally:
+        client.drop_collection("foreign_collection")
+        client.close()
+
+
+def test_wrong_vector_dimension_rejected(make_store: StoreFactory) -> None:
+    store = make_store(clip_dim=8)
+    bad = replace(random_records(1)[0], clip=np.ones(5, dtype=np.float32))
+    with pytest.raises(QueryError, match=r"shape \(5,\).*stores \(8,\)"):
+        store.upsert([bad])
+    with pytest.raises(QueryError, match="query vector has shape"):
+        store.search_clip(np.ones(5, dtype=np.float32), "", 5)
+    assert store.count() == 0
+
+
+def test_hash_only_collection(make_store: StoreFactory) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    records = random_records(20, dim=None)
+    store.upsert(records)
+    assert store.count() == 20
+    with pytest.raises(QueryError, match="hash-only"):
+        store.search_clip(np.ones(8, dtype=np.float32), "", 5)
+    hits = store.search_phash([records[0].phash], 0, "", 10)
+    assert records[0].id in {hit.record.id for hit in hits}
+
+
+def test_iterate_streams_everything(make_store: StoreFactory) -> None:
+    store = make_store()
+    records = random_records(250)
+    store.upsert(records)
+    seen = [r.id for r in store.iterate('source == "phone"', batch_size=40)]
+    assert sorted(seen) == sorted(r.id for r in records if r.source == "phone")
+
+
+def test_unreachable_milvus_is_a_clear_error() -> None:
+    port = free_port()  # nothing listens here
+    with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}.*unreachable"):
+        MilvusStore(f"http://127.0.0.1:{port}", "x", SchemaContract.current(None, None), timeout=2)
