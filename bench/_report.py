@@ -49,7 +49,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def write_section(name: str, title: str, body: str, packages: Sequence[str]) -> None:
-    """Replace (or append) section ``name`` of docs/benchmarks.md with ``body`` and its provenance."""
+    """Replace (or append) section ``name`` of docs/benchmarks.md with ``body`` and provenance."""
     command = "python -m bench." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
     try:
         commit = subprocess.run(

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,7 +72,10 @@ class EmbeddedMilvus:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers; raise StoreUnavailableError otherwise."""
-        from milvus_lite.server import Server
+        with warnings.catch_warnings():
+            # milvus-lite imports pkg_resources, which warns on import; not ours to fix.
+            warnings.simplefilter("ignore", UserWarning)
+            from milvus_lite.server import Server
 
         if self._process is not None:
             return

@@ -125,6 +125,21 @@ def _mapped(action: str, uri: str) -> Iterator[None]:
         raise
 
 
+def drop_collection(uri: str, collection: str, *, token: str | None = None) -> bool:
+    """Drop ``collection`` whatever its contract; True when it existed."""
+    from pymilvus import MilvusClient
+
+    with _mapped(f"drop collection {collection}", uri):
+        client = MilvusClient(uri=uri, token=token or "")
+        try:
+            existed = bool(client.has_collection(collection))
+            if existed:
+                client.drop_collection(collection)
+        finally:
+            client.close()
+    return existed
+
+
 class MilvusStore:
     """:class:`VectorStore` over one Milvus collection, created on first use."""
 

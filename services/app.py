@@ -1,0 +1,51 @@
+"""Wiring: settings in, a connected store and (unless hash-only) an embedder out.
+
+The one place where the stages are put together for the CLI, the workers and the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.embed import Embedder, create_embedder
+from services.schema import SchemaContract
+from services.settings import Settings
+from services.store import MilvusStore
+
+
+@dataclass(frozen=True)
+class Lookalike:
+    """A connected store with the embedder whose vectors it holds."""
+
+    settings: Settings
+    store: MilvusStore
+    embedder: Embedder | None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def contract_for(embedder: Embedder | None) -> SchemaContract:
+    """The schema contract a collection written with ``embedder`` carries."""
+    if embedder is None:
+        return SchemaContract.current(None, None)
+    return SchemaContract.current(embedder.model_id, embedder.dim)
+
+
+def connect(
+    settings: Settings,
+    uri: str,
+    *,
+    embedder: Embedder | None = None,
+    load_model: bool = True,
+    collection: str | None = None,
+) -> Lookalike:
+    """Open (creating if needed) the configured collection at ``uri``.
+
+    ``embedder`` given: use it. Otherwise the configured model is loaded when ``load_model``.
+    """
+    if embedder is None and load_model:
+        embedder = create_embedder(settings)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    store = MilvusStore(uri, collection or settings.collection, contract_for(embedder), token=token)
+    return Lookalike(settings, store, embedder)

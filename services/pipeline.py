@@ -1,0 +1,141 @@
+"""Image files in, stored records out: decode once, hash, read metadata, embed in one batch, upsert.
+
+This is the unit of work an ingestion worker runs; it is wired from the stages in
+``decode``, ``hashing``, ``metadata``, ``embed`` and ``store``. A bad image fails alone: it is
+returned as a :class:`Failure` with its reason and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.decode import LoadedImage, load_image
+from services.embed import Embedder
+from services.errors import DecodeError
+from services.hashing import compute_hashes
+from services.metadata import extract_metadata, sha256_hex
+from services.records import ImageRecord
+from services.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+# JPEGs are decoded at a reduced scale (libjpeg's DCT scaling) that still covers what the signals
+# need: the 32x32 pHash thumbnail, or CLIP's 224x224 crop. A draft changes a pHash by a fraction of
+# a bit on average (docs/benchmarks.md), so stored and query images are decoded the same way.
+HASH_DRAFT_SIZE = (32, 32)
+CLIP_DRAFT_SIZE = (224, 224)
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    records: list[ImageRecord]
+    failures: list[Failure]
+
+
+def draft_size(embedder: Embedder | None) -> tuple[int, int]:
+    """The decode size ingestion uses: enough for CLIP when a model is loaded, else for pHash."""
+    return CLIP_DRAFT_SIZE if embedder is not None else HASH_DRAFT_SIZE
+
+
+def load_for_signals(
+    path: str | Path, *, max_pixels: int, embedder: Embedder | None
+) -> LoadedImage:
+    """Decode ``path`` exactly as ingestion does, so query and stored signals agree."""
+    return load_image(path, max_pixels=max_pixels, draft_size=draft_size(embedder))
+
+
+def analyze_batch(
+    paths: Sequence[str | Path],
+    embedder: Embedder | None,
+    *,
+    max_pixels: int,
+    source: str = "",
+    tags: Sequence[str] = (),
+    now: int | None = None,
+) -> BatchOutcome:
+    """Records for the decodable ``paths``, failures for the rest; one CLIP forward pass."""
+    ingested_at = int(time.time()) if now is None else now
+    loaded: list[LoadedImage] = []
+    failures: list[Failure] = []
+    for path in paths:
+        try:
+            loaded.append(load_for_signals(path, max_pixels=max_pixels, embedder=embedder))
+        except DecodeError as exc:
+            log.info("%s (skipped, recorded as failed)", exc)
+            failures.append(Failure(str(path), exc.reason))
+    vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
+    records = []
+    for index, item in enumerate(loaded):
+        hashes = compute_hashes(item.image)
+        meta = extract_metadata(item)
+        records.append(
+            ImageRecord(
+                id=sha256_hex(item.data),
+                path=item.path,
+                phash=hashes.phash,
+                ahash=hashes.ahash,
+                dhash=hashes.dhash,
+                colorhash=hashes.colorhash,
+                width=meta.width,
+                height=meta.height,
+                format=meta.format,
+                bytes=meta.bytes,
+                source=source,
+                tags=tuple(tags),
+                exif_datetime=meta.exif_datetime,
+                camera_make=meta.camera_make or "",
+                camera_model=meta.camera_model or "",
+                gps_lat=meta.gps_lat,
+                gps_lon=meta.gps_lon,
+                ingested_at=ingested_at,
+                clip=vectors[index] if vectors is not None else None,
+            )
+        )
+    return BatchOutcome(records, failures)
+
+
+def index_batch(
+    store: VectorStore,
+    embedder: Embedder | None,
+    paths: Sequence[str | Path],
+    *,
+    max_pixels: int,
+    source: str = "",
+    tags: Sequence[str] = (),
+) -> BatchOutcome:
+    """Analyze ``paths`` and upsert the records; returns what was stored and what failed."""
+    outcome = analyze_batch(paths, embedder, max_pixels=max_pixels, source=source, tags=tags)
+    store.upsert(outcome.records)
+    return outcome
+
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+
+
+def find_images(roots: Sequence[Path], *, recursive: bool = True) -> list[Path]:
+    """Image files under ``roots`` by extension, hidden files skipped, sorted for repeatability."""
+    found: list[Path] = []
+    for root in roots:
+        if root.is_file():
+            found.append(root)
+            continue
+        pattern = root.rglob("*") if recursive else root.glob("*")
+        for path in pattern:
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir():
+                found.append(path)
+    return sorted(found)

@@ -1,0 +1,183 @@
+"""Files to search results through the real path: decode, hash, tiny CLIP, Milvus Lite, search."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from services.app import Lookalike, connect
+from services.cli import app
+from services.embed import ClipEmbedder
+from services.filters import eq
+from services.pipeline import index_batch, load_for_signals
+from services.search import SearchQuery, search
+from services.settings import Settings
+from tests.imagegen import make_photo_like
+
+pytestmark = pytest.mark.integration
+
+BASES = 12
+COPIES = {
+    "mirrored": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rot180": lambda im: im.transpose(Image.Transpose.ROTATE_180),
+    "half": lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS),
+}
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(BASES):
+        image = make_photo_like(1000 + i, (320, 240))
+        image.save(root / f"base{i:02d}.png")
+        for label, transform in COPIES.items():
+            transform(image).save(root / f"base{i:02d}_{label}.jpg", quality=92)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    (root / "notes.jpg").write_text("a text file with an image name")
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(
+    tiny_clip_dir: Path, milvus_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    return {
+        "LOOKALIKE_MILVUS_URI": milvus_uri,
+        "LOOKALIKE_CLIP_MODEL": str(tiny_clip_dir),
+        "LOOKALIKE_COLLECTION": f"e2e_{uuid.uuid4().hex[:8]}",
+        "LOOKALIKE_HOME": str(tmp_path_factory.mktemp("home")),
+    }
+
+
+@pytest.fixture(scope="module")
+def indexed(env: dict[str, str], photo_dir: Path) -> Iterator[Lookalike]:
+    settings = Settings.from_env(env)
+    lookalike = connect(settings, env["LOOKALIKE_MILVUS_URI"])
+    assert isinstance(lookalike.embedder, ClipEmbedder)
+    files = sorted(photo_dir.iterdir())
+    outcome = index_batch(
+        lookalike.store, lookalike.embedder, files, max_pixels=10**8, source="e2e", tags=["t"]
+    )
+    assert {Path(f.path).name for f in outcome.failures} == {"broken.jpg", "notes.jpg"}
+    assert all(f.error for f in outcome.failures)
+    assert len(outcome.records) == BASES * (1 + len(COPIES))
+    yield lookalike
+    lookalike.store.drop()
+    lookalike.close()
+
+
+def test_flips_and_rotations_found_by_one_search(indexed: Lookalike, photo_dir: Path) -> None:
+    for i in range(BASES):
+        query = load_for_signals(
+            photo_dir / f"base{i:02d}.png", max_pixels=10**8, embedder=indexed.embedder
+        )
+        result = search(
+            indexed.store, indexed.embedder, SearchQuery(image=query.image, max_hamming=8, top_k=50)
+        )
+        names = {Path(hit.path).name for hit in result.hits}
+        expected = {f"base{i:02d}.png"} | {f"base{i:02d}_{label}.jpg" for label in COPIES}
+        assert expected <= names, (i, names)
+        assert result.mode == "hybrid"
+        assert all(hit.cosine is not None and hit.hamming is not None for hit in result.hits)
+        cosines = [hit.cosine for hit in result.hits]
+        assert cosines == sorted(cosines, reverse=True)
+
+
+def test_text_search_ranks_by_cosine_like_numpy(indexed: Lookalike) -> None:
+    assert indexed.embedder is not None
+    result = search(indexed.store, indexed.embedder, SearchQuery(text="a photo of a cat", top_k=10))
+    stored = list(indexed.store.iterate(with_vectors=True))
+    vector = indexed.embedder.embed_texts(["a photo of a cat"])[0]
+    cosines = np.array([float(np.dot(r.clip, vector)) for r in stored])
+    order = np.argsort(-cosines)[:10]
+    assert result.mode == "text"
+    assert [h.id for h in result.hits] == [stored[i].id for i in order]
+    np.testing.assert_allclose([h.cosine for h in result.hits], cosines[order], atol=1e-5)
+
+
+def test_filter_applies_to_hybrid_search(indexed: Lookalike, photo_dir: Path) -> None:
+    query = load_for_signals(photo_dir / "base00.png", max_pixels=10**8, embedder=indexed.embedder)
+    only_png = search(
+        indexed.store,
+        indexed.embedder,
+        SearchQuery(image=query.image, max_hamming=8, where=(eq("format", "PNG"),)),
+    )
+    assert [Path(h.path).name for h in only_png.hits] == ["base00.png"]
+
+
+def test_cli_add_and_search_json(
+    env: dict[str, str], photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOOKALIKE_COLLECTION", f"cli_{uuid.uuid4().hex[:8]}")
+    runner = CliRunner()
+    added = runner.invoke(app, ["add", str(photo_dir), "--json", "--tag", "cli"])
+    assert added.exit_code == 0, added.output
+    summary = json.loads(added.stdout)
+    assert summary["stored"] == BASES * (1 + len(COPIES)) == summary["rows"]
+    assert sorted(Path(f["path"]).name for f in summary["failed"]) == ["broken.jpg", "notes.jpg"]
+
+    found = runner.invoke(
+        app,
+        ["search", "--image", str(photo_dir / "base03_rot90.jpg"), "--json", "--where", "tag=cli"],
+    )
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert {"id", "path", "cosine", "hamming"} <= set(hits[0])
+    assert "base03.png" in {Path(h["path"]).name for h in hits}
+
+    by_text = runner.invoke(app, ["search", "--text", "a red car", "--top-k", "3", "--json"])
+    assert by_text.exit_code == 0, by_text.output
+    assert len(json.loads(by_text.stdout)) == 3
+
+    bad = runner.invoke(app, ["search", "--text", "x", "--where", "colour=red"])
+    assert bad.exit_code == 1
+    assert "unknown filter field 'colour'" in bad.output
+
+
+def test_cli_reports_config_and_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    runner = CliRunner()
+    monkeypatch.setenv("LOOKALIKE_CLIP_MODLE", "typo")
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 2
+    assert "unknown setting LOOKALIKE_CLIP_MODLE" in result.output
+    monkeypatch.delenv("LOOKALIKE_CLIP_MODLE")
+    monkeypatch.setenv("LOOKALIKE_MILVUS_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("LOOKALIKE_CLIP_MODEL", "none")
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 1
+    assert "unreachable" in result.output and "Traceback" not in result.output
+
+
+def test_demo_starts_embedded_milvus_and_finds_copies(
+    tiny_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.embedded import port_open
+    from tests.conftest import free_port
+
+    port = free_port()
+    monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LOOKALIKE_MILVUS_PORT", str(port))
+    monkeypatch.setenv("LOOKALIKE_CLIP_MODEL", str(tiny_clip_dir))
+    monkeypatch.setenv("COLUMNS", "250")  # rich wraps the table to the terminal width
+    result = CliRunner().invoke(app, ["demo", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert "136 files, 119 distinct images, 0 failed" in " ".join(result.output.split())
+    # The example search finds the original and the copies a pHash survives.
+    shown = "".join(result.output.split())
+    for name in ("originals/astronaut.png", "astronaut_rotated.jpg", "astronaut_resized.jpg"):
+        assert name in shown
+    assert (tmp_path / "home" / "milvus.db").exists()
+    assert not port_open(port)  # the embedded server was stopped
