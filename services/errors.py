@@ -13,7 +13,10 @@ with ``raise OurError(...) from exc``, so callers catch our types only::
     │   ├── StoreUnavailableError    cannot reach Milvus (transient: retry later)
     │   └── SchemaMismatchError      the collection exists with another contract
     ├── FilterError              a metadata filter is invalid; raised before Milvus sees it
-    └── QueryError               a search request is malformed (wrong dimension, no signal)
+    ├── QueryError               a search request is malformed (wrong dimension, no signal)
+    └── IngestError              ingestion bookkeeping failed
+        ├── LedgerUnavailableError   cannot reach Redis (transient: retry later)
+        └── UnknownJobError          no job with that id
 """
 
 from __future__ import annotations
@@ -68,3 +71,15 @@ class FilterError(LookalikeError):
 
 class QueryError(LookalikeError):
     """A search request is malformed: wrong vector dimension, no query signal, bad parameters."""
+
+
+class IngestError(LookalikeError):
+    """Ingestion bookkeeping (the queue or the job ledger) failed."""
+
+
+class LedgerUnavailableError(IngestError):
+    """Redis cannot be reached. Transient: retrying later may succeed."""
+
+
+class UnknownJobError(IngestError):
+    """No job with this id in the ledger (nor on disk, for ``--resume``)."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.decode import LoadedImage, load_image
 from services.embed import Embedder
 from services.errors import DecodeError
-from services.hashing import compute_hashes
+from services.hashing import compute_hashes, phash_variants
 from services.metadata import extract_metadata, sha256_hex
 from services.records import ImageRecord
 from services.store import VectorStore
@@ -40,6 +40,8 @@ class Failure:
 class BatchOutcome:
     records: list[ImageRecord]
     failures: list[Failure]
+    # pHashes of each record's flips and rotations (index 0 is the record's own), aligned.
+    variants: list[list[bytes]] = field(default_factory=list)
 
 
 def draft_size(embedder: Embedder | None) -> tuple[int, int]:
@@ -74,9 +76,10 @@ def analyze_batch(
             log.info("%s (skipped, recorded as failed)", exc)
             failures.append(Failure(str(path), exc.reason))
     vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
-    records = []
+    records, variants = [], []
     for index, item in enumerate(loaded):
         hashes = compute_hashes(item.image)
+        variants.append(phash_variants(item.image))
         meta = extract_metadata(item)
         records.append(
             ImageRecord(
@@ -101,7 +104,7 @@ def analyze_batch(
                 clip=vectors[index] if vectors is not None else None,
             )
         )
-    return BatchOutcome(records, failures)
+    return BatchOutcome(records, failures, variants)
 
 
 def index_batch(

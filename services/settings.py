@@ -56,6 +56,25 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=100_000_000, ge=1, description="Images with more pixels are refused (bombs)."
     )
+    ingest_batch_size: int = Field(default=32, ge=1, le=1024, description="Files per task.")
+    worker_concurrency: int = Field(
+        default=0, ge=0, le=256, description="Worker processes; 0: one per CPU core."
+    )
+    visibility_timeout: int = Field(
+        default=3600,
+        ge=5,
+        description="Seconds before Redis re-delivers a task whose worker vanished; "
+        "must be longer than any task.",
+    )
+    max_crashes: int = Field(
+        default=2, ge=1, le=10, description="Deliveries of a batch that may crash a worker."
+    )
+    dup_max_hamming: int = Field(
+        default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
+    )
+    dup_min_cosine: float = Field(
+        default=0.95, ge=-1.0, le=1.0, description="CLIP cosine of dedup on arrival."
+    )
 
     @field_validator("milvus_uri")
     @classmethod

@@ -406,9 +406,16 @@ class MilvusStore:
 
         One multi-vector range search; each id keeps its smallest distance over the variants.
         """
-        if not variants:
+        return self.search_phash_groups([variants], max_hamming, expr, limit)[0]
+
+    def search_phash_groups(
+        self, groups: Sequence[Sequence[bytes]], max_hamming: int, expr: str, limit: int
+    ) -> list[list[PhashHit]]:
+        """:meth:`search_phash` for several queries (each a group of variants) in one request."""
+        flat = [variant for group in groups for variant in group]
+        if not groups or any(not group for group in groups):
             raise QueryError("a pHash search needs at least one query hash")
-        if any(len(v) != PHASH_BITS // 8 for v in variants):
+        if any(len(v) != PHASH_BITS // 8 for v in flat):
             raise QueryError("query pHashes must be 8 bytes (64 bits) each")
         if not 0 <= max_hamming < PHASH_BITS:
             raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
@@ -417,7 +424,7 @@ class MilvusStore:
         with _mapped("run a pHash range search", self.uri):
             results = self._client.search(
                 self.collection,
-                data=list(variants),
+                data=flat,
                 anns_field="phash",
                 search_params=params,
                 filter=expr,
@@ -426,34 +433,47 @@ class MilvusStore:
                 output_fields=self._search_fields(with_vectors=True),
                 timeout=self._timeout,
             )
-        best: dict[str, PhashHit] = {}
-        for variant, hits in enumerate(results):
-            for hit in hits:
-                distance = round(float(hit["distance"]))
-                entity = dict(hit["entity"])
-                entity.setdefault("id", hit["id"])
-                current = best.get(str(entity["id"]))
-                if current is None or distance < current.hamming:
-                    best[str(entity["id"])] = PhashHit(from_row(entity), distance, variant)
-        return sorted(best.values(), key=lambda h: (h.hamming, h.record.id))
+        merged: list[list[PhashHit]] = []
+        offset = 0
+        for group in groups:
+            best: dict[str, PhashHit] = {}
+            for variant in range(len(group)):
+                for hit in results[offset + variant]:
+                    distance = round(float(hit["distance"]))
+                    entity = dict(hit["entity"])
+                    entity.setdefault("id", hit["id"])
+                    current = best.get(str(entity["id"]))
+                    if current is None or distance < current.hamming:
+                        best[str(entity["id"])] = PhashHit(from_row(entity), distance, variant)
+            offset += len(group)
+            merged.append(sorted(best.values(), key=lambda h: (h.hamming, h.record.id)))
+        return merged
 
     def search_clip(self, vector: FloatVector, expr: str, limit: int) -> list[ClipHit]:
         """The ``limit`` stored images nearest to ``vector`` by cosine, best first."""
+        return self.search_clip_many([vector], expr, limit)[0]
+
+    def search_clip_many(
+        self, vectors: Sequence[FloatVector], expr: str, limit: int
+    ) -> list[list[ClipHit]]:
+        """:meth:`search_clip` for several query vectors in one request."""
         if not self._with_clip:
             raise QueryError(
                 f"collection {self.collection!r} is hash-only (no CLIP vectors); "
                 "search by image with a Hamming radius instead"
             )
-        query = np.asarray(vector, dtype=np.float32)
-        if query.shape != (self._clip_dim,):
-            raise QueryError(
-                f"query vector has shape {query.shape}, the collection stores ({self._clip_dim},)"
-            )
+        queries = [np.asarray(vector, dtype=np.float32) for vector in vectors]
+        for query in queries:
+            if query.shape != (self._clip_dim,):
+                raise QueryError(
+                    f"query vector has shape {query.shape}, the collection stores "
+                    f"({self._clip_dim},)"
+                )
         params = {"metric_type": self.contract.clip_metric, "params": {"ef": max(64, limit)}}
         with _mapped("run a CLIP search", self.uri):
             results = self._client.search(
                 self.collection,
-                data=[query.tolist()],
+                data=[query.tolist() for query in queries],
                 anns_field="clip",
                 search_params=params,
                 filter=expr,
@@ -461,9 +481,11 @@ class MilvusStore:
                 output_fields=self._search_fields(with_vectors=False),
                 timeout=self._timeout,
             )
-        hits = []
-        for hit in results[0]:
-            entity = dict(hit["entity"])
-            entity.setdefault("id", hit["id"])
-            hits.append(ClipHit(from_row(entity), float(hit["distance"])))
-        return hits
+        found: list[list[ClipHit]] = []
+        for hits in results:
+            found.append([])
+            for hit in hits:
+                entity = dict(hit["entity"])
+                entity.setdefault("id", hit["id"])
+                found[-1].append(ClipHit(from_row(entity), float(hit["distance"])))
+        return found

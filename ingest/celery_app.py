@@ -1,0 +1,55 @@
+"""The Celery application: Redis broker, at-least-once delivery, tasks registered from tasks.py.
+
+Delivery guarantees, and why:
+
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged after its task
+  finishes, so a worker that dies mid-batch leaves it to be delivered again;
+- ``visibility_timeout`` (LOOKALIKE_VISIBILITY_TIMEOUT): Redis re-delivers unacknowledged
+  messages of a vanished worker after this long; it must exceed the longest task;
+- ``worker_prefetch_multiplier=1``: a batch is already many images; prefetching more would hold
+  work hostage in a busy or dying process;
+- writes are upserts keyed by content hash and the ledger counts by path, so a batch delivered
+  twice writes and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from services.settings import Settings
+
+QUEUE = "lookalike.ingest"
+TASK_INGEST = "lookalike.ingest_batch"
+
+
+def create_app(settings: Settings) -> Celery:
+    """A configured Celery app for ``settings``, with lookalike's tasks registered."""
+    from ingest import tasks
+
+    app = Celery("lookalike", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        task_default_queue=QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency or os.cpu_count() or 1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Look for abandoned messages often enough to honour short timeouts.
+            "unacked_restore_throttle": 1,
+        },
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    app.conf.lookalike_settings = settings
+    tasks.register(app)
+    return app

@@ -1,0 +1,287 @@
+"""The job ledger in Redis: the source of truth for ingestion progress.
+
+Counts are derived from sets keyed by path, so a batch delivered twice counts once::
+
+    lookalike:job:{id}            hash   state, created_at, updated_at, collection, source,
+                                         found, queued, skipped, roots (JSON), options (JSON)
+    lookalike:job:{id}:stored     set    paths whose content is in Milvus
+    lookalike:job:{id}:failed     hash   path -> reason (bad images, quarantined poison)
+    lookalike:job:{id}:near       set    paths that arrived with a near-duplicate already stored
+    lookalike:job:{id}:exact      set    paths whose exact content was already stored elsewhere
+    lookalike:job:{id}:crashes    hash   batch id -> deliveries that did not finish
+    lookalike:jobs                zset   job ids by creation time
+    lookalike:files:{collection}  hash   path -> "size:mtime_ns" of what is stored (cheap skip)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import redis
+
+from services.errors import LedgerUnavailableError, UnknownJobError
+
+PREFIX = "lookalike"
+JobState = Literal["queued", "running", "done", "stalled"]
+# Finished jobs' details are kept this long; the files cache is kept for good.
+JOB_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's counts as the ledger knows them; ``queued == ingested + failed`` when done."""
+
+    job_id: str
+    state: JobState
+    collection: str
+    found: int
+    queued: int
+    skipped: int
+    ingested: int
+    near_duplicates: int
+    exact_duplicates: int
+    failures: list[JobFailure] = field(default_factory=list)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    roots: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def finished(self) -> bool:
+        return self.ingested + self.failed >= self.queued
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` summary of ``lookalike ingest``."""
+        return {
+            "job_id": self.job_id,
+            "state": self.state,
+            "queued": self.queued,
+            "ingested": self.ingested,
+            "skipped": self.skipped,
+            "near_duplicates": self.near_duplicates,
+            "exact_duplicates": self.exact_duplicates,
+            "failed": [{"path": f.path, "error": f.error} for f in self.failures],
+        }
+
+
+def _key(job_id: str, part: str = "") -> str:
+    return f"{PREFIX}:job:{job_id}" + (f":{part}" if part else "")
+
+
+class JobLedger:
+    """Reads and writes job progress in Redis. All writes are idempotent per path."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    @classmethod
+    def from_url(cls, url: str) -> JobLedger:
+        return cls(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30))
+
+    def ping(self) -> None:
+        with _mapped("reach Redis"):
+            self._redis.ping()
+
+    # -- producer side --------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        *,
+        collection: str,
+        roots: Sequence[str],
+        options: Mapping[str, Any],
+    ) -> None:
+        now = time.time()
+        with _mapped("create a job"):
+            pipe = self._redis.pipeline()
+            pipe.hset(
+                _key(job_id),
+                mapping={
+                    "state": "queued",
+                    "collection": collection,
+                    "created_at": now,
+                    "updated_at": now,
+                    "found": 0,
+                    "queued": 0,
+                    "skipped": 0,
+                    "roots": json.dumps(list(roots)),
+                    "options": json.dumps(dict(options)),
+                },
+            )
+            pipe.zadd(f"{PREFIX}:jobs", {job_id: now})
+            pipe.execute()
+
+    def job_exists(self, job_id: str) -> bool:
+        with _mapped("read a job"):
+            return bool(self._redis.exists(_key(job_id)))
+
+    def add_counts(self, job_id: str, *, found: int = 0, queued: int = 0, skipped: int = 0) -> None:
+        with _mapped("update job counts"):
+            pipe = self._redis.pipeline()
+            for name, value in (("found", found), ("queued", queued), ("skipped", skipped)):
+                if value:
+                    pipe.hincrby(_key(job_id), name, value)
+            pipe.hset(_key(job_id), "updated_at", time.time())
+            pipe.execute()
+
+    def set_counts(self, job_id: str, *, found: int, queued: int, skipped: int) -> None:
+        with _mapped("update job counts"):
+            self._redis.hset(
+                _key(job_id),
+                mapping={
+                    "found": found,
+                    "queued": queued,
+                    "skipped": skipped,
+                    "updated_at": time.time(),
+                },
+            )
+
+    def set_state(self, job_id: str, state: JobState) -> None:
+        with _mapped("update a job's state"):
+            self._redis.hset(_key(job_id), mapping={"state": state, "updated_at": time.time()})
+
+    def stored_paths(self, job_id: str) -> set[str]:
+        with _mapped("read stored paths"):
+            return {_text(p) for p in self._redis.smembers(_key(job_id, "stored"))}
+
+    def failed_paths(self, job_id: str) -> set[str]:
+        with _mapped("read failed paths"):
+            return {_text(p) for p in self._redis.hkeys(_key(job_id, "failed"))}
+
+    def cached_stat(self, collection: str, paths: Sequence[str]) -> list[str | None]:
+        """The "size:mtime_ns" last stored for each path, None where unknown."""
+        if not paths:
+            return []
+        with _mapped("read the files cache"):
+            values = self._redis.hmget(f"{PREFIX}:files:{collection}", list(paths))
+        return [None if v is None else _text(v) for v in values]
+
+    # -- worker side ----------------------------------------------------------------------------
+
+    def record_batch(
+        self,
+        job_id: str,
+        collection: str,
+        *,
+        stored: Mapping[str, str],
+        failed: Mapping[str, str],
+        near: Iterable[str] = (),
+        exact: Iterable[str] = (),
+    ) -> None:
+        """Record one batch's outcome; ``stored`` maps path -> "size:mtime_ns"."""
+        with _mapped("record a batch"):
+            pipe = self._redis.pipeline()
+            if stored:
+                pipe.sadd(_key(job_id, "stored"), *stored)
+                pipe.hset(f"{PREFIX}:files:{collection}", mapping=_strings(stored))
+            if failed:
+                pipe.hset(_key(job_id, "failed"), mapping=_strings(failed))
+            near, exact = list(near), list(exact)
+            if near:
+                pipe.sadd(_key(job_id, "near"), *near)
+            if exact:
+                pipe.sadd(_key(job_id, "exact"), *exact)
+            pipe.hset(_key(job_id), "updated_at", time.time())
+            pipe.execute()
+        progress = self.progress(job_id, with_failures=False)
+        if progress.finished and progress.state != "done" and progress.queued > 0:
+            self.finish(job_id)
+
+    def finish(self, job_id: str) -> None:
+        with _mapped("finish a job"):
+            pipe = self._redis.pipeline()
+            pipe.hset(_key(job_id), mapping={"state": "done", "updated_at": time.time()})
+            for part in ("", "stored", "failed", "near", "exact", "crashes"):
+                pipe.expire(_key(job_id, part), JOB_TTL_SECONDS)
+            pipe.execute()
+
+    def start_delivery(self, job_id: str, batch_id: str) -> int:
+        """Count a delivery of ``batch_id`` that has not finished; returns how many there are."""
+        with _mapped("count a delivery"):
+            return int(self._redis.hincrby(_key(job_id, "crashes"), batch_id, 1))
+
+    def end_delivery(self, job_id: str, batch_id: str) -> None:
+        """The delivery finished (or will be retried on purpose): it did not crash the worker."""
+        with _mapped("count a delivery"):
+            self._redis.hdel(_key(job_id, "crashes"), batch_id)
+
+    # -- readers --------------------------------------------------------------------------------
+
+    def progress(self, job_id: str, *, with_failures: bool = True) -> JobProgress:
+        with _mapped("read a job"):
+            pipe = self._redis.pipeline()
+            pipe.hgetall(_key(job_id))
+            pipe.scard(_key(job_id, "stored"))
+            pipe.scard(_key(job_id, "near"))
+            pipe.scard(_key(job_id, "exact"))
+            pipe.hgetall(_key(job_id, "failed"))
+            job, stored, near, exact, failed = pipe.execute()
+        if not job:
+            raise UnknownJobError(f"no job {job_id!r} in the ledger at this Redis")
+        fields = {_text(k): _text(v) for k, v in job.items()}
+        failures = sorted(
+            (JobFailure(_text(p), _text(r)) for p, r in failed.items()), key=lambda f: f.path
+        )
+        progress = JobProgress(
+            job_id=job_id,
+            state=fields.get("state", "queued"),  # type: ignore[arg-type]
+            collection=fields.get("collection", ""),
+            found=int(fields.get("found", 0)),
+            queued=int(fields.get("queued", 0)),
+            skipped=int(fields.get("skipped", 0)),
+            ingested=int(stored),
+            near_duplicates=int(near),
+            exact_duplicates=int(exact),
+            failures=failures if with_failures else [JobFailure("", "")] * len(failed),
+            created_at=float(fields.get("created_at", 0)),
+            updated_at=float(fields.get("updated_at", 0)),
+            roots=json.loads(fields.get("roots", "[]")),
+        )
+        return progress
+
+    def recent_jobs(self, limit: int = 10) -> list[str]:
+        with _mapped("list jobs"):
+            return [_text(j) for j in self._redis.zrevrange(f"{PREFIX}:jobs", 0, limit - 1)]
+
+    def queue_depth(self, queue: str) -> int:
+        with _mapped("read the queue depth"):
+            return int(self._redis.llen(queue))
+
+
+_Field = bytes | bytearray | memoryview | str | int | float
+
+
+def _strings(values: Mapping[str, str]) -> dict[_Field, _Field]:
+    """``values`` typed as redis-py's hset mapping wants it (its key type is invariant)."""
+    return dict(values.items())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextmanager
+def _mapped(action: str) -> Iterator[None]:
+    """Map redis-py connection failures to :class:`LedgerUnavailableError`."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise LedgerUnavailableError(
+            f"Redis is unreachable while trying to {action}: {exc}. "
+            "Start it or check LOOKALIKE_REDIS_URL"
+        ) from exc
