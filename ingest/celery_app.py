@@ -53,3 +53,24 @@ def create_app(settings: Settings) -> Celery:
     app.conf.lookalike_settings = settings
     tasks.register(app)
     return app
+
+
+def worker_argv(
+    settings: Settings, *, loglevel: str = "INFO", hostname: str | None = None
+) -> list[str]:
+    """Arguments of ``celery worker`` with our defaults (after ``celery -A ingest.worker``)."""
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "--queues",
+        QUEUE,
+        "--concurrency",
+        str(settings.worker_concurrency or os.cpu_count() or 1),
+        "--pool",
+        "prefork",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv += ["--hostname", hostname]
+    return argv

@@ -2,7 +2,7 @@
 
 Counts are derived from sets keyed by path, so a batch delivered twice counts once::
 
-    lookalike:job:{id}            hash   state, created_at, updated_at, collection, source,
+    lookalike:job:{id}            hash   state, producing, created_at, updated_at, collection,
                                          found, queued, skipped, roots (JSON), options (JSON)
     lookalike:job:{id}:stored     set    paths whose content is in Milvus
     lookalike:job:{id}:failed     hash   path -> reason (bad images, quarantined poison)
@@ -16,7 +16,10 @@ Counts are derived from sets keyed by path, so a batch delivered twice counts on
 from __future__ import annotations
 
 import json
+import logging
+import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +28,8 @@ from typing import Any, Literal
 import redis
 
 from services.errors import LedgerUnavailableError, UnknownJobError
+
+log = logging.getLogger(__name__)
 
 PREFIX = "lookalike"
 JobState = Literal["queued", "running", "done", "stalled"]
@@ -55,6 +60,7 @@ class JobProgress:
     created_at: float = 0.0
     updated_at: float = 0.0
     roots: list[str] = field(default_factory=list)
+    producing: bool = False  # the producer is still walking and enqueueing
 
     @property
     def failed(self) -> int:
@@ -62,7 +68,7 @@ class JobProgress:
 
     @property
     def finished(self) -> bool:
-        return self.ingested + self.failed >= self.queued
+        return not self.producing and self.ingested + self.failed >= self.queued
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` summary of ``lookalike ingest``."""
@@ -113,6 +119,7 @@ class JobLedger:
                 _key(job_id),
                 mapping={
                     "state": "queued",
+                    "producing": 1,
                     "collection": collection,
                     "created_at": now,
                     "updated_at": now,
@@ -150,6 +157,30 @@ class JobLedger:
                     "updated_at": time.time(),
                 },
             )
+
+    def start_producing(self, job_id: str) -> None:
+        """A producer (re)starts enqueueing: the job cannot end before it is done."""
+        with _mapped("update a job"):
+            self._redis.hset(
+                _key(job_id), mapping={"producing": 1, "state": "queued", "updated_at": time.time()}
+            )
+
+    def mark_stored(self, job_id: str, collection: str, stored: Mapping[str, str]) -> None:
+        """Paths the producer found already stored (on resume): counted as this job's."""
+        if stored:
+            self.record_batch(job_id, collection, stored=stored, failed={})
+
+    def done_producing(self, job_id: str) -> JobProgress:
+        """The producer has enqueued everything; the job ends when the workers catch up."""
+        with _mapped("update a job"):
+            self._redis.hset(
+                _key(job_id),
+                mapping={"producing": 0, "state": "running", "updated_at": time.time()},
+            )
+        progress = self.progress(job_id, with_failures=False)
+        if progress.finished:
+            self.finish(job_id)
+        return progress
 
     def set_state(self, job_id: str, state: JobState) -> None:
         with _mapped("update a job's state"):
@@ -196,8 +227,13 @@ class JobLedger:
                 pipe.sadd(_key(job_id, "near"), *near)
             if exact:
                 pipe.sadd(_key(job_id, "exact"), *exact)
-            pipe.hset(_key(job_id), "updated_at", time.time())
-            pipe.execute()
+            # Touch the job only if it exists: after Redis lost it, a late batch must not create a
+            # ghost job; its paths stay recorded for `--resume`, which rebuilds the job.
+            pipe.eval(_TOUCH, 1, _key(job_id), time.time())
+            *_, job_exists = pipe.execute()
+        if not job_exists:
+            log.warning("job %s is not in the ledger (Redis restarted?); resume it", job_id)
+            return
         progress = self.progress(job_id, with_failures=False)
         if progress.finished and progress.state != "done" and progress.queued > 0:
             self.finish(job_id)
@@ -219,6 +255,42 @@ class JobLedger:
         """The delivery finished (or will be retried on purpose): it did not crash the worker."""
         with _mapped("count a delivery"):
             self._redis.hdel(_key(job_id, "crashes"), batch_id)
+
+    @contextmanager
+    def content_locks(
+        self, collection: str, ids: Sequence[str], *, timeout: float = 60.0
+    ) -> Iterator[None]:
+        """Hold a lock on each content id: rows are read, merged and written back, so two
+        workers storing the same content (two paths) must not interleave, or a path is lost."""
+        keys = [f"{PREFIX}:lock:{collection}:{i}" for i in sorted(set(ids))]
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        while True:
+            with _mapped("take content locks"):
+                pipe = self._redis.pipeline()
+                for key in keys:
+                    pipe.set(key, token, nx=True, px=int(timeout * 1000))
+                taken = [key for key, ok in zip(keys, pipe.execute(), strict=True) if ok]
+            if len(taken) == len(keys):
+                break
+            self._release(taken, token)
+            if time.monotonic() > deadline:
+                raise LedgerUnavailableError(
+                    f"could not lock {len(keys)} contents in {timeout:.0f}s (another worker "
+                    "holds them); retrying later"
+                )
+            time.sleep(random.uniform(0.01, 0.05))
+        try:
+            yield
+        finally:
+            self._release(keys, token)
+
+    def _release(self, keys: Sequence[str], token: str) -> None:
+        if not keys:
+            return
+        with _mapped("release content locks"):
+            # Only our own locks: one that expired and was taken by another worker stays.
+            self._redis.eval(_RELEASE, len(keys), *keys, token)
 
     # -- readers --------------------------------------------------------------------------------
 
@@ -251,6 +323,7 @@ class JobLedger:
             created_at=float(fields.get("created_at", 0)),
             updated_at=float(fields.get("updated_at", 0)),
             roots=json.loads(fields.get("roots", "[]")),
+            producing=fields.get("producing", "0") == "1",
         )
         return progress
 
@@ -269,6 +342,21 @@ _Field = bytes | bytearray | memoryview | str | int | float
 def _strings(values: Mapping[str, str]) -> dict[_Field, _Field]:
     """``values`` typed as redis-py's hset mapping wants it (its key type is invariant)."""
     return dict(values.items())
+
+
+_TOUCH = """
+if redis.call('exists', KEYS[1]) == 1 then
+  redis.call('hset', KEYS[1], 'updated_at', ARGV[1])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[1] then redis.call('del', key) end
+end
+return 0
+"""
 
 
 def _text(value: Any) -> str:

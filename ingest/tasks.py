@@ -139,19 +139,18 @@ def run_batch(
         paths, ctx.embedder, max_pixels=settings.max_image_pixels, source=source, tags=tags
     )
     store = ctx.store(collection)
-    stored = {r.id: r for r in store.get([r.id for r in outcome.records])}
-    fresh, fresh_variants, exact = _split_fresh(outcome.records, outcome.variants, stored)
-    matches = find_matches(
-        store,
-        fresh,
-        fresh_variants,
-        max_hamming=settings.dup_max_hamming,
-        min_cosine=settings.dup_min_cosine,
-    )
-    matched = with_matches(fresh, matches)
-    by_id = {r.id: r for r in matched}
-    records = [by_id.get(r.id, r) for r in outcome.records]
-    store.upsert(records)
+    with ctx.ledger.content_locks(collection, [r.id for r in outcome.records]):
+        stored = {r.id: r for r in store.get([r.id for r in outcome.records])}
+        fresh, fresh_variants, exact = _split_fresh(outcome.records, outcome.variants, stored)
+        matches = find_matches(
+            store,
+            fresh,
+            fresh_variants,
+            max_hamming=settings.dup_max_hamming,
+            min_cosine=settings.dup_min_cosine,
+        )
+        by_id = {r.id: r for r in with_matches(fresh, matches)}
+        store.upsert([by_id.get(r.id, r) for r in outcome.records], stored=stored)
     near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
     ctx.ledger.record_batch(
         job_id,

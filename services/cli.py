@@ -110,13 +110,16 @@ def add(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Index images synchronously in this process (no queue): decode, hash, embed, upsert."""
-    from services.pipeline import find_images, index_batch
+    from services.discovery import discover
+    from services.pipeline import Failure, index_batch
 
     settings = _settings(ctx)
     with _errors(), milvus_uri(settings) as uri:
-        files = find_images(paths, recursive=recursive)
+        found = list(discover(paths, recursive=recursive))
+        files = [f.path for f in found if f.problem is None]
+        failures = [Failure(str(f.path), f.problem) for f in found if f.problem is not None]
         lookalike = connect(settings, uri)
-        stored, failures = 0, []
+        stored = 0
         with console.status(f"indexing {len(files)} files") if not as_json else _nothing():
             for start in range(0, len(files), settings.clip_batch_size):
                 batch = files[start : start + settings.clip_batch_size]
@@ -131,7 +134,7 @@ def add(
                 stored += len(outcome.records)
                 failures.extend(outcome.failures)
         summary = {
-            "files": len(files),
+            "files": len(found),
             "stored": stored,
             "failed": [{"path": f.path, "error": f.error} for f in failures],
             "rows": lookalike.store.count(),
@@ -300,3 +303,36 @@ def demo(
         finally:
             if server is not None:
                 server.stop()
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the embedded stack on this machine: Milvus Lite, Redis, workers (Ctrl-C stops all)."""
+    from ingest.stack import Stack
+
+    settings = _settings(ctx)
+    # SIGTERM unwinds like Ctrl-C, so the stack stops its children in order.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with _errors():
+        try:
+            with console.status("starting Milvus, Redis and the workers"):
+                stack = Stack(settings)
+                stack.start()
+        except KeyboardInterrupt:
+            console.print("interrupted while starting; stopped what was started")
+            return
+        try:
+            table = Table(title="lookalike stack (Ctrl-C stops all)")
+            for column in ("service", "origin", "address"):
+                table.add_column(column, overflow="fold")
+            for line in stack.describe():
+                table.add_row(*line)
+            console.print(table)
+            exited = stack.wait()
+        except KeyboardInterrupt:
+            console.print("stopping the stack")
+            return
+        finally:
+            stack.stop()
+        if exited is not None:
+            _fail(f"{exited.name} exited unexpectedly with code {exited.code}; stopped the stack")

@@ -120,25 +120,3 @@ def index_batch(
     outcome = analyze_batch(paths, embedder, max_pixels=max_pixels, source=source, tags=tags)
     store.upsert(outcome.records)
     return outcome
-
-
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-)
-
-
-def find_images(roots: Sequence[Path], *, recursive: bool = True) -> list[Path]:
-    """Image files under ``roots`` by extension, hidden files skipped, sorted for repeatability."""
-    found: list[Path] = []
-    for root in roots:
-        if root.is_file():
-            found.append(root)
-            continue
-        pattern = root.rglob("*") if recursive else root.glob("*")
-        for path in pattern:
-            relative = path.relative_to(root)
-            if any(part.startswith(".") for part in relative.parts):
-                continue
-            if path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir():
-                found.append(path)
-    return sorted(found)

@@ -7,7 +7,7 @@ frozen dataclasses. pymilvus exceptions are mapped to :mod:`services.errors` her
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -138,6 +138,25 @@ def drop_collection(uri: str, collection: str, *, token: str | None = None) -> b
         finally:
             client.close()
     return existed
+
+
+def stored_contract(
+    uri: str, collection: str, *, token: str | None = None, timeout: float = 10.0
+) -> SchemaContract | None:
+    """The contract of an existing lookalike collection, None when there is no such collection."""
+    from pymilvus import MilvusClient
+
+    with _mapped(f"describe collection {collection}", uri):
+        client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        try:
+            if not client.has_collection(collection, timeout=timeout):
+                return None
+            description = client.describe_collection(collection, timeout=timeout).get(
+                "description", ""
+            )
+        finally:
+            client.close()
+    return SchemaContract.from_description(collection, description)
 
 
 class MilvusStore:
@@ -285,11 +304,14 @@ class MilvusStore:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def upsert(self, records: Sequence[ImageRecord]) -> int:
+    def upsert(
+        self, records: Sequence[ImageRecord], *, stored: Mapping[str, ImageRecord] | None = None
+    ) -> int:
         """Write ``records`` idempotently; returns the number of distinct contents written.
 
         Records with the same id (same content) are merged first; rows already stored keep their
-        first path, ingest time and cluster, and gain the new paths and tags.
+        first path, ingest time and cluster, and gain the new paths and tags. ``stored``: the
+        rows as the caller just read them (under a lock), to save reading them again.
         """
         if not records:
             return 0
@@ -298,7 +320,8 @@ class MilvusStore:
             self._check_clip(record)
             previous = unique.get(record.id)
             unique[record.id] = record.merged_with(previous) if previous else record
-        stored = {r.id: r for r in self.get(list(unique), with_vectors=False)}
+        if stored is None:
+            stored = {r.id: r for r in self.get(list(unique), with_vectors=False)}
         rows = [
             to_row(
                 unique[i].merged_with(stored[i]) if i in stored else unique[i],

@@ -1,0 +1,5 @@
+"""``python -m ingest`` runs the ``lookalike`` command line."""
+
+from ingest.cli import app
+
+app()

@@ -1,0 +1,202 @@
+"""The ingestion commands of ``lookalike``: ingest, status, worker.
+
+They extend the core command line (``services.cli``) here, in the adapter package, so that the
+core never imports ``ingest``; ``lookalike`` is this module's ``app``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ingest.celery_app import QUEUE, create_app, worker_argv
+from ingest.ledger import JobLedger, JobProgress
+from ingest.producer import IngestRequest, Producer
+from services.cli import _errors, _fail, _settings, app, console
+from services.embedded import milvus_uri_of
+from services.settings import Settings
+
+__all__ = ["app"]
+
+_POLL_SECONDS = 0.5
+
+
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Image files or folders to ingest.")
+    ] = None,
+    recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
+    source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option(help="Show progress until the job ends.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary (after the job, with --wait).")
+    ] = False,
+    resume: Annotated[
+        str | None, typer.Option(help="Re-enqueue what job JOB has not stored yet.")
+    ] = None,
+) -> None:
+    """Queue images for the workers as one job: skip what is stored unchanged, enqueue the rest."""
+    settings = _settings(ctx)
+    if bool(paths) == bool(resume):
+        _fail("give PATHs to ingest, or --resume JOB (not both)")
+    with _errors():
+        ledger = JobLedger.from_url(settings.redis_url)
+        ledger.ping()
+        producer = Producer(settings, ledger, create_app(settings), milvus_uri_of(settings))
+        if resume:
+            producer.resume(resume)
+            job_id = resume
+        else:
+            request = IngestRequest(
+                roots=tuple(str(p) for p in paths or []),
+                recursive=recursive,
+                source=source,
+                tags=tuple(tag or []),
+                collection=settings.collection,
+            )
+            job_id = producer.start(request)
+        progress = _follow(ledger, job_id, quiet=as_json) if wait else ledger.progress(job_id)
+    if as_json:
+        console.print_json(json.dumps(progress.summary()))
+    else:
+        _print_summary(progress, waited=wait)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Argument(help="A job id; omit for recent jobs.")] = None,
+    once: Annotated[bool, typer.Option(help="Print once instead of following the job.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job's progress live (or recent jobs), with queue depth and live workers."""
+    settings = _settings(ctx)
+    with _errors():
+        ledger = JobLedger.from_url(settings.redis_url)
+        depth = ledger.queue_depth(QUEUE)
+        workers = _live_workers(settings)
+        if job is None:
+            jobs = [ledger.progress(j, with_failures=False) for j in ledger.recent_jobs()]
+            if as_json:
+                payload = {
+                    "queue_depth": depth,
+                    "workers": workers,
+                    "jobs": [p.summary() | {"failed": p.failed} for p in jobs],
+                }
+                console.print_json(json.dumps(payload))
+                return
+            _print_jobs(jobs, depth, workers)
+            return
+        progress = ledger.progress(job)
+        if not (once or as_json or progress.finished):
+            progress = _follow(ledger, job, quiet=False)
+    if as_json:
+        console.print_json(
+            json.dumps(progress.summary() | {"queue_depth": depth, "workers": workers})
+        )
+        return
+    console.print(f"queue depth {depth}, {len(workers)} worker(s) live")
+    _print_summary(progress, waited=True)
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery ingestion worker (LOOKALIKE_WORKER_CONCURRENCY processes; 0: one per core).
+
+    Equivalent to `celery -A ingest.worker worker` with lookalike's defaults.
+    """
+    settings = _settings(ctx)
+    with _errors():
+        create_app(settings).worker_main(worker_argv(settings, loglevel=loglevel))
+
+
+def _live_workers(settings: Settings) -> list[str]:
+    """Names of the workers that answer a ping within a second."""
+    try:
+        replies = create_app(settings).control.ping(timeout=1.0)
+    except Exception:  # the broker is down: no live workers, the caller reports the ledger
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
+def _follow(ledger: JobLedger, job_id: str, *, quiet: bool) -> JobProgress:
+    """Poll the ledger until the job ends, with a progress bar unless ``quiet``."""
+    progress = ledger.progress(job_id, with_failures=False)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
+    started = time.monotonic()
+    first_done = progress.ingested + progress.failed
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task(f"job {job_id}", total=max(progress.queued, 1), detail="", eta="?")
+        while True:
+            done = progress.ingested + progress.failed
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = (done - first_done) / elapsed
+            remaining = max(progress.queued - done, 0)
+            eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
+            detail = (
+                f"{progress.near_duplicates} near-dup, {progress.exact_duplicates} exact, "
+                f"{progress.failed} failed, {progress.skipped} skipped, {rate:.0f} img/s"
+            )
+            bar.update(task, total=max(progress.queued, 1), completed=done, detail=detail, eta=eta)
+            if progress.finished:
+                break
+            time.sleep(_POLL_SECONDS)
+            progress = ledger.progress(job_id, with_failures=False)
+    return ledger.progress(job_id)
+
+
+def _print_summary(progress: JobProgress, *, waited: bool) -> None:
+    state = progress.state if waited else "queued for the workers"
+    console.print(
+        f"job [bold]{progress.job_id}[/] ({state}): {progress.queued} queued, "
+        f"{progress.ingested} ingested, {progress.skipped} skipped, "
+        f"{progress.near_duplicates} near-duplicates, {progress.exact_duplicates} exact "
+        f"duplicates, {progress.failed} failed"
+    )
+    for failure in progress.failures:
+        console.print(f"  [red]failed[/] {failure.path}: {failure.error}")
+    if not waited:
+        console.print(f"follow it with `lookalike status {progress.job_id}`")
+
+
+def _print_jobs(jobs: list[JobProgress], depth: int, workers: list[str]) -> None:
+    console.print(f"queue depth {depth}; workers: {', '.join(workers) or 'none answering'}")
+    table = Table("job", "state", "queued", "ingested", "skipped", "near-dup", "failed")
+    for job in jobs:
+        table.add_row(
+            job.job_id,
+            job.state,
+            str(job.queued),
+            str(job.ingested),
+            str(job.skipped),
+            str(job.near_duplicates),
+            str(job.failed),
+        )
+    console.print(table)

