@@ -68,7 +68,8 @@ def looks_like_image(path: Path) -> bool:
 
 def discover(roots: Sequence[Path], *, recursive: bool = True) -> Iterator[Found]:
     """Every image file under ``roots`` (in sorted order within each folder), as absolute paths."""
-    roots = [Path(os.path.abspath(root)) for root in roots]  # absolute, links not resolved
+    # Absolute and normalised, but links not resolved (resolve() would follow them).
+    roots = [Path(os.path.abspath(root)) for root in roots]  # noqa: PTH100
     resolved_roots = [root.resolve() for root in roots]
     for root in roots:
         if root.is_symlink() and not root.exists():

@@ -125,6 +125,18 @@ def _mapped(action: str, uri: str) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a chatty third-party logger for the duration of a call we expect to complain."""
+    chatty = logging.getLogger(logger_name)
+    level = chatty.level
+    chatty.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        chatty.setLevel(level)
+
+
 def drop_collection(uri: str, collection: str, *, token: str | None = None) -> bool:
     """Drop ``collection`` whatever its contract; True when it existed."""
     from pymilvus import MilvusClient
@@ -197,19 +209,15 @@ class MilvusStore:
         from pymilvus.exceptions import MilvusException
 
         # pymilvus logs every failed RPC at ERROR; this one failing is the expected answer.
-        rpc_log = logging.getLogger("pymilvus.decorators")
-        level = rpc_log.level
-        rpc_log.setLevel(logging.CRITICAL)
         try:
-            version = self._client.get_server_version(timeout=self._timeout)
+            with _quiet("pymilvus.decorators"):
+                version = self._client.get_server_version(timeout=self._timeout)
         except MilvusException:
             raise
         except Exception as exc:
             if "UNIMPLEMENTED" in str(exc):
                 return IndexProfile.lite()
             raise
-        finally:
-            rpc_log.setLevel(level)
         log.info("Milvus server %s at %s", version, self.uri)
         return IndexProfile.server()
 
@@ -403,7 +411,8 @@ class MilvusStore:
         self, expr: str = "", *, with_vectors: bool = False, batch_size: int = 1000
     ) -> Iterator[ImageRecord]:
         """Every stored record matching ``expr``, streamed in batches (bounded memory)."""
-        with _mapped("start a query iterator", self.uri):
+        # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses the client's.
+        with _mapped("start a query iterator", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
                 self.collection,
                 batch_size=batch_size,

@@ -33,6 +33,7 @@ class IngestEnv:
     collection: str
     home: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
 
     def run_cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``lookalike ARGS`` in its own process (a real producer)."""
@@ -53,11 +54,22 @@ class IngestEnv:
         return summary
 
     def start_worker(
-        self, *, app: str = "ingest.worker", concurrency: int = 1, user: int | None = None
+        self,
+        *,
+        app: str = "ingest.worker",
+        concurrency: int = 1,
+        drop_file_privileges: bool = False,
     ) -> subprocess.Popen[bytes]:
-        """A real ``celery worker`` process group; returns once it answers a ping."""
+        """A real ``celery worker`` process group; returns once it answers a ping.
+
+        ``drop_file_privileges``: when root, drop the capabilities that bypass file modes.
+        """
         name = f"test-{uuid.uuid4().hex[:6]}@localhost"
+        prefix: list[str] = []
+        if drop_file_privileges and os.geteuid() == 0:
+            prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
         argv = [
+            *prefix,
             sys.executable,
             "-m",
             "celery",
@@ -84,11 +96,14 @@ class IngestEnv:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=user,
             )
         self.workers.append(process)
+        self.names[process.pid] = name
         self.wait_for_worker(name, process)
         return process
+
+    def wait_for_worker_alive(self, process: subprocess.Popen[bytes]) -> None:
+        self.wait_for_worker(self.names[process.pid], process, timeout=10)
 
     def wait_for_worker(
         self, name: str, process: subprocess.Popen[bytes], timeout: float = 60

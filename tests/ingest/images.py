@@ -23,7 +23,7 @@ def photo_folder(root: Path, count: int, *, size: tuple[int, int] = (160, 120)) 
 
 
 def heavy_folder(root: Path, count: int, *, size: tuple[int, int] = (1400, 1000)) -> list[Path]:
-    """``count`` distinct, slow-to-decode PNGs (noise does not compress), so batches take a while."""
+    """``count`` distinct PNGs, slow to decode (noise does not compress): batches take a while."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(5)
     base = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)

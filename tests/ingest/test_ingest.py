@@ -146,3 +146,61 @@ def test_poison_batch_is_split_and_quarantined(ingest_env: IngestEnv, tmp_path: 
     assert summary["ingested"] == 14
     assert ingest_env.store().count() == 14
     assert worker.poll() is None  # the worker survived its pool processes' deaths
+
+
+def test_salted_folder_bad_files_fail_alone_with_reasons(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    from tests.ingest.salted import write_bad_files, write_good_files
+
+    folder = tmp_path / "salted"
+    bad = write_bad_files(folder)
+    good = write_good_files(folder)
+    # As root, file modes do not stop reads: run the worker without the capabilities that
+    # bypass them, so "unreadable" means unreadable, as it would for any other user.
+    worker = ingest_env.start_worker(concurrency=1, drop_file_privileges=True)
+    summary = ingest_env.ingest_json(str(folder), "--wait")
+
+    failures = {Path(f["path"]).name: f["error"] for f in summary["failed"]}  # type: ignore[union-attr]
+    assert set(failures) == set(bad), failures
+    for name, word in bad.items():
+        assert word in failures[name], (name, failures[name])
+        assert failures[name] and "Traceback" not in failures[name]
+    assert summary["ingested"] == len(good)
+    assert summary["queued"] == len(good) + len(bad)
+    assert sorted(
+        Path(p).relative_to(folder).as_posix() for p in stored_paths(ingest_env)
+    ) == sorted(good)
+    assert worker.poll() is None
+    ingest_env.wait_for_worker_alive(worker)
+
+
+def test_clip_worker_records_duplicates_on_arrival(
+    ingest_env: IngestEnv, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from services.store import MilvusStore, stored_contract
+
+    ingest_env.env["LOOKALIKE_CLIP_MODEL"] = str(tiny_clip_dir)
+    # The tiny model has random weights: its cosines say nothing, so only pHash matches count.
+    ingest_env.env["LOOKALIKE_DUP_MIN_COSINE"] = "0.9999"
+    folder = tmp_path / "photos"
+    originals = photo_folder(folder, 10)
+    mirrored = mirror_copies(originals, folder / "edits")  # walked after the originals
+    ingest_env.start_worker(concurrency=1)
+    summary = ingest_env.ingest_json(str(folder), "--wait")
+    assert summary["ingested"] == 20 and summary["near_duplicates"] == 10
+
+    contract = stored_contract(ingest_env.milvus_uri, ingest_env.collection)
+    assert contract is not None
+    assert (contract.clip_model, contract.clip_dim) == (str(tiny_clip_dir), 32)
+    store = MilvusStore(ingest_env.milvus_uri, ingest_env.collection, contract)
+    rows = {r.path: r for r in store.iterate(with_vectors=True)}
+    for original, mirror in zip(originals, mirrored, strict=True):
+        copy, source = rows[str(mirror)], rows[str(original)]
+        assert copy.dup_of == source.id
+        assert 0 <= copy.dup_hamming <= 8  # the mirrored pHash variant matches
+        assert copy.clip is not None and source.clip is not None
+        assert copy.dup_cosine == pytest.approx(float(np.dot(copy.clip, source.clip)), abs=1e-4)
+        assert source.dup_of == ""  # it arrived first, with nothing like it stored
