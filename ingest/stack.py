@@ -147,9 +147,16 @@ class _Child:
             self.process.wait(grace)
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            self._kill()
+        except KeyboardInterrupt:
+            # A second Ctrl-C means "now": cold shutdown, then go on stopping the rest.
+            log.warning("interrupted while %s stops; killing it", self.name)
+            self._kill()
+
+    def _kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 class Stack:

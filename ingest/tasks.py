@@ -82,7 +82,7 @@ def _share_cores(settings: Settings) -> None:
 
 
 def backoff_seconds(retries: int) -> float:
-    """Exponential backoff with full jitter, capped at a minute."""
+    """Exponential backoff capped at a minute, each wait cut to a random 50-100 %."""
     return float(min(60.0, 2.0**retries) * (0.5 + random.random() / 2))
 
 
