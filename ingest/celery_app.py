@@ -44,8 +44,12 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
-            # Look for abandoned messages often enough to honour short timeouts.
+            # Sweep for abandoned messages every few seconds (kombu's default is 10 s x 10).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 3)),
             "unacked_restore_throttle": 1,
+            # A worker SIGKILLed during a sweep leaves the sweep's mutex behind; kombu's
+            # default of 300 s would stall every re-delivery for five minutes.
+            "unacked_mutex_expire": 15,
         },
         worker_send_task_events=False,
         task_send_sent_event=False,

@@ -1,4 +1,4 @@
-"""The ingestion commands of ``lookalike``: ingest, status, worker.
+"""The ingestion commands of ``lookalike``: ingest, status, worker, up, demo.
 
 They extend the core command line (``services.cli``) here, in the adapter package, so that the
 core never imports ``ingest``; ``lookalike`` is this module's ``app``.
@@ -7,7 +7,11 @@ core never imports ``ingest``; ``lookalike`` is this module's ``app``.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +29,8 @@ from rich.table import Table
 from ingest.celery_app import QUEUE, create_app, worker_argv
 from ingest.ledger import JobLedger, JobProgress
 from ingest.producer import IngestRequest, Producer
-from services.cli import _errors, _fail, _settings, app, console
+from ingest.stack import Stack
+from services.cli import app, console, fail, handle_errors, print_hits, settings_of
 from services.embedded import milvus_uri_of
 from services.settings import Settings
 
@@ -52,10 +57,10 @@ def ingest(
     ] = None,
 ) -> None:
     """Queue images for the workers as one job: skip what is stored unchanged, enqueue the rest."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if bool(paths) == bool(resume):
-        _fail("give PATHs to ingest, or --resume JOB (not both)")
-    with _errors():
+        fail("give PATHs to ingest, or --resume JOB (not both)")
+    with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         ledger.ping()
         producer = Producer(settings, ledger, create_app(settings), milvus_uri_of(settings))
@@ -86,8 +91,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's progress live (or recent jobs), with queue depth and live workers."""
-    settings = _settings(ctx)
-    with _errors():
+    settings = settings_of(ctx)
+    with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         depth = ledger.queue_depth(QUEUE)
         workers = _live_workers(settings)
@@ -124,8 +129,8 @@ def worker(
 
     Equivalent to `celery -A ingest.worker worker` with lookalike's defaults.
     """
-    settings = _settings(ctx)
-    with _errors():
+    settings = settings_of(ctx)
+    with handle_errors():
         create_app(settings).worker_main(worker_argv(settings, loglevel=loglevel))
 
 
@@ -200,3 +205,93 @@ def _print_jobs(jobs: list[JobProgress], depth: int, workers: list[str]) -> None
             str(job.failed),
         )
     console.print(table)
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the embedded stack on this machine: Milvus Lite, Redis, workers (Ctrl-C stops all)."""
+    settings = settings_of(ctx)
+    with handle_errors(), _running_stack(settings) as stack:
+        _print_stack(stack)
+        _serve(stack)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    serve: Annotated[
+        bool, typer.Option(help="Keep the stack running afterwards (Ctrl-C stops).")
+    ] = True,
+) -> None:
+    """Start the stack, ingest a demo collection through the queue, show a search, keep serving.
+
+    The demo collection is scikit-image's sample photos and transformed copies of them,
+    rebuilt under LOOKALIKE_HOME/demo and ingested into the collection 'demo'.
+    """
+    from services.demo import DEMO_COLLECTION, DEMO_QUERY, build_demo_collection, example_search
+    from services.embed import create_embedder
+    from services.errors import ModelError
+    from services.store import drop_collection
+
+    settings = settings_of(ctx)
+    with handle_errors():
+        try:
+            embedder = create_embedder(settings)
+        except ModelError as exc:
+            console.print(f"[yellow]CLIP unavailable, the demo runs hash-only:[/] {exc}")
+            settings = settings.model_copy(update={"clip_model": "none"})
+            embedder = None
+        root = settings.home / "demo"
+        build_demo_collection(root)
+        with _running_stack(settings) as stack:
+            _print_stack(stack)
+            token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+            # Rebuilt each time: the model may differ from the last run's.
+            drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=token)
+            ledger = JobLedger.from_url(stack.redis_url)
+            producer = Producer(settings, ledger, create_app(settings), stack.milvus_uri)
+            request = IngestRequest(roots=(str(root),), source="demo", collection=DEMO_COLLECTION)
+            progress = _follow(ledger, producer.start(request), quiet=False)
+            _print_summary(progress, waited=True)
+            console.print(f"search for {DEMO_QUERY} (a mirrored copy of the original):")
+            print_hits(example_search(settings, stack.milvus_uri, embedder))
+            if serve:
+                model = "" if embedder else "LOOKALIKE_CLIP_MODEL=none "
+                example = "--text 'a cat'" if embedder else f"--image {root / DEMO_QUERY}"
+                console.print(
+                    f"In another terminal: {model}LOOKALIKE_COLLECTION={DEMO_COLLECTION} "
+                    f"lookalike search {example}"
+                )
+                _serve(stack)
+
+
+@contextmanager
+def _running_stack(settings: Settings) -> Iterator[Stack]:
+    """The embedded stack, started (with a spinner) and always stopped in order."""
+    # SIGTERM unwinds like Ctrl-C, so the stack stops its children in order.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stack = Stack(settings)
+    try:
+        with console.status("starting Milvus, Redis and the workers"):
+            stack.start()
+        yield stack
+    except KeyboardInterrupt:
+        console.print("interrupted; stopping the stack")
+    finally:
+        stack.stop()
+
+
+def _print_stack(stack: Stack) -> None:
+    table = Table(title="lookalike stack (Ctrl-C stops all)")
+    for column in ("service", "origin", "address"):
+        table.add_column(column, overflow="fold")
+    for line in stack.describe():
+        table.add_row(*line)
+    console.print(table)
+
+
+def _serve(stack: Stack) -> None:
+    """Block until Ctrl-C or SIGTERM; a child dying unexpectedly fails the command."""
+    exited = stack.wait()
+    if exited is not None:
+        fail(f"{exited.name} exited unexpectedly with code {exited.code}; stopped the stack")

@@ -258,10 +258,12 @@ class JobLedger:
 
     @contextmanager
     def content_locks(
-        self, collection: str, ids: Sequence[str], *, timeout: float = 60.0
+        self, collection: str, ids: Sequence[str], *, timeout: float = 60.0, ttl: float = 30.0
     ) -> Iterator[None]:
         """Hold a lock on each content id: rows are read, merged and written back, so two
-        workers storing the same content (two paths) must not interleave, or a path is lost."""
+        workers storing the same content (two paths) must not interleave, or a path is lost.
+
+        A lock lives ``ttl`` seconds at most, so one left by a killed worker soon expires."""
         keys = [f"{PREFIX}:lock:{collection}:{i}" for i in sorted(set(ids))]
         token = uuid.uuid4().hex
         deadline = time.monotonic() + timeout
@@ -269,7 +271,7 @@ class JobLedger:
             with _mapped("take content locks"):
                 pipe = self._redis.pipeline()
                 for key in keys:
-                    pipe.set(key, token, nx=True, px=int(timeout * 1000))
+                    pipe.set(key, token, nx=True, px=int(ttl * 1000))
                 taken = [key for key, ok in zip(keys, pipe.execute(), strict=True) if ok]
             if len(taken) == len(keys):
                 break

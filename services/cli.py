@@ -1,4 +1,9 @@
-"""The ``lookalike`` command line: a thin adapter over the core. Settings are read once, here."""
+"""The ``lookalike`` command line, core commands: a thin adapter over the core.
+
+Settings are read once, here, in the callback. The ingestion commands (ingest, status, worker, up,
+demo) extend this app in ``ingest.cli``, so that the core never imports the adapters; the
+``lookalike`` console command is ``ingest.cli:app``.
+"""
 
 from __future__ import annotations
 
@@ -34,23 +39,23 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def handle_errors() -> Iterator[None]:
     """Our errors become one red line and an exit code; anything else is a bug and a traceback."""
     try:
         yield
     except ConfigError as exc:
-        _fail(str(exc), code=2)
+        fail(str(exc), code=2)
     except LookalikeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def settings_of(ctx: typer.Context) -> Settings:
     settings = ctx.obj
     assert isinstance(settings, Settings)
     return settings
@@ -66,7 +71,7 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    with _errors():
+    with handle_errors():
         ctx.obj = Settings.from_env()
 
 
@@ -79,10 +84,10 @@ def version() -> None:
 @app.command()
 def milvus(ctx: typer.Context) -> None:
     """Run the embedded Milvus Lite server (127.0.0.1, data under LOOKALIKE_HOME) until Ctrl-C."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if settings.milvus_uri is not None:
-        _fail(f"LOOKALIKE_MILVUS_URI is set ({settings.milvus_uri}): nothing to start")
-    with _errors(), EmbeddedMilvus(settings.home, settings.milvus_port) as server:
+        fail(f"LOOKALIKE_MILVUS_URI is set ({settings.milvus_uri}): nothing to start")
+    with handle_errors(), EmbeddedMilvus(settings.home, settings.milvus_port) as server:
         console.print(
             f"Milvus Lite serving {server.db_file} at [bold]{server.uri}[/] (Ctrl-C stops)"
         )
@@ -97,7 +102,7 @@ def _serve_until_interrupted(server: EmbeddedMilvus) -> None:
         console.print("stopping Milvus Lite")
         return
     if code != 0:
-        _fail(f"the Milvus Lite server exited with code {code}")
+        fail(f"the Milvus Lite server exited with code {code}")
 
 
 @app.command()
@@ -113,8 +118,8 @@ def add(
     from services.discovery import discover
     from services.pipeline import Failure, index_batch
 
-    settings = _settings(ctx)
-    with _errors(), milvus_uri(settings) as uri:
+    settings = settings_of(ctx)
+    with handle_errors(), milvus_uri(settings) as uri:
         found = list(discover(paths, recursive=recursive))
         files = [f.path for f in found if f.problem is None]
         failures = [Failure(str(f.path), f.problem) for f in found if f.problem is not None]
@@ -181,8 +186,8 @@ def search_command(
     """Hybrid search: metadata filter, Hamming pre-filter on pHash, cosine rerank on CLIP."""
     from services.pipeline import load_for_signals
 
-    settings = _settings(ctx)
-    with _errors():
+    settings = settings_of(ctx)
+    with handle_errors():
         # Filters are checked before anything is started or loaded.
         conditions: list[Condition] = [c for clause in where or [] for c in parse_where(clause)]
         with milvus_uri(settings) as uri:
@@ -207,10 +212,10 @@ def search_command(
     if as_json:
         print(json.dumps([hit.to_dict() for hit in result.hits], indent=2))  # noqa: T201
         return
-    _print_hits(result)
+    print_hits(result)
 
 
-def _print_hits(result: SearchResult) -> None:
+def print_hits(result: SearchResult) -> None:
     table = Table(title=f"{len(result.hits)} hits ({result.mode}, {result.elapsed_ms:.1f} ms)")
     for column in ("#", "cosine", "hamming", "path", "size", "id"):
         table.add_column(column, overflow="fold" if column == "path" else "ellipsis")
@@ -231,8 +236,8 @@ def _print_hits(result: SearchResult) -> None:
 @app.command()
 def info(ctx: typer.Context) -> None:
     """Show the collection: rows, schema contract, indexes, model."""
-    settings = _settings(ctx)
-    with _errors(), milvus_uri(settings) as uri:
+    settings = settings_of(ctx)
+    with handle_errors(), milvus_uri(settings) as uri:
         lookalike = connect(settings, uri)
         _print_info(lookalike)
         lookalike.close()
@@ -251,88 +256,3 @@ def _print_info(lookalike: Lookalike) -> None:
     table.add_row("pHash", f"{contract.phash_bits} bits, {contract.phash_bit_order}, HAMMING")
     table.add_row("indexes", f"clip {store.profile.clip_index}, phash {store.profile.phash_index}")
     console.print(table)
-
-
-@app.command()
-def demo(
-    ctx: typer.Context,
-    serve: Annotated[
-        bool, typer.Option(help="Keep the embedded Milvus running afterwards (Ctrl-C stops).")
-    ] = True,
-) -> None:
-    """Build the demo collection, index it, show a search, and keep serving."""
-    from services.demo import DEMO_COLLECTION, DEMO_QUERY, index_demo
-    from services.embed import create_embedder
-    from services.errors import ModelError
-
-    settings = _settings(ctx)
-    with _errors():
-        try:
-            embedder = create_embedder(settings)
-        except ModelError as exc:
-            err_console.print(f"[yellow]CLIP unavailable, the demo runs hash-only:[/] {exc}")
-            embedder = None
-        server = (
-            None if settings.milvus_uri else EmbeddedMilvus(settings.home, settings.milvus_port)
-        )
-        if server is not None:
-            server.start()
-        try:
-            uri = server.uri if server else settings.effective_milvus_uri
-            with console.status("building and indexing the demo collection"):
-                summary = index_demo(settings, uri, embedder)
-            console.print(
-                f"demo: {summary.files} files, {summary.rows} distinct images, "
-                f"{len(summary.failures)} failed, in collection {DEMO_COLLECTION!r} at {uri}"
-            )
-            console.print(f"search for {DEMO_QUERY} (mirrored copy of the original):")
-            _print_hits(summary.example)
-            if server is not None and serve:
-                example = (
-                    "--text 'a cat'"
-                    if embedder
-                    else f"--image {settings.home / 'demo' / DEMO_QUERY} --max-hamming 12"
-                )
-                model = "" if embedder else "LOOKALIKE_CLIP_MODEL=none "
-                console.print(
-                    f"Milvus Lite serving at [bold]{uri}[/]; in another terminal try\n"
-                    f"  {model}LOOKALIKE_COLLECTION={DEMO_COLLECTION} lookalike search {example}\n"
-                    "Ctrl-C stops."
-                )
-                _serve_until_interrupted(server)
-        finally:
-            if server is not None:
-                server.stop()
-
-
-@app.command()
-def up(ctx: typer.Context) -> None:
-    """Start the embedded stack on this machine: Milvus Lite, Redis, workers (Ctrl-C stops all)."""
-    from ingest.stack import Stack
-
-    settings = _settings(ctx)
-    # SIGTERM unwinds like Ctrl-C, so the stack stops its children in order.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with _errors():
-        try:
-            with console.status("starting Milvus, Redis and the workers"):
-                stack = Stack(settings)
-                stack.start()
-        except KeyboardInterrupt:
-            console.print("interrupted while starting; stopped what was started")
-            return
-        try:
-            table = Table(title="lookalike stack (Ctrl-C stops all)")
-            for column in ("service", "origin", "address"):
-                table.add_column(column, overflow="fold")
-            for line in stack.describe():
-                table.add_row(*line)
-            console.print(table)
-            exited = stack.wait()
-        except KeyboardInterrupt:
-            console.print("stopping the stack")
-            return
-        finally:
-            stack.stop()
-        if exited is not None:
-            _fail(f"{exited.name} exited unexpectedly with code {exited.code}; stopped the stack")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +17,9 @@ from PIL import Image, ImageEnhance
 
 from services.app import connect
 from services.embed import Embedder
-from services.pipeline import Failure, index_batch, load_for_signals
+from services.pipeline import load_for_signals
 from services.search import DEFAULT_MAX_HAMMING, SearchQuery, SearchResult, search
 from services.settings import Settings
-from services.store import drop_collection
 
 log = logging.getLogger(__name__)
 
@@ -110,44 +108,16 @@ def build_demo_collection(root: Path, *, samples: tuple[str, ...] = SAMPLES) -> 
     return written
 
 
-@dataclass(frozen=True)
-class DemoSummary:
-    files: int
-    rows: int
-    failures: list[Failure]
-    example: SearchResult
-
-
-def index_demo(settings: Settings, uri: str, embedder: Embedder | None) -> DemoSummary:
-    """Rebuild the demo collection from scratch at ``uri`` and run one example search."""
-    root = settings.home / "demo"
-    files = build_demo_collection(root)
-    # The demo collection is rebuilt each time: the model may differ from the last run.
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    drop_collection(uri, DEMO_COLLECTION, token=token)
-    lookalike = connect(
-        settings, uri, embedder=embedder, load_model=False, collection=DEMO_COLLECTION
+def example_search(
+    settings: Settings, uri: str, embedder: Embedder | None, *, collection: str = DEMO_COLLECTION
+) -> SearchResult:
+    """The demo's example: the mirrored astronaut, hybrid search over the demo collection."""
+    probe = load_for_signals(
+        settings.home / "demo" / DEMO_QUERY, max_pixels=settings.max_image_pixels, embedder=embedder
     )
+    lookalike = connect(settings, uri, embedder=embedder, load_model=False, collection=collection)
     try:
-        failures: list[Failure] = []
-        for start in range(0, len(files), settings.clip_batch_size):
-            batch = files[start : start + settings.clip_batch_size]
-            outcome = index_batch(
-                lookalike.store,
-                embedder,
-                batch,
-                max_pixels=settings.max_image_pixels,
-                source="demo",
-            )
-            failures += outcome.failures
-        probe = load_for_signals(
-            root / DEMO_QUERY, max_pixels=settings.max_image_pixels, embedder=embedder
-        )
-        example = search(
-            lookalike.store,
-            embedder,
-            SearchQuery(image=probe.image, max_hamming=DEFAULT_MAX_HAMMING, top_k=8),
-        )
-        return DemoSummary(len(files), lookalike.store.count(), failures, example)
+        query = SearchQuery(image=probe.image, max_hamming=DEFAULT_MAX_HAMMING, top_k=8)
+        return search(lookalike.store, embedder, query)
     finally:
         lookalike.close()

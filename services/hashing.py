@@ -60,12 +60,24 @@ class ImageHashes:
 
 def compute_hashes(image: Image.Image) -> ImageHashes:
     """All four hashes of ``image`` (any mode), each equal to imagehash's."""
-    return ImageHashes(
-        phash=phash(image),
-        ahash=str(imagehash.average_hash(image)),
-        dhash=str(imagehash.dhash(image)),
-        colorhash=str(imagehash.colorhash(image)),
+    return hashes_and_variants(image)[0]
+
+
+def hashes_and_variants(image: Image.Image) -> tuple[ImageHashes, list[bytes]]:
+    """``compute_hashes(image)`` and ``phash_variants(image)``, sharing the grayscale work.
+
+    Ingestion needs both; the grayscale image and its 32x32 thumbnail are computed once (the
+    hashes that start with ``convert("L")`` get the same pixels from an image already in L).
+    """
+    gray = image.convert("L")
+    variants = _variants_of_gray(_gray32(gray))
+    hashes = ImageHashes(
+        phash=variants[0],
+        ahash=str(imagehash.average_hash(gray)),
+        dhash=str(imagehash.dhash(gray)),
+        colorhash=_colorhash(image, gray),
     )
+    return hashes, variants
 
 
 def phash(image: Image.Image) -> bytes:
@@ -83,7 +95,10 @@ def phash_variants(image: Image.Image) -> list[bytes]:
     flips and transposition (exact for the 32x32 thumbnail), so they may differ from imagehash on
     a transposed full image by a bit or two, where resampling rounds differently.
     """
-    gray = _gray32(image)
+    return _variants_of_gray(_gray32(image))
+
+
+def _variants_of_gray(gray: npt.NDArray[np.uint8]) -> list[bytes]:
     identity = _low_dct(gray)
     mirror = identity * _ALTERNATING[None, :]  # reversing columns negates odd column frequencies
     variants = [_hash_or_exact(identity, gray), _hash_or_exact(mirror, gray[:, ::-1])]
@@ -120,8 +135,36 @@ def int_to_phash(value: int) -> bytes:
 
 def _gray32(image: Image.Image) -> npt.NDArray[np.uint8]:
     # Exactly imagehash's preprocessing (LANCZOS is its ANTIALIAS), so the pixels are identical.
-    small = image.convert("L").resize((_IMG_SIZE, _IMG_SIZE), Image.Resampling.LANCZOS)
+    gray = image if image.mode == "L" else image.convert("L")
+    small = gray.resize((_IMG_SIZE, _IMG_SIZE), Image.Resampling.LANCZOS)
     return np.asarray(small, dtype=np.uint8)
+
+
+def _colorhash(image: Image.Image, gray: Image.Image) -> str:
+    """``str(imagehash.colorhash(image))`` (binbits 3), with ``gray = image.convert("L")`` reused
+    and numpy counts in place of ``numpy.histogram``; same arithmetic, so the same bits."""
+    intensity = np.asarray(gray).ravel()
+    hsv = np.asarray(image.convert("HSV"))
+    hue, saturation = hsv[..., 0].ravel(), hsv[..., 1].ravel()
+    pixels = intensity.size
+    black = intensity < 256 // 8
+    gray_bin = saturation < 256 // 3
+    colors = ~black & ~gray_bin
+    faint = colors & (saturation < 256 * 2 // 3)
+    bright = colors & (saturation > 256 * 2 // 3)
+    denominator = max(1, int(colors.sum()))
+    # numpy.histogram over linspace(0, 255, 7): bin k holds 42.5k <= h < 42.5(k+1), 255 in the last.
+    hue_bin = np.minimum((hue.astype(np.int32) * 2) // 85, 5)
+    counts = [*np.bincount(hue_bin[faint], minlength=6), *np.bincount(hue_bin[bright], minlength=6)]
+    fractions = [black.sum() / pixels, (~black & gray_bin).sum() / pixels]
+    values = [min(7, int(float(f) * 8)) for f in fractions]
+    values += [min(7, int(int(count) * 8 * 1.0 / denominator)) for count in counts]
+    bits = 0
+    for value in values:
+        # imagehash's own (not plain binary) encoding: v // 2**(2-i) % 2**(3-i) > 0, i = 0..2.
+        for i in range(3):
+            bits = (bits << 1) | (value // 2 ** (2 - i) % 2 ** (3 - i) > 0)
+    return f"{bits:011x}"
 
 
 def _low_dct(gray: npt.NDArray[np.uint8]) -> FloatArray:

@@ -16,8 +16,8 @@ from pathlib import Path
 from services.decode import LoadedImage, load_image
 from services.embed import Embedder
 from services.errors import DecodeError
-from services.hashing import compute_hashes, phash_variants
-from services.metadata import extract_metadata, sha256_hex
+from services.hashing import hashes_and_variants
+from services.metadata import extract_metadata
 from services.records import ImageRecord
 from services.store import VectorStore
 
@@ -78,12 +78,12 @@ def analyze_batch(
     vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
     records, variants = [], []
     for index, item in enumerate(loaded):
-        hashes = compute_hashes(item.image)
-        variants.append(phash_variants(item.image))
-        meta = extract_metadata(item)
+        hashes, item_variants = hashes_and_variants(item.image)
+        variants.append(item_variants)
+        meta = extract_metadata(item)  # computes the content sha256 once, for the id
         records.append(
             ImageRecord(
-                id=sha256_hex(item.data),
+                id=meta.sha256,
                 path=item.path,
                 phash=hashes.phash,
                 ahash=hashes.ahash,

@@ -158,26 +158,3 @@ def test_cli_reports_config_and_connection_errors(monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 1
     assert "unreachable" in result.output and "Traceback" not in result.output
-
-
-def test_demo_starts_embedded_milvus_and_finds_copies(
-    tiny_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from services.embedded import port_open
-    from tests.conftest import free_port
-
-    port = free_port()
-    monkeypatch.delenv("LOOKALIKE_MILVUS_URI", raising=False)
-    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LOOKALIKE_MILVUS_PORT", str(port))
-    monkeypatch.setenv("LOOKALIKE_CLIP_MODEL", str(tiny_clip_dir))
-    monkeypatch.setenv("COLUMNS", "250")  # rich wraps the table to the terminal width
-    result = CliRunner().invoke(app, ["demo", "--no-serve"])
-    assert result.exit_code == 0, result.output
-    assert "136 files, 119 distinct images, 0 failed" in " ".join(result.output.split())
-    # The example search finds the original and the copies a pHash survives.
-    shown = "".join(result.output.split())
-    for name in ("originals/astronaut.png", "astronaut_rotated.jpg", "astronaut_resized.jpg"):
-        assert name in shown
-    assert (tmp_path / "home" / "milvus.db").exists()
-    assert not port_open(port)  # the embedded server was stopped
