@@ -104,7 +104,10 @@ def run(paths: Sequence[Path], label: str, repeat: int) -> str:
     floor_rate = timings[3][0]
     draft_bits = [hamming(a, b) for a, b in zip(drafted, full, strict=True)]
     equal_full = sum(a == b for a, b in zip(full, baseline, strict=True))
-    sizes = {Image.open(path).size for path in paths[:50]}
+    sizes = set()
+    for path in paths[:50]:
+        with Image.open(path) as image:
+            sizes.add(image.size)
     size_text = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4]) + (
         ", ..." if len(sizes) > 4 else ""
     )

@@ -1,0 +1,37 @@
+"""Every benchmark script runs on tiny inputs, so none of them rots. Figures come from full runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import _report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _docs_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A smoke run must not rewrite docs/benchmarks.md, whatever its flags say."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a smoke run tried to write docs/benchmarks.md")
+
+    monkeypatch.setattr(_report, "write_section", refuse)
+
+
+def test_phash_speed_smoke() -> None:
+    from bench import phash_speed
+
+    assert phash_speed.main(["--generate", "5", "--repeat", "1", "--no-write"]) == 0
+
+
+def test_clip_speed_smoke() -> None:
+    from bench import clip_speed
+
+    assert clip_speed.main(["--n", "4", "--batch-size", "2", "--repeat", "1", "--no-write"]) == 0
+
+
+def test_ingest_speed_smoke() -> None:
+    from bench import ingest_speed
+
+    assert ingest_speed.main(["--limit", "20", "--no-clip", "--no-write"]) == 0
