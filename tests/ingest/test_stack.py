@@ -232,7 +232,7 @@ def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
         LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
     )
     cli = subprocess.Popen(
-        [sys.executable, "-c", "from services.cli import app; app()", "up"],
+        [sys.executable, "-m", "ingest", "up"],
         env={**os.environ, **values, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
