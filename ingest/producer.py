@@ -69,16 +69,7 @@ class Producer:
         """Create a job for ``request``, enqueue it, and return its id."""
         job_id = uuid.uuid4().hex[:12]
         self._write_manifest(job_id, request)
-        self.ledger.create_job(
-            job_id,
-            collection=request.collection,
-            roots=request.roots,
-            options={
-                "recursive": request.recursive,
-                "source": request.source,
-                "tags": list(request.tags),
-            },
-        )
+        self._create_job(job_id, request)
         self._produce(job_id, request, resume=False)
         return job_id
 
@@ -101,6 +92,12 @@ class Producer:
             self.ledger.start_producing(job_id)
         self._produce(job_id, request, resume=True)
         return request
+
+    def _create_job(self, job_id: str, request: IngestRequest) -> None:
+        options = {"recursive": request.recursive, "source": request.source, "tags": request.tags}
+        self.ledger.create_job(
+            job_id, collection=request.collection, roots=request.roots, options=options
+        )
 
     # -- the walk -------------------------------------------------------------------------------
 

@@ -453,18 +453,7 @@ class MilvusStore:
             raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
         # Milvus's radius is exclusive for HAMMING: distance < radius.
         params = {"metric_type": self.contract.phash_metric, "params": {"radius": max_hamming + 1}}
-        with _mapped("run a pHash range search", self.uri):
-            results = self._client.search(
-                self.collection,
-                data=flat,
-                anns_field="phash",
-                search_params=params,
-                filter=expr,
-                limit=min(limit, MAX_SEARCH_LIMIT),
-                # Milvus Lite fails to return binary vectors from a search: leave phash out.
-                output_fields=self._search_fields(with_vectors=True),
-                timeout=self._timeout,
-            )
+        results = self._search("phash", flat, params, expr, limit, with_vectors=True)
         merged: list[list[PhashHit]] = []
         offset = 0
         for group in groups:
@@ -472,11 +461,9 @@ class MilvusStore:
             for variant in range(len(group)):
                 for hit in results[offset + variant]:
                     distance = round(float(hit["distance"]))
-                    entity = dict(hit["entity"])
-                    entity.setdefault("id", hit["id"])
-                    current = best.get(str(entity["id"]))
+                    current = best.get(str(hit["id"]))
                     if current is None or distance < current.hamming:
-                        best[str(entity["id"])] = PhashHit(from_row(entity), distance, variant)
+                        best[str(hit["id"])] = PhashHit(_hit_record(hit), distance, variant)
             offset += len(group)
             merged.append(sorted(best.values(), key=lambda h: (h.hamming, h.record.id)))
         return merged
@@ -502,22 +489,37 @@ class MilvusStore:
                     f"({self._clip_dim},)"
                 )
         params = {"metric_type": self.contract.clip_metric, "params": {"ef": max(64, limit)}}
-        with _mapped("run a CLIP search", self.uri):
-            results = self._client.search(
+        data = [query.tolist() for query in queries]
+        results = self._search("clip", data, params, expr, limit, with_vectors=False)
+        return [
+            [ClipHit(_hit_record(hit), float(hit["distance"])) for hit in hits] for hits in results
+        ]
+
+    def _search(
+        self,
+        field: str,
+        data: list[Any],
+        params: dict[str, Any],
+        expr: str,
+        limit: int,
+        *,
+        with_vectors: bool,
+    ) -> Any:
+        with _mapped(f"run a {field} search", self.uri):
+            return self._client.search(
                 self.collection,
-                data=[query.tolist() for query in queries],
-                anns_field="clip",
+                data=data,
+                anns_field=field,
                 search_params=params,
                 filter=expr,
                 limit=min(limit, MAX_SEARCH_LIMIT),
-                output_fields=self._search_fields(with_vectors=False),
+                # Milvus Lite fails to return binary vectors from a search: leave phash out.
+                output_fields=self._search_fields(with_vectors=with_vectors),
                 timeout=self._timeout,
             )
-        found: list[list[ClipHit]] = []
-        for hits in results:
-            found.append([])
-            for hit in hits:
-                entity = dict(hit["entity"])
-                entity.setdefault("id", hit["id"])
-                found[-1].append(ClipHit(from_row(entity), float(hit["distance"])))
-        return found
+
+
+def _hit_record(hit: Any) -> ImageRecord:
+    entity = dict(hit["entity"])
+    entity.setdefault("id", hit["id"])
+    return from_row(entity)
