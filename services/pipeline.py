@@ -86,6 +86,7 @@ def analyze_batch(
                 id=meta.sha256,
                 path=item.path,
                 phash=hashes.phash,
+                phash_dihedral=tuple(variants[-1][1:]),
                 ahash=hashes.ahash,
                 dhash=hashes.dhash,
                 colorhash=hashes.colorhash,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,9 @@ class ImageRecord:
     height: int
     format: str
     bytes: int
+    # pHashes of the image mirrored and rotated (services.hashing.phash_variants order, without
+    # the identity): what all-pairs dedup compares against to find flipped and rotated copies.
+    phash_dihedral: tuple[builtins.bytes, ...] = ()  # builtins: `bytes` is a field here
     ahash: str = ""
     dhash: str = ""
     colorhash: str = ""
@@ -87,6 +91,7 @@ def to_row(record: ImageRecord, *, with_clip: bool, max_paths: int) -> dict[str,
     row: dict[str, Any] = {
         "id": record.id,
         "phash": record.phash,
+        "phash_dihedral": "".join(v.hex() for v in record.phash_dihedral),
         "path": record.path,
         "paths": list(record.all_paths[:max_paths]),
         "source": record.source,
@@ -131,6 +136,7 @@ def from_row(row: dict[str, Any]) -> ImageRecord:
         path=str(row.get("path", "")),
         paths=tuple(row.get("paths") or ()),
         phash=bytes(phash),
+        phash_dihedral=_split_hashes(str(row.get("phash_dihedral", ""))),
         width=int(row.get("width", 0)),
         height=int(row.get("height", 0)),
         format=str(row.get("format", "")),
@@ -156,3 +162,9 @@ def from_row(row: dict[str, Any]) -> ImageRecord:
         dup_cosine=float(row.get("dup_cosine", NO_DISTANCE)),
         clip=np.asarray(clip, dtype=np.float32) if clip is not None else None,
     )
+
+
+def _split_hashes(packed: str) -> tuple[bytes, ...]:
+    """``phash_dihedral`` text (16 hex digits per hash, concatenated) back to 8-byte hashes."""
+    width = PHASH_BITS // 4
+    return tuple(bytes.fromhex(packed[i : i + width]) for i in range(0, len(packed), width))

@@ -27,6 +27,7 @@ MAX_TAG_LENGTH = 128
 MAX_SOURCE_LENGTH = 256
 MAX_TEXT_LENGTH = 256
 
+DIHEDRAL_VARIANTS = 7  # mirror, rotations 90/180/270, mirror + rotations 90/180/270
 UNASSIGNED_CLUSTER = -1
 NO_DISTANCE = -1
 
@@ -68,6 +69,7 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
 }
 
 SCALAR_FIELDS: tuple[str, ...] = (
+    "phash_dihedral",
     "path",
     "paths",
     "source",

@@ -17,6 +17,7 @@ import numpy as np
 from services.errors import QueryError, StoreError, StoreUnavailableError
 from services.records import FloatVector, ImageRecord, from_row, to_row
 from services.schema import (
+    DIHEDRAL_VARIANTS,
     MAX_PATH_LENGTH,
     MAX_PATHS,
     MAX_SOURCE_LENGTH,
@@ -254,6 +255,7 @@ class MilvusStore:
             "dhash": 32,
             "colorhash": 32,
             "dup_of": 64,
+            "phash_dihedral": 16 * DIHEDRAL_VARIANTS,
         }
         for name in SCALAR_FIELDS:
             if name in varchar:

@@ -38,6 +38,9 @@ def random_records(
                 id=hashlib.sha256(f"{seed}-{i}".encode()).hexdigest(),
                 path=f"/photos/{i:05d}.jpg",
                 phash=np.packbits(bits).tobytes(),
+                phash_dihedral=tuple(
+                    rng.integers(0, 256, 8, dtype=np.uint8).tobytes() for _ in range(7)
+                ),
                 width=int(rng.integers(64, 4000)),
                 height=int(rng.integers(64, 4000)),
                 format=str(rng.choice(["JPEG", "PNG", "WEBP"])),
