@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.progress import (
@@ -33,6 +33,10 @@ from ingest.stack import Stack
 from services.cli import app, console, fail, handle_errors, print_hits, settings_of
 from services.embedded import milvus_uri_of
 from services.settings import Settings
+from services.store import MilvusStore
+
+if TYPE_CHECKING:
+    from services.dedup import DedupReport
 
 __all__ = ["app"]
 
@@ -295,3 +299,146 @@ def _serve(stack: Stack) -> None:
     exited = stack.wait()
     if exited is not None:
         fail(f"{exited.name} exited unexpectedly with code {exited.code}; stopped the stack")
+
+
+@app.command()
+def dedup(
+    ctx: typer.Context,
+    where: Annotated[
+        list[str] | None, typer.Option(help="Only rows matching FIELD OP VALUE (repeatable).")
+    ] = None,
+    max_hamming: Annotated[
+        int, typer.Option(help="pHash radius (inclusive), over flips and rotations.")
+    ] = 8,
+    min_cosine: Annotated[
+        float | None,
+        typer.Option(help="Also pair images with CLIP cosine >= this (collections with CLIP)."),
+    ] = None,
+    exact_only: Annotated[bool, typer.Option(help="Byte-identical files only.")] = False,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keeper policy, in order: pixels, bytes, oldest, format:PNG,JPEG, path:REGEX "
+            "(repeatable; default pixels, bytes, oldest)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per member.")
+    ] = None,
+    move_to: Annotated[
+        Path | None, typer.Option(help="Move duplicates (never keepers) under this folder.")
+    ] = None,
+    delete: Annotated[bool, typer.Option(help="Delete duplicates (needs --yes).")] = False,
+    yes: Annotated[bool, typer.Option(help="Confirm --delete.")] = False,
+) -> None:
+    """Find every group of duplicates: exact (same bytes) and near (pHash, CLIP).
+
+    By default no file changes. Groups are anchored on their keeper, so unrelated images are
+    never chained together; resolved groups and groups marked not-duplicates do not come back.
+    """
+    from ingest.decisions import RedisDecisions
+    from services.dedup import DedupOptions, find_duplicates, resolve
+    from services.filters import compile_filter, parse_where
+    from services.keepers import parse_policy
+
+    settings = settings_of(ctx)
+    if delete and not yes:
+        fail("--delete removes files: add --yes to confirm")
+    if delete and move_to is not None:
+        fail("choose --move-to or --delete, not both")
+    with handle_errors():
+        expr = compile_filter([c for clause in where or [] for c in parse_where(clause)])
+        policy = parse_policy(keep or [])
+        store = _open_existing(settings)
+        decisions = RedisDecisions.from_url(settings.redis_url, settings.collection)
+        options = DedupOptions(max_hamming, min_cosine, exact_only, expr)
+        report = find_duplicates(store, policy, options, decisions)
+        actions = resolve(
+            store, report.groups, move_to=move_to, delete_files=delete, decisions=decisions
+        )
+    if csv_file is not None:
+        _write_csv(csv_file, report)
+    if as_json:
+        payload = report.to_dict()
+        if actions:
+            payload["actions"] = [a.__dict__ for a in actions]
+        console.print_json(json.dumps(payload))
+    else:
+        _print_groups(report)
+    for action in actions:
+        if not action.done:
+            console.print(f"[red]not changed[/] {action.path}: {action.error}")
+    if any(not a.done for a in actions):
+        raise typer.Exit(1)
+
+
+@app.command()
+def decide(
+    ctx: typer.Context,
+    verdict: Annotated[str, typer.Argument(help="not-duplicates or resolved")],
+    keeper: Annotated[str, typer.Argument(help="Id of the group's keeper.")],
+    members: Annotated[list[str], typer.Argument(help="Ids of the other members.")],
+) -> None:
+    """Record a verdict on a duplicate group, so `lookalike dedup` does not show it again."""
+    from ingest.decisions import RedisDecisions
+
+    settings = settings_of(ctx)
+    kinds: dict[str, Literal["not_duplicates", "resolved"]] = {
+        "not-duplicates": "not_duplicates",
+        "resolved": "resolved",
+    }
+    if verdict not in kinds:
+        fail("the verdict is not-duplicates or resolved")
+    with handle_errors():
+        RedisDecisions.from_url(settings.redis_url, settings.collection).record(
+            kinds[verdict],
+            keeper,
+            members,
+        )
+    console.print(f"recorded: {verdict} for {1 + len(members)} images")
+
+
+def _open_existing(settings: Settings) -> MilvusStore:
+    from services.errors import StoreError
+    from services.store import stored_contract
+
+    uri = milvus_uri_of(settings)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    contract = stored_contract(uri, settings.collection, token=token)
+    if contract is None:
+        raise StoreError(f"no collection {settings.collection!r} at {uri}; ingest images first")
+    return MilvusStore(uri, settings.collection, contract, token=token)
+
+
+def _write_csv(path: Path, report: DedupReport) -> None:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["group", "kind", "role", "path", "id", "hamming", "cosine", "reason"])
+        for number, group in enumerate(report.groups, 1):
+            for member in group.members:
+                role = "keep" if member is group.keeper else "duplicate"
+                writer.writerow(
+                    [
+                        number,
+                        group.kind,
+                        role,
+                        member.path,
+                        member.id,
+                        "" if member.hamming is None else member.hamming,
+                        "" if member.cosine is None else f"{member.cosine:.6f}",
+                        member.reason,
+                    ]
+                )
+
+
+def _print_groups(report: DedupReport) -> None:
+    for number, group in enumerate(report.groups, 1):
+        console.print(f"[bold]group {number}[/] ({group.kind}, {len(group.members)} images)")
+        console.print(f"  [green]keep[/] {group.keeper.path}  ({group.keeper.reason})")
+        for member in group.duplicates:
+            console.print(f"  [yellow]dup[/]  {member.path}  ({member.reason})")
+    stats = ", ".join(f"{k} {v}" for k, v in report.stats.items())
+    console.print(f"{len(report.groups)} groups; {stats}")

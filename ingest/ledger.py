@@ -99,7 +99,7 @@ class JobLedger:
         return cls(redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30))
 
     def ping(self) -> None:
-        with _mapped("reach Redis"):
+        with mapped_redis_errors("reach Redis"):
             self._redis.ping()
 
     # -- producer side --------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class JobLedger:
         options: Mapping[str, Any],
     ) -> None:
         now = time.time()
-        with _mapped("create a job"):
+        with mapped_redis_errors("create a job"):
             pipe = self._redis.pipeline()
             pipe.hset(
                 _key(job_id),
@@ -134,11 +134,11 @@ class JobLedger:
             pipe.execute()
 
     def job_exists(self, job_id: str) -> bool:
-        with _mapped("read a job"):
+        with mapped_redis_errors("read a job"):
             return bool(self._redis.exists(_key(job_id)))
 
     def add_counts(self, job_id: str, *, found: int = 0, queued: int = 0, skipped: int = 0) -> None:
-        with _mapped("update job counts"):
+        with mapped_redis_errors("update job counts"):
             pipe = self._redis.pipeline()
             for name, value in (("found", found), ("queued", queued), ("skipped", skipped)):
                 if value:
@@ -147,7 +147,7 @@ class JobLedger:
             pipe.execute()
 
     def set_counts(self, job_id: str, *, found: int, queued: int, skipped: int) -> None:
-        with _mapped("update job counts"):
+        with mapped_redis_errors("update job counts"):
             self._redis.hset(
                 _key(job_id),
                 mapping={
@@ -160,7 +160,7 @@ class JobLedger:
 
     def start_producing(self, job_id: str) -> None:
         """A producer (re)starts enqueueing: the job cannot end before it is done."""
-        with _mapped("update a job"):
+        with mapped_redis_errors("update a job"):
             self._redis.hset(
                 _key(job_id), mapping={"producing": 1, "state": "queued", "updated_at": time.time()}
             )
@@ -172,7 +172,7 @@ class JobLedger:
 
     def done_producing(self, job_id: str) -> JobProgress:
         """The producer has enqueued everything; the job ends when the workers catch up."""
-        with _mapped("update a job"):
+        with mapped_redis_errors("update a job"):
             self._redis.hset(
                 _key(job_id),
                 mapping={"producing": 0, "state": "running", "updated_at": time.time()},
@@ -183,22 +183,22 @@ class JobLedger:
         return progress
 
     def set_state(self, job_id: str, state: JobState) -> None:
-        with _mapped("update a job's state"):
+        with mapped_redis_errors("update a job's state"):
             self._redis.hset(_key(job_id), mapping={"state": state, "updated_at": time.time()})
 
     def stored_paths(self, job_id: str) -> set[str]:
-        with _mapped("read stored paths"):
+        with mapped_redis_errors("read stored paths"):
             return {_text(p) for p in self._redis.smembers(_key(job_id, "stored"))}
 
     def failed_paths(self, job_id: str) -> set[str]:
-        with _mapped("read failed paths"):
+        with mapped_redis_errors("read failed paths"):
             return {_text(p) for p in self._redis.hkeys(_key(job_id, "failed"))}
 
     def cached_stat(self, collection: str, paths: Sequence[str]) -> list[str | None]:
         """The "size:mtime_ns" last stored for each path, None where unknown."""
         if not paths:
             return []
-        with _mapped("read the files cache"):
+        with mapped_redis_errors("read the files cache"):
             values = self._redis.hmget(f"{PREFIX}:files:{collection}", list(paths))
         return [None if v is None else _text(v) for v in values]
 
@@ -215,7 +215,7 @@ class JobLedger:
         exact: Iterable[str] = (),
     ) -> None:
         """Record one batch's outcome; ``stored`` maps path -> "size:mtime_ns"."""
-        with _mapped("record a batch"):
+        with mapped_redis_errors("record a batch"):
             pipe = self._redis.pipeline()
             if stored:
                 pipe.sadd(_key(job_id, "stored"), *stored)
@@ -239,7 +239,7 @@ class JobLedger:
             self.finish(job_id)
 
     def finish(self, job_id: str) -> None:
-        with _mapped("finish a job"):
+        with mapped_redis_errors("finish a job"):
             pipe = self._redis.pipeline()
             pipe.hset(_key(job_id), mapping={"state": "done", "updated_at": time.time()})
             for part in ("", "stored", "failed", "near", "exact", "crashes"):
@@ -248,12 +248,12 @@ class JobLedger:
 
     def start_delivery(self, job_id: str, batch_id: str) -> int:
         """Count a delivery of ``batch_id`` that has not finished; returns how many there are."""
-        with _mapped("count a delivery"):
+        with mapped_redis_errors("count a delivery"):
             return int(self._redis.hincrby(_key(job_id, "crashes"), batch_id, 1))
 
     def end_delivery(self, job_id: str, batch_id: str) -> None:
         """The delivery finished (or will be retried on purpose): it did not crash the worker."""
-        with _mapped("count a delivery"):
+        with mapped_redis_errors("count a delivery"):
             self._redis.hdel(_key(job_id, "crashes"), batch_id)
 
     @contextmanager
@@ -268,7 +268,7 @@ class JobLedger:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         while True:
-            with _mapped("take content locks"):
+            with mapped_redis_errors("take content locks"):
                 pipe = self._redis.pipeline()
                 for key in keys:
                     pipe.set(key, token, nx=True, px=int(ttl * 1000))
@@ -290,14 +290,14 @@ class JobLedger:
     def _release(self, keys: Sequence[str], token: str) -> None:
         if not keys:
             return
-        with _mapped("release content locks"):
+        with mapped_redis_errors("release content locks"):
             # Only our own locks: one that expired and was taken by another worker stays.
             self._redis.eval(_RELEASE, len(keys), *keys, token)
 
     # -- readers --------------------------------------------------------------------------------
 
     def progress(self, job_id: str, *, with_failures: bool = True) -> JobProgress:
-        with _mapped("read a job"):
+        with mapped_redis_errors("read a job"):
             pipe = self._redis.pipeline()
             pipe.hgetall(_key(job_id))
             pipe.scard(_key(job_id, "stored"))
@@ -330,11 +330,11 @@ class JobLedger:
         return progress
 
     def recent_jobs(self, limit: int = 10) -> list[str]:
-        with _mapped("list jobs"):
+        with mapped_redis_errors("list jobs"):
             return [_text(j) for j in self._redis.zrevrange(f"{PREFIX}:jobs", 0, limit - 1)]
 
     def queue_depth(self, queue: str) -> int:
-        with _mapped("read the queue depth"):
+        with mapped_redis_errors("read the queue depth"):
             return int(self._redis.llen(queue))
 
 
@@ -366,7 +366,7 @@ def _text(value: Any) -> str:
 
 
 @contextmanager
-def _mapped(action: str) -> Iterator[None]:
+def mapped_redis_errors(action: str) -> Iterator[None]:
     """Map redis-py connection failures to :class:`LedgerUnavailableError`."""
     try:
         yield

@@ -344,6 +344,15 @@ class MilvusStore:
             self._client.upsert(self.collection, rows, timeout=self._timeout)
         return len(rows)
 
+    def replace(self, records: Sequence[ImageRecord]) -> None:
+        """Write ``records`` exactly as given (no merging): for removing paths from rows."""
+        for record in records:
+            self._check_clip(record)
+        rows = [to_row(r, with_clip=self._with_clip, max_paths=MAX_PATHS) for r in records]
+        if rows:
+            with _mapped(f"replace {len(rows)} rows", self.uri):
+                self._client.upsert(self.collection, rows, timeout=self._timeout)
+
     def _check_clip(self, record: ImageRecord) -> None:
         if not self._with_clip:
             return

@@ -1,0 +1,64 @@
+"""Analysts' dedup decisions, kept in Redis beside the job ledger.
+
+A group marked "not duplicates" suppresses every pair among its members; a resolved group (its
+duplicates moved or deleted) suppresses the pairs between its keeper and each duplicate. The
+dedup engine leaves suppressed pairs out, so decided groups do not come back::
+
+    lookalike:decisions:{collection}:pairs   set    "id_a|id_b" (a < b)
+    lookalike:decisions:{collection}:log     list   JSON {kind, keeper, members, at}
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import redis
+
+from ingest.ledger import PREFIX, mapped_redis_errors
+
+
+class RedisDecisions:
+    """:class:`services.dedup.Decisions` in Redis, for one collection."""
+
+    def __init__(self, client: redis.Redis, collection: str) -> None:
+        self._redis = client
+        self._pairs = f"{PREFIX}:decisions:{collection}:pairs"
+        self._log = f"{PREFIX}:decisions:{collection}:log"
+
+    @classmethod
+    def from_url(cls, url: str, collection: str) -> RedisDecisions:
+        return cls(
+            redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30), collection
+        )
+
+    def suppressed_pairs(self) -> set[tuple[str, str]]:
+        with mapped_redis_errors("read dedup decisions"):
+            members = self._redis.smembers(self._pairs)
+        pairs = set()
+        for member in members:
+            text = member.decode() if isinstance(member, bytes) else str(member)
+            left, _, right = text.partition("|")
+            pairs.add((left, right))
+        return pairs
+
+    def record(
+        self, kind: Literal["not_duplicates", "resolved"], keeper: str, members: Sequence[str]
+    ) -> None:
+        if kind == "not_duplicates":
+            pairs = list(itertools.combinations(sorted({keeper, *members}), 2))
+        else:
+            pairs = [(min(keeper, m), max(keeper, m)) for m in members if m != keeper]
+        encoded = [f"{a}|{b}" for a, b in pairs]
+        entry = json.dumps(
+            {"kind": kind, "keeper": keeper, "members": list(members), "at": time.time()}
+        )
+        with mapped_redis_errors("record a dedup decision"):
+            pipe = self._redis.pipeline()
+            if encoded:
+                pipe.sadd(self._pairs, *encoded)
+            pipe.rpush(self._log, entry)
+            pipe.execute()

@@ -1,0 +1,375 @@
+"""Duplicate groups over a whole collection (or its filtered part).
+
+- **exact**: byte-identical files, i.e. the several paths of one stored content (same sha256);
+- **near**: pairs within the pHash Hamming radius, over the 8 flips and rotations, found for all
+  rows at once by an index built for it (:mod:`services.hamming_pairs`), plus, when CLIP vectors
+  exist, pairs above a cosine threshold (crops and edits that hashes miss).
+
+Pairs become candidate groups by union-find; each group is then **anchored on its keeper**: a
+member stays only if it is itself a pair with the keeper, so a chain a~b~c never puts a next to
+an unrelated c. Members left out form groups of their own the same way. Decisions (a group
+marked "not duplicates", or resolved) suppress their pairs in later runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from services import fileops
+from services.fileops import FileAction
+from services.hamming_pairs import codes_from_bytes, pairs_within
+from services.keepers import Candidate, Criterion, choose_keeper
+from services.records import ImageRecord
+from services.store import MilvusStore
+
+log = logging.getLogger(__name__)
+
+GroupKind = Literal["exact", "near"]
+VARIANT_NAMES = (
+    "as is",
+    "mirrored",
+    "rotated 90°",
+    "rotated 180°",
+    "rotated 270°",
+    "mirrored, rotated 90°",
+    "mirrored, rotated 180°",
+    "mirrored, rotated 270°",
+)
+_CLIP_CHUNK = 1024
+
+
+class Decisions(Protocol):
+    """Where analysts' verdicts persist (Redis in lookalike's deployments)."""
+
+    def suppressed_pairs(self) -> set[tuple[str, str]]: ...
+    def record(
+        self, kind: Literal["not_duplicates", "resolved"], keeper: str, members: Sequence[str]
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Link:
+    """Why two contents are near-duplicates."""
+
+    hamming: int | None = None
+    variant: int = 0
+    cosine: float | None = None
+
+    def merged(self, other: Link) -> Link:
+        """The stronger evidence of both: the smaller distance, the larger cosine."""
+        closer = (
+            other
+            if other.hamming is not None and (self.hamming is None or other.hamming < self.hamming)
+            else self
+        )
+        cosines = [c for c in (self.cosine, other.cosine) if c is not None]
+        return Link(closer.hamming, closer.variant, max(cosines) if cosines else None)
+
+    def describe(self) -> str:
+        parts = []
+        if self.hamming is not None:
+            parts.append(f"pHash distance {self.hamming} ({VARIANT_NAMES[self.variant]})")
+        if self.cosine is not None:
+            parts.append(f"CLIP cosine {self.cosine:.3f}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    path: str
+    hamming: int | None
+    cosine: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "id": self.id,
+            "hamming": self.hamming,
+            "cosine": None if self.cosine is None else round(self.cosine, 6),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    kind: GroupKind
+    keeper: Member
+    duplicates: list[Member]
+
+    @property
+    def members(self) -> list[Member]:
+        return [self.keeper, *self.duplicates]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "keep": self.keeper.path,
+            "duplicates": [m.path for m in self.duplicates],
+            "members": [m.to_dict() for m in self.members],
+        }
+
+
+@dataclass(frozen=True)
+class DedupReport:
+    groups: list[DuplicateGroup]
+    stats: dict[str, float | int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"groups": [g.to_dict() for g in self.groups], "stats": self.stats}
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    max_hamming: int = 8
+    min_cosine: float | None = None  # None: no CLIP pairs
+    exact_only: bool = False
+    where: str = ""
+
+
+def find_duplicates(
+    store: MilvusStore,
+    policy: Sequence[Criterion],
+    options: DedupOptions,
+    decisions: Decisions | None = None,
+) -> DedupReport:
+    """Every duplicate group in the (filtered) collection, largest first."""
+    with_clip = options.min_cosine is not None and store.has_clip and not options.exact_only
+    records = list(store.iterate(options.where, with_vectors=with_clip))
+    suppressed = decisions.suppressed_pairs() if decisions else set()
+    groups = exact_groups(records, policy)
+    links: dict[tuple[int, int], Link] = {}
+    if not options.exact_only:
+        links = near_links(records, options.max_hamming, options.min_cosine if with_clip else None)
+        links = {
+            pair: link
+            for pair, link in links.items()
+            if _key(records[pair[0]].id, records[pair[1]].id) not in suppressed
+        }
+        groups += near_groups(records, links, policy)
+    groups.sort(key=lambda g: (-len(g.members), g.kind, g.keeper.path))
+    stats: dict[str, float | int] = {
+        "rows": len(records),
+        "pairs": len(links),
+        "groups": len(groups),
+        "exact_groups": sum(1 for g in groups if g.kind == "exact"),
+        "near_groups": sum(1 for g in groups if g.kind == "near"),
+        "duplicates": sum(len(g.duplicates) for g in groups),
+        "suppressed_pairs": len(suppressed),
+    }
+    return DedupReport(groups, stats)
+
+
+def exact_groups(
+    records: Sequence[ImageRecord], policy: Sequence[Criterion]
+) -> list[DuplicateGroup]:
+    """One group per content stored under several paths."""
+    groups = []
+    for record in records:
+        paths = record.all_paths
+        if len(paths) < 2:
+            continue
+        candidates = [_candidate(record, path) for path in paths]
+        best, reason = choose_keeper(candidates, policy)
+        keeper = Member(record.id, paths[best], 0, 1.0, f"kept: {reason}")
+        duplicates = [
+            Member(record.id, path, 0, 1.0, "byte-identical (same sha256)")
+            for i, path in enumerate(paths)
+            if i != best
+        ]
+        groups.append(DuplicateGroup("exact", keeper, duplicates))
+    return groups
+
+
+def near_links(
+    records: Sequence[ImageRecord], max_hamming: int, min_cosine: float | None
+) -> dict[tuple[int, int], Link]:
+    """Near-duplicate pairs (row indices, smaller first) with what links them."""
+    links: dict[tuple[int, int], Link] = {}
+    if len(records) < 2:
+        return links
+    codes = codes_from_bytes([r.phash for r in records])
+    variants = None
+    if all(len(r.phash_dihedral) == 7 for r in records):
+        variants = np.stack([codes_from_bytes(list(r.phash_dihedral)) for r in records])
+    found = pairs_within(codes, max_hamming, variants=variants)
+    for left, right, distance, variant in zip(
+        found.left.tolist(),
+        found.right.tolist(),
+        found.distance.tolist(),
+        found.variant.tolist(),
+        strict=True,
+    ):
+        links[(left, right)] = Link(int(distance), int(variant))
+    if min_cosine is not None:
+        for pair, cosine in clip_pairs(records, min_cosine):
+            links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
+    for pair, link in list(links.items()):
+        if link.hamming is not None and link.cosine is None:
+            links[pair] = Link(link.hamming, link.variant, _cosine(records, pair))
+    return links
+
+
+def clip_pairs(
+    records: Sequence[ImageRecord], min_cosine: float
+) -> Iterable[tuple[tuple[int, int], float]]:
+    """Pairs with cosine >= ``min_cosine``, in row chunks: memory O(chunk x N), never N x N."""
+    vectors = np.stack([r.clip for r in records if r.clip is not None]).astype(np.float32)
+    if len(vectors) != len(records):
+        return
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    for start in range(0, len(vectors), _CLIP_CHUNK):
+        sims = vectors[start : start + _CLIP_CHUNK] @ vectors.T
+        rows, cols = np.nonzero(sims >= min_cosine)
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            i = start + row
+            if i < col:
+                yield (i, col), float(sims[row, col])
+
+
+def near_groups(
+    records: Sequence[ImageRecord], links: dict[tuple[int, int], Link], policy: Sequence[Criterion]
+) -> list[DuplicateGroup]:
+    """Union-find components of ``links``, each split into keeper-anchored groups."""
+    parent = list(range(len(records)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for left, right in links:
+        parent[find(left)] = find(right)
+    components: dict[int, list[int]] = {}
+    for left, right in links:
+        for i in (left, right):
+            components.setdefault(find(i), [])
+    for i in range(len(records)):
+        root = find(i)
+        if root in components:
+            components[root].append(i)
+    groups: list[DuplicateGroup] = []
+    for members in components.values():
+        groups += _anchored(records, sorted(members), links, policy)
+    return groups
+
+
+def _anchored(
+    records: Sequence[ImageRecord],
+    members: list[int],
+    links: dict[tuple[int, int], Link],
+    policy: Sequence[Criterion],
+) -> list[DuplicateGroup]:
+    """Pick the keeper; keep the members linked to it directly; repeat on the rest."""
+    groups = []
+    remaining = list(members)
+    while len(remaining) > 1:
+        candidates = [_candidate(records[i], records[i].path) for i in remaining]
+        best, reason = choose_keeper(candidates, policy)
+        keeper_index = remaining[best]
+        linked = [
+            (i, links[_pair(keeper_index, i)])
+            for i in remaining
+            if i != keeper_index and _pair(keeper_index, i) in links
+        ]
+        if linked:
+            keeper = records[keeper_index]
+            groups.append(
+                DuplicateGroup(
+                    "near",
+                    Member(keeper.id, keeper.path, 0, 1.0, f"kept: {reason}"),
+                    [
+                        Member(
+                            records[i].id,
+                            records[i].path,
+                            link.hamming,
+                            link.cosine,
+                            link.describe(),
+                        )
+                        for i, link in linked
+                    ],
+                )
+            )
+        taken = {keeper_index, *(i for i, _ in linked)}
+        remaining = [i for i in remaining if i not in taken]
+    return groups
+
+
+def _candidate(record: ImageRecord, path: str) -> Candidate:
+    return Candidate(
+        record.id,
+        path,
+        record.width,
+        record.height,
+        record.bytes,
+        record.format,
+        record.exif_datetime,
+    )
+
+
+def _pair(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
+def _key(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def _cosine(records: Sequence[ImageRecord], pair: tuple[int, int]) -> float | None:
+    a, b = records[pair[0]].clip, records[pair[1]].clip
+    if a is None or b is None:
+        return None
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norms) if norms > 0 else None
+
+
+def resolve(
+    store: MilvusStore,
+    groups: Sequence[DuplicateGroup],
+    *,
+    move_to: Path | None,
+    delete_files: bool,
+    decisions: Decisions | None,
+) -> list[FileAction]:
+    """Move (or delete) every group's duplicates, update their rows, record the groups resolved.
+
+    Keepers are never touched. A row loses the paths that moved away; a row with none left is
+    deleted from the collection.
+    """
+    paths = [m.path for g in groups for m in g.duplicates if m.path != g.keeper.path]
+    if move_to is not None:
+        actions = fileops.move_into(paths, move_to)
+    elif delete_files:
+        actions = fileops.delete(paths)
+    else:
+        return []
+    gone = {a.path for a in actions if a.done}
+    _drop_paths(store, {m.id for g in groups for m in g.duplicates if m.path in gone}, gone)
+    if decisions is not None:
+        for group in groups:
+            done = [m.id for m in group.duplicates if m.path in gone and m.id != group.keeper.id]
+            if done:
+                decisions.record("resolved", group.keeper.id, done)
+    return actions
+
+
+def _drop_paths(store: MilvusStore, ids: set[str], gone: set[str]) -> None:
+    records = store.get(sorted(ids), with_vectors=True)
+    emptied = []
+    changed = []
+    for record in records:
+        remaining = [p for p in record.all_paths if p not in gone]
+        if not remaining:
+            emptied.append(record.id)
+        elif len(remaining) != len(record.all_paths):
+            changed.append(replace(record, path=remaining[0], paths=tuple(remaining)))
+    store.replace(changed)
+    store.delete(emptied)

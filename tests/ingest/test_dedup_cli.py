@@ -1,0 +1,82 @@
+"""`lookalike dedup` end to end: real images ingested by a real worker, decisions in Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.ingest.conftest import IngestEnv
+from tests.ingest.images import copy_exact, photo_folder
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _groups(env: IngestEnv, *args: str) -> list[dict[str, object]]:
+    result = env.run_cli("dedup", "--json", "--keep", "path:/photo_", "--keep", "pixels", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    groups: list[dict[str, object]] = json.loads(result.stdout)["groups"]
+    return groups
+
+
+def _names(group: dict[str, object]) -> tuple[str, list[str]]:
+    duplicates = group["duplicates"]
+    assert isinstance(duplicates, list)
+    return Path(str(group["keep"])).name, sorted(Path(p).name for p in duplicates)
+
+
+def test_dedup_finds_exact_flipped_and_rotated_copies(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    library = tmp_path / "library"
+    originals = photo_folder(library, 12, size=(320, 240))
+    copy_exact(originals[:2], library / "backup")
+    edits = library / "edits"
+    edits.mkdir()
+    with Image.open(originals[3]) as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(edits / "mirrored.jpg", quality=90)
+    with Image.open(originals[4]) as image:
+        image.transpose(Image.Transpose.ROTATE_90).save(edits / "rotated.jpg", quality=90)
+        image.resize((160, 120)).save(edits / "small.jpg", quality=80)
+    ingest_env.start_worker(concurrency=1)
+    ingest_env.ingest_json(str(library), "--wait")
+
+    groups = _groups(ingest_env)
+    found = sorted(_names(g) for g in groups)
+    assert found == sorted(
+        [
+            ("photo_0000.jpg", ["copy_of_photo_0000.jpg"]),
+            ("photo_0001.jpg", ["copy_of_photo_0001.jpg"]),
+            ("photo_0003.jpg", ["mirrored.jpg"]),
+            ("photo_0004.jpg", ["rotated.jpg", "small.jpg"]),
+        ]
+    )
+    csv_path = tmp_path / "groups.csv"
+    assert ingest_env.run_cli("dedup", "--csv", str(csv_path)).returncode == 0
+    assert len(csv_path.read_text().splitlines()) == 1 + 9  # header + one row per member
+
+    refused = ingest_env.run_cli("dedup", "--delete")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert all(p.exists() for p in originals)
+
+    mirrored = next(g for g in groups if _names(g)[0] == "photo_0003.jpg")
+    members = mirrored["members"]
+    assert isinstance(members, list)
+    ids = [str(m["id"]) for m in members]
+    decided = ingest_env.run_cli("decide", "not-duplicates", *ids)
+    assert decided.returncode == 0, decided.stderr
+    assert "photo_0003.jpg" not in {_names(g)[0] for g in _groups(ingest_env)}
+
+    quarantine = tmp_path / "quarantine"
+    moved = ingest_env.run_cli("dedup", "--keep", "path:/photo_", "--move-to", str(quarantine))
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert sorted(p.relative_to(quarantine).as_posix() for p in quarantine.rglob("*.jpg")) == [
+        "backup/copy_of_photo_0000.jpg",
+        "backup/copy_of_photo_0001.jpg",
+        "edits/rotated.jpg",
+        "edits/small.jpg",
+    ]
+    assert (edits / "mirrored.jpg").exists()  # marked not duplicates: left alone
+    assert _groups(ingest_env) == []  # resolved groups do not come back
