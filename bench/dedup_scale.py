@@ -17,6 +17,8 @@ over its RSS before the call.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import importlib.util
 import logging
 import multiprocessing
@@ -156,8 +158,11 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def measured(call: Callable[[], Any]) -> tuple[Any, float, float]:
-    """``call()``, its wall seconds and the rise of peak RSS over the RSS before it, in MiB."""
+def measured(call: Callable[[], Any]) -> tuple[Any, float, float, float]:
+    """``call()``, its wall seconds, the rise of peak RSS over the RSS before it and the
+    process's peak RSS during it, both in MiB."""
+    with contextlib.suppress(OSError):  # return freed heap, so the RSS before is what is in use
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     except OSError:
@@ -166,7 +171,8 @@ def measured(call: Callable[[], Any]) -> tuple[Any, float, float]:
     start = time.perf_counter()
     result = call()
     seconds = time.perf_counter() - start
-    return result, seconds, (_status_kib("VmHWM") - before) / 1024
+    peak = _status_kib("VmHWM")
+    return result, seconds, (peak - before) / 1024, peak / 1024
 
 
 def _search(collection: Collection, radius: int, with_variants: bool) -> Callable[[], PairSet]:
@@ -262,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         collection = synthetic(size, radius)
         row: dict[str, Any] = {"size": size}
         for label, with_variants in (("identity", False), ("variants", True)):
-            found, seconds, peak = measured(_search(collection, radius, with_variants))
+            found, seconds, peak, process_peak = measured(
+                _search(collection, radius, with_variants)
+            )
+            row[f"{label}_process_mib"] = process_peak
             row[f"{label}_s"], row[f"{label}_mib"], row[f"{label}_pairs"] = (
                 seconds,
                 peak,
@@ -274,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"N={size:>9,} {label:>8}: {len(found):>9,} pairs in {seconds:7.2f} s, "
-                f"peak +{peak:6.0f} MiB, planted {row[f'{label}_recall']}, "
+                f"peak +{peak:4.0f} MiB (RSS {process_peak:4.0f} MiB), "
+                f"planted {row[f'{label}_recall']}, "
                 f"sample {row[f'{label}_sample']}",
                 flush=True,
             )
@@ -288,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
         elif projected is not None and projected > IMAGEDEDUP_LIMIT_S:
             row["imagededup_note"] = f"not run: ~{projected:,.0f} s projected (N²)"
+        elif importlib.util.find_spec("imagededup") is None:
+            row["imagededup_note"] = "not run: imagededup is not installed"
         else:
             pairs, seconds = imagededup_pairs(collection.codes, radius)
             agrees = "same pairs" if pairs == row["identity_pairs"] else f"{pairs:,} pairs (≠)"
@@ -315,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['size']:,}",
             f"{r['identity_pairs']:,}",
             f"{r['identity_s']:.2f} s",
-            f"+{r['identity_mib']:.0f} MiB",
+            f"+{r['identity_mib']:.0f} MiB ({r['identity_process_mib']:.0f})",
             f"{r['variants_pairs']:,}",
             f"{r['variants_s']:.2f} s",
-            f"+{r['variants_mib']:.0f} MiB",
+            f"+{r['variants_mib']:.0f} MiB ({r['variants_process_mib']:.0f})",
             f"{r['identity_recall']} / {r['variants_recall']}",
             f"{r['identity_sample']} / {r['variants_sample']}",
             r["imagededup_note"],
@@ -333,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             "`bench/dedup_scale.py`), by `services.hamming_pairs.pairs_within`: multi-index "
             'hashing compiled with numba, on all cores. "+ 7 variants" also matches every '
             "item's rotated and mirrored codes against the others' identity codes. Peak memory is "
-            "the rise of peak RSS during the call. imagededup's `PHash().find_duplicates` (its "
+            "the rise of peak RSS during the call (in brackets the whole process's peak RSS, data "
+            "and numba included). imagededup's `PHash().find_duplicates` (its "
             "default Cython brute force, all cores) runs on the same codes as hex strings until "
             f"a size is projected past {IMAGEDEDUP_LIMIT_S:.0f} s.",
             _report.markdown_table(header, table),

@@ -35,3 +35,9 @@ def test_ingest_speed_smoke() -> None:
     from bench import ingest_speed
 
     assert ingest_speed.main(["--limit", "20", "--no-clip", "--no-write"]) == 0
+
+
+def test_dedup_scale_smoke() -> None:
+    from bench import dedup_scale
+
+    assert dedup_scale.main(["--sizes", "2000", "--no-imagededup", "--no-write"]) == 0
