@@ -442,3 +442,83 @@ def _print_groups(report: DedupReport) -> None:
             console.print(f"  [yellow]dup[/]  {member.path}  ({member.reason})")
     stats = ", ".join(f"{k} {v}" for k, v in report.stats.items())
     console.print(f"{len(report.groups)} groups; {stats}")
+
+
+@app.command("eval")
+def eval_command(
+    ctx: typer.Context,
+    ground_truth: Annotated[
+        Path, typer.Argument(help="CSV with a header path,group (relative paths: from its folder).")
+    ],
+    where: Annotated[
+        list[str] | None, typer.Option(help="Only rows matching FIELD OP VALUE (repeatable).")
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Write the precision-recall curve to this PNG.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Precision, recall and F1 of duplicate pairs against labelled groups, per threshold.
+
+    Every pair of stored paths that the CSV labels is a question (a positive when both share a
+    group); pHash radii 0..16 (over flips and rotations, as `lookalike dedup`) and, where the
+    collection stores CLIP, minimum cosines 0.80..0.99. A content stored under several paths
+    counts once per path, so exact copies are pairs at distance 0.
+    """
+    from services.evaluation import (
+        best_f1,
+        evaluate,
+        evaluate_clip,
+        items_from_records,
+        labelled,
+        load_ground_truth,
+        pr_curve_png,
+    )
+    from services.filters import compile_filter, parse_where
+
+    settings = settings_of(ctx)
+    with handle_errors():
+        truth = load_ground_truth(ground_truth)
+        expr = compile_filter([c for clause in where or [] for c in parse_where(clause)])
+        store = _open_existing(settings)
+        items = items_from_records(store.iterate(expr, with_vectors=store.has_clip))
+        found = labelled(items, truth)
+        curves = {"pHash": evaluate(found, truth)}
+        if store.has_clip:
+            curves["CLIP"] = evaluate_clip(found, truth)
+        if png is not None:
+            pr_curve_png(curves, png)
+    missing = len(truth) - len(found)
+    if as_json:
+        payload = {
+            "labelled": len(truth),
+            "found": len(found),
+            "results": {k: [r.to_dict() for r in v] for k, v in curves.items()},
+            "best": {k: best_f1(v).to_dict() for k, v in curves.items()},
+        }
+        console.print_json(json.dumps(payload))
+        return
+    console.print(
+        f"{len(found)} of {len(truth)} labelled paths are in {settings.collection!r}"
+        + (f" ([yellow]{missing} missing, not counted[/])" if missing else "")
+    )
+    for name, results in curves.items():
+        best = best_f1(results)
+        table = Table("threshold", "TP", "FP", "FN", "precision", "recall", "F1", title=name)
+        for result in results:
+            mark = " [bold green]<- best F1[/]" if result is best else ""
+            threshold = (
+                f"cos >= {result.threshold:.2f}" if name == "CLIP" else f"r <= {result.threshold:g}"
+            )
+            table.add_row(
+                threshold,
+                str(result.tp),
+                str(result.fp),
+                str(result.fn),
+                f"{result.precision:.4f}",
+                f"{result.recall:.4f}",
+                f"{result.f1:.4f}" + mark,
+            )
+        console.print(table)
+    if png is not None:
+        console.print(f"PR curve written to {png}")

@@ -142,9 +142,16 @@ def find_duplicates(
 ) -> DedupReport:
     """Every duplicate group in the (filtered) collection, largest first."""
     with_clip = options.min_cosine is not None and store.has_clip and not options.exact_only
-    records = list(store.iterate(options.where, with_vectors=with_clip))
+    # One light scan of the collection (no paths arrays: slow in bulk); the few rows stored
+    # under several paths are read whole for the exact groups.
+    several = f"path_count > 1 and ({options.where})" if options.where else "path_count > 1"
+    groups = exact_groups(list(store.iterate(several)), policy)
+    records = (
+        []
+        if options.exact_only
+        else list(store.iterate(options.where, with_vectors=with_clip, light=True, batch_size=4000))
+    )
     suppressed = decisions.suppressed_pairs() if decisions else set()
-    groups = exact_groups(records, policy)
     links: dict[tuple[int, int], Link] = {}
     if not options.exact_only:
         links = near_links(records, options.max_hamming, options.min_cosine if with_clip else None)

@@ -46,6 +46,7 @@ class FieldKind(Enum):
 FILTERABLE_FIELDS: dict[str, FieldKind] = {
     "id": FieldKind.STRING,
     "path": FieldKind.STRING,
+    "path_count": FieldKind.INT,
     "source": FieldKind.STRING,
     "tags": FieldKind.STRING_ARRAY,
     "format": FieldKind.STRING,
@@ -72,6 +73,7 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "phash_dihedral",
     "path",
     "paths",
+    "path_count",
     "source",
     "tags",
     "format",
@@ -146,3 +148,9 @@ class SchemaContract:
                 "Use the same LOOKALIKE_CLIP_MODEL, or another LOOKALIKE_COLLECTION "
                 "(vectors of different models cannot be compared)"
             )
+
+
+# Milvus Lite returns ARRAY fields very slowly in bulk (about a millisecond a row, growing with
+# the batch), so bulk reads (searches, all-row scans) leave them out; ``path_count`` says which
+# rows have more than one path, to fetch their ``paths`` by id.
+ARRAY_FIELDS = frozenset({"paths", "tags"})

@@ -7,7 +7,7 @@ neighbours of a stored image) are the same function with a different query.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -130,14 +130,30 @@ def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) ->
             SearchHit(hit.record, hit.cosine, None) for hit in clip_hits if hit.record.id != exclude
         ]
         candidates, truncated = len(clip_hits), False
+    tick = time.perf_counter()
+    hits = _with_whole_rows(store, hits[: query.top_k])
+    stages["fetch_ms"] = _ms(tick)
     return SearchResult(
-        hits=hits[: query.top_k],
+        hits=hits,
         mode=mode,
         candidates=candidates,
         truncated=truncated,
         elapsed_ms=_ms(started),
         stage_ms=stages,
     )
+
+
+def _with_whole_rows(store: VectorStore, hits: list[SearchHit]) -> list[SearchHit]:
+    """Search stages read light rows (no paths, tags, pHash); the results get whole ones."""
+    if not hits:
+        return hits
+    rows = {record.id: record for record in store.get([hit.id for hit in hits])}
+    return [
+        SearchHit(replace(rows[hit.id], clip=hit.record.clip), hit.cosine, hit.hamming)
+        if hit.id in rows
+        else hit
+        for hit in hits
+    ]
 
 
 def _validate(query: SearchQuery) -> None:

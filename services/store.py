@@ -17,6 +17,7 @@ import numpy as np
 from services.errors import QueryError, StoreError, StoreUnavailableError
 from services.records import FloatVector, ImageRecord, from_row, to_row
 from services.schema import (
+    ARRAY_FIELDS,
     DIHEDRAL_VARIANTS,
     MAX_PATH_LENGTH,
     MAX_PATHS,
@@ -282,7 +283,7 @@ class MilvusStore:
                 schema.add_field(name, DataType.DOUBLE)
             elif name == "dup_cosine":
                 schema.add_field(name, DataType.FLOAT)
-            elif name in {"width", "height", "cluster", "dup_hamming"}:
+            elif name in {"width", "height", "cluster", "dup_hamming", "path_count"}:
                 schema.add_field(name, DataType.INT32)
             else:
                 schema.add_field(name, DataType.INT64)
@@ -375,15 +376,17 @@ class MilvusStore:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def _output_fields(self, with_vectors: bool) -> list[str]:
-        fields = ["id", "phash", *SCALAR_FIELDS]
+    def _output_fields(self, with_vectors: bool, *, light: bool = False) -> list[str]:
+        """Fields to read; ``light`` leaves out the ARRAY fields (slow in bulk on Milvus Lite)."""
+        fields = ["id", "phash", *(f for f in SCALAR_FIELDS if not (light and f in ARRAY_FIELDS))]
         if with_vectors and self._with_clip:
             fields.append("clip")
         return fields
 
     def _search_fields(self, with_vectors: bool) -> list[str]:
-        """Search hits carry no pHash (``record.phash`` is empty): Lite cannot return it."""
-        return [name for name in self._output_fields(with_vectors) if name != "phash"]
+        """Search hits carry no pHash (Lite cannot return it), nor paths and tags (slow):
+        read whole rows of the hits that matter with :meth:`get`."""
+        return [n for n in self._output_fields(with_vectors, light=True) if n != "phash"]
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]:
         """Stored records for ``ids`` (missing ids are left out), in no particular order."""
@@ -419,16 +422,25 @@ class MilvusStore:
         return int(rows[0]["count(*)"])
 
     def iterate(
-        self, expr: str = "", *, with_vectors: bool = False, batch_size: int = 1000
+        self,
+        expr: str = "",
+        *,
+        with_vectors: bool = False,
+        batch_size: int = 1000,
+        light: bool = False,
     ) -> Iterator[ImageRecord]:
-        """Every stored record matching ``expr``, streamed in batches (bounded memory)."""
+        """Every stored record matching ``expr``, streamed in batches (bounded memory).
+
+        ``light``: without ``paths`` and ``tags`` (records then list their first path only),
+        which is many times faster for whole-collection scans on Milvus Lite.
+        """
         # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses the client's.
         with _mapped("start a query iterator", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
                 self.collection,
                 batch_size=batch_size,
                 filter=expr,
-                output_fields=self._output_fields(with_vectors),
+                output_fields=self._output_fields(with_vectors, light=light),
                 timeout=self._timeout,
             )
         try:

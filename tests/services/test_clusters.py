@@ -1,0 +1,171 @@
+"""Clustering a real Milvus collection: planted clusters come back, and ids are written back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from services.clusters import ClusterReport, cluster_collection
+from services.errors import QueryError
+from services.records import ImageRecord
+from services.schema import UNASSIGNED_CLUSTER
+from tests.records import random_records
+
+pytestmark = pytest.mark.integration
+
+DIM = 16
+CENTRES = 5
+PER_CENTRE = 60
+
+
+def planted(
+    seed: int = 0, outliers: int = 0, noise: float = 0.15
+) -> tuple[list[ImageRecord], np.ndarray]:
+    """CENTRES orthogonal directions with PER_CENTRE noisy unit vectors each, then ``outliers``
+    vectors far from every centre; the records reuse random_records' metadata."""
+    rng = np.random.default_rng(seed)
+    centres = np.linalg.qr(rng.normal(size=(DIM, DIM)))[0][:CENTRES]
+    truth = np.repeat(np.arange(CENTRES), PER_CENTRE)
+    vectors = centres[truth] + rng.normal(scale=noise / np.sqrt(DIM), size=(len(truth), DIM))
+    if outliers:
+        # Between two centres, and off their plane: far from every centroid.
+        far = (centres[0] + centres[1]) / 2 + 0.3 * rng.normal(size=(outliers, DIM))
+        vectors = np.vstack([vectors, far])
+        truth = np.concatenate([truth, np.full(outliers, -1)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    base = random_records(len(truth), dim=DIM, seed=seed)
+    records = [
+        ImageRecord(**{**r.__dict__, "clip": v.astype(np.float32)})
+        for r, v in zip(base, vectors, strict=True)
+    ]
+    return records, truth
+
+
+def assignment(report: ClusterReport) -> dict[str, int]:
+    return {p.id: p.cluster for p in report.points}
+
+
+def test_kmeans_recovers_planted_clusters_and_writes_them_back(make_store):
+    store = make_store(clip_dim=DIM)
+    records, truth = planted()
+    store.upsert(records)
+    stages = []
+
+    report = cluster_collection(
+        store, k=CENTRES, projection="pca", progress=lambda s, f: stages.append((s, f))
+    )
+
+    found = assignment(report)
+    labels = [found[r.id] for r in records]
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+    stored = {r.id: r.cluster for r in store.iterate("")}
+    assert stored == found
+    assert sorted(c.size for c in report.clusters) == [PER_CENTRE] * CENTRES
+    assert {s for s, _ in stages} == {"pull", "cluster", "map", "write"}
+    assert report.stats["written"] == len(records)
+    # Representatives: the members nearest the centroid, in that order.
+    vectors = {r.id: r.clip for r in records}
+    for info in report.clusters:
+        members = np.stack([vectors[i] for i, c in found.items() if c == info.id])
+        centroid = members.mean(axis=0) / np.linalg.norm(members.mean(axis=0))
+        expected = sorted(
+            (i for i, c in found.items() if c == info.id),
+            key=lambda i: -float(vectors[i] @ centroid),
+        )[:5]
+        assert [i for i, _ in info.representatives] == expected
+    # Same rows, same answer; nothing changed, so nothing is rewritten.
+    again = cluster_collection(store, k=CENTRES, projection="pca")
+    assert assignment(again) == found
+    assert again.stats["written"] == 0
+
+
+def test_auto_picks_the_planted_number_of_clusters(make_store):
+    store = make_store(clip_dim=DIM)
+    records, truth = planted(seed=1)
+    store.upsert(records)
+
+    report = cluster_collection(store, k=None, projection="pca", write=False)
+
+    assert report.stats["auto_k"] == CENTRES
+    found = assignment(report)
+    assert adjusted_rand_score(truth, [found[r.id] for r in records]) == pytest.approx(1.0)
+    assert {r.cluster for r in store.iterate("")} == {UNASSIGNED_CLUSTER}
+
+
+def test_density_finds_the_planted_groups(make_store):
+    store = make_store(clip_dim=DIM)
+    records, truth = planted(seed=2, noise=0.1)
+    store.upsert(records)
+
+    report = cluster_collection(store, k=None, method="density", projection="pca")
+
+    found = assignment(report)
+    labels = np.array([found[r.id] for r in records])
+    assert len(report.clusters) == CENTRES
+    clustered = labels >= 0
+    assert clustered.mean() >= 0.9
+    assert adjusted_rand_score(truth[clustered], labels[clustered]) == pytest.approx(1.0)
+    assert {r.id: r.cluster for r in store.iterate("")} == found
+
+
+def test_planted_outliers_score_highest(make_store):
+    store = make_store(clip_dim=DIM)
+    records, truth = planted(seed=3, outliers=3)
+    store.upsert(records)
+
+    report = cluster_collection(store, k=CENTRES, projection="pca", write=False)
+
+    ranked = sorted(report.points, key=lambda p: -p.outlier_score)
+    planted_far = {r.id for r, t in zip(records, truth, strict=True) if t == -1}
+    assert {p.id for p in ranked[:3]} == planted_far
+
+
+def test_where_restricts_the_rows_clustered(make_store):
+    store = make_store(clip_dim=DIM)
+    records, _ = planted(seed=4)
+    store.upsert(records)
+    chosen = {r.id for r in records if r.source == "phone"}
+
+    report = cluster_collection(store, k=3, where='source == "phone"', projection="pca")
+
+    assert set(assignment(report)) == chosen
+    for record in store.iterate(""):
+        if record.id in chosen:
+            assert record.cluster == assignment(report)[record.id]
+        else:
+            assert record.cluster == UNASSIGNED_CLUSTER
+
+
+@pytest.mark.slow  # numba compiles UMAP's kernels on first use: about 30 s
+def test_umap_map_places_every_point(make_store):
+    pytest.importorskip("umap")
+    store = make_store(clip_dim=DIM)
+    records, _ = planted(seed=5)
+    store.upsert(records)
+
+    report = cluster_collection(store, k=CENTRES, projection="umap", write=False)
+
+    coords = np.array([(p.x, p.y) for p in report.points])
+    assert coords.shape == (len(records), 2)
+    assert np.isfinite(coords).all()
+    assert report.stats["projection"] == "umap"
+
+
+def test_hash_only_collection_is_refused(make_store):
+    store = make_store(clip_model=None, clip_dim=None)
+    store.upsert(random_records(10, dim=None))
+
+    with pytest.raises(QueryError, match="hash-only"):
+        cluster_collection(store, k=2)
+
+
+def test_bad_k_and_empty_selection_are_refused(make_store):
+    store = make_store(clip_dim=DIM)
+    records, _ = planted(seed=6)
+    store.upsert(records)
+
+    with pytest.raises(QueryError, match="k=1000"):
+        cluster_collection(store, k=1000, projection="pca")
+    with pytest.raises(QueryError, match="nothing to cluster"):
+        cluster_collection(store, k=2, where='source == "nowhere"', projection="pca")
