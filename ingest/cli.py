@@ -522,3 +522,69 @@ def eval_command(
         console.print(table)
     if png is not None:
         console.print(f"PR curve written to {png}")
+
+
+@app.command()
+def clusters(
+    ctx: typer.Context,
+    k: Annotated[int | None, typer.Option("--k", help="Number of k-means clusters.")] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Pick k in 2..30 by silhouette on a sample.")
+    ] = False,
+    method: Annotated[
+        str, typer.Option(help="kmeans, or density (HDBSCAN; finds k itself, noise is -1).")
+    ] = "kmeans",
+    where: Annotated[
+        list[str] | None, typer.Option(help="Only rows matching FIELD OP VALUE (repeatable).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print clusters and stats as JSON.")
+    ] = False,
+    points: Annotated[
+        bool, typer.Option("--points", help="With --json: every image's 2-D position and score.")
+    ] = False,
+) -> None:
+    """Cluster the CLIP vectors and write each image's cluster id to the `cluster` field.
+
+    Prints each cluster's size and its most representative images; `--where cluster == 3`
+    then selects a cluster in other commands.
+    """
+    from rich.progress import TaskID
+
+    from services.clusters import cluster_collection
+    from services.filters import compile_filter, parse_where
+
+    settings = settings_of(ctx)
+    methods: dict[str, Literal["kmeans", "density"]] = {"kmeans": "kmeans", "density": "density"}
+    if method not in methods:
+        fail("--method is kmeans or density")
+    if method == "kmeans" and (k is None) == (not auto):
+        fail("k-means needs --k K or --auto (one of them)")
+    if method == "density" and k is not None:
+        fail("--k is for k-means; the density method finds the number of clusters itself")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn())
+    with handle_errors(), Progress(*columns, console=console, disable=as_json) as bar:
+        expr = compile_filter([c for clause in where or [] for c in parse_where(clause)])
+        store = _open_existing(settings)
+        tasks: dict[str, TaskID] = {}
+
+        def advance(stage: str, fraction: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=1.0)
+            bar.update(tasks[stage], completed=fraction)
+
+        try:
+            report = cluster_collection(
+                store, k=None if auto else k, method=methods[method], where=expr, progress=advance
+            )
+        finally:
+            store.close()
+    if as_json:
+        console.print_json(json.dumps(report.to_dict(with_points=points)))
+        return
+    table = Table("cluster", "images", "mean distance", "representative images")
+    for info in report.clusters:
+        paths = "\n".join(path for _, path in info.representatives)
+        table.add_row(str(info.id), str(info.size), f"{info.mean_distance:.3f}", paths)
+    console.print(table)
+    console.print(", ".join(f"{name} {value}" for name, value in report.stats.items()))

@@ -107,10 +107,10 @@ def cluster_collection(
     """Cluster the rows matching ``where`` and write their cluster ids back (unless ``write``).
 
     ``k=None`` with k-means picks k in 2..30 by the silhouette score (cosine) of k-means fits on a
-    random sample of at most 4,000 rows (PCA to 50-d), then fits the chosen k on every row. ``method="density"``
-    ignores ``k``: HDBSCAN on at most 20,000 sampled rows (PCA to 50-d), the other rows take the
-    label of their nearest sampled row. ``projection=None``: UMAP if importable, else PCA.
-    Raises QueryError for a hash-only collection or when no row matches.
+    random sample of at most 4,000 rows (PCA to 50-d), then fits the chosen k on every row.
+    ``method="density"`` ignores ``k``: HDBSCAN on at most 20,000 sampled rows (PCA to 50-d);
+    the other rows take the label of their nearest sampled row. ``projection=None``: UMAP if
+    importable, else PCA. Raises QueryError for a hash-only collection or when no row matches.
     """
     report = progress or (lambda stage, fraction: None)
     timings: dict[str, float] = {}
@@ -190,8 +190,9 @@ def _kmeans(
     if not 1 <= k <= rows:
         raise QueryError(f"k={k} clusters for {rows} images: choose k in 1..{rows}")
     report("cluster", 0.5)
+    # Ten k-means++ seedings (on a subsample, cheap): one is rarely enough to split every cluster.
     model = MiniBatchKMeans(
-        n_clusters=k, random_state=_SEED, batch_size=4096, n_init=3, max_no_improvement=20
+        n_clusters=k, random_state=_SEED, batch_size=4096, n_init=10, max_no_improvement=20
     ).fit(vectors)
     labels = np.asarray(model.predict(vectors), dtype=np.int64)
     report("cluster", 1.0)

@@ -146,15 +146,20 @@ def find_duplicates(
     # under several paths are read whole for the exact groups.
     several = f"path_count > 1 and ({options.where})" if options.where else "path_count > 1"
     groups = exact_groups(list(store.iterate(several)), policy)
-    records = (
-        []
-        if options.exact_only
-        else list(store.iterate(options.where, with_vectors=with_clip, light=True, batch_size=4000))
-    )
     suppressed = decisions.suppressed_pairs() if decisions else set()
+    records: list[ImageRecord] = []
     links: dict[tuple[int, int], Link] = {}
+    scanned = 0
     if not options.exact_only:
-        links = near_links(records, options.max_hamming, options.min_cosine if with_clip else None)
+        if with_clip:
+            # CLIP pairs need every vector: one light scan with vectors.
+            records = list(
+                store.iterate(options.where, with_vectors=True, light=True, batch_size=4000)
+            )
+            links = near_links(records, options.max_hamming, options.min_cosine)
+            scanned = len(records)
+        else:
+            records, links, scanned = _hash_links_from_scan(store, options)
         links = {
             pair: link
             for pair, link in links.items()
@@ -163,7 +168,7 @@ def find_duplicates(
         groups += near_groups(records, links, policy)
     groups.sort(key=lambda g: (-len(g.members), g.kind, g.keeper.path))
     stats: dict[str, float | int] = {
-        "rows": len(records),
+        "rows": scanned,
         "pairs": len(links),
         "groups": len(groups),
         "exact_groups": sum(1 for g in groups if g.kind == "exact"),
@@ -172,6 +177,30 @@ def find_duplicates(
         "suppressed_pairs": len(suppressed),
     }
     return DedupReport(groups, stats)
+
+
+def _hash_links_from_scan(
+    store: MilvusStore, options: DedupOptions
+) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
+    """pHash pairs from a scan of ids and hashes only, then the rows in pairs read by id: the
+    whole collection never travels as records."""
+    scan = store.scan_hashes(options.where)
+    found = pairs_within(scan.codes, options.max_hamming, variants=scan.variants)
+    involved = sorted(set(found.left.tolist()) | set(found.right.tolist()))
+    position = {row: index for index, row in enumerate(involved)}
+    by_id = {r.id: r for r in store.get([scan.ids[row] for row in involved], light=True)}
+    records = [by_id[scan.ids[row]] for row in involved]
+    links = {
+        (position[left], position[right]): Link(int(distance), int(variant))
+        for left, right, distance, variant in zip(
+            found.left.tolist(),
+            found.right.tolist(),
+            found.distance.tolist(),
+            found.variant.tolist(),
+            strict=True,
+        )
+    }
+    return records, links, len(scan.ids)
 
 
 def exact_groups(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from services.errors import QueryError, StoreError, StoreUnavailableError
 from services.records import FloatVector, ImageRecord, from_row, to_row
@@ -71,6 +72,26 @@ class PhashHit:
     record: ImageRecord
     hamming: int
     variant: int  # index into the query's variants of the closest match
+
+
+@dataclass(frozen=True)
+class HashScan:
+    """All rows' hashes as arrays: ``codes`` (N,) uint64, ``variants`` (N, 7) uint64 or None
+    when some row lacks its dihedral hashes."""
+
+    ids: list[str]
+    codes: npt.NDArray[np.uint64]
+    variants: npt.NDArray[np.uint64] | None
+
+    @classmethod
+    def build(cls, ids: list[str], codes: list[bytes], dihedral: list[str]) -> HashScan:
+        packed = np.frombuffer(b"".join(codes), dtype=">u8").astype(np.uint64)
+        width = 16 * DIHEDRAL_VARIANTS
+        variants = None
+        if ids and all(len(text) == width for text in dihedral):
+            raw = bytes.fromhex("".join(dihedral))
+            variants = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 7)
+        return cls(ids, packed, variants)
 
 
 @dataclass(frozen=True)
@@ -388,8 +409,12 @@ class MilvusStore:
         read whole rows of the hits that matter with :meth:`get`."""
         return [n for n in self._output_fields(with_vectors, light=True) if n != "phash"]
 
-    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]:
-        """Stored records for ``ids`` (missing ids are left out), in no particular order."""
+    def get(
+        self, ids: Sequence[str], *, with_vectors: bool = False, light: bool = False
+    ) -> list[ImageRecord]:
+        """Stored records for ``ids`` (missing ids are left out), in no particular order.
+
+        ``light``: without ``paths`` and ``tags`` (see :meth:`iterate`)."""
         records: list[ImageRecord] = []
         for start in range(0, len(ids), _GET_BATCH):
             chunk = list(ids[start : start + _GET_BATCH])
@@ -397,7 +422,7 @@ class MilvusStore:
                 rows = self._client.get(
                     self.collection,
                     ids=chunk,
-                    output_fields=self._output_fields(with_vectors),
+                    output_fields=self._output_fields(with_vectors, light=light),
                     timeout=self._timeout,
                 )
             records.extend(from_row(dict(row)) for row in rows)
@@ -453,6 +478,35 @@ class MilvusStore:
                     yield from_row(dict(row))
         finally:
             iterator.close()
+
+    def scan_hashes(self, expr: str = "", *, batch_size: int = 8192) -> HashScan:
+        """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
+        that all-pairs dedup needs, as compact arrays (16 + 64 bytes a row)."""
+        ids: list[str] = []
+        codes: list[bytes] = []
+        dihedral: list[str] = []
+        with _mapped("start a hash scan", self.uri), _quiet("pymilvus.orm.iterator"):
+            iterator = self._client.query_iterator(
+                self.collection,
+                batch_size=batch_size,
+                filter=expr,
+                output_fields=["id", "phash", "phash_dihedral"],
+                timeout=self._timeout,
+            )
+        try:
+            while True:
+                with _mapped("read a hash batch", self.uri):
+                    batch = iterator.next()
+                if not batch:
+                    break
+                for row in batch:
+                    ids.append(str(row["id"]))
+                    phash = row["phash"]
+                    codes.append(bytes(phash[0] if isinstance(phash, list) else phash))
+                    dihedral.append(str(row.get("phash_dihedral", "")))
+        finally:
+            iterator.close()
+        return HashScan.build(ids, codes, dihedral)
 
     def search_phash(
         self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int

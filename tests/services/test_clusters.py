@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -169,3 +171,34 @@ def test_bad_k_and_empty_selection_are_refused(make_store):
         cluster_collection(store, k=1000, projection="pca")
     with pytest.raises(QueryError, match="nothing to cluster"):
         cluster_collection(store, k=2, where='source == "nowhere"', projection="pca")
+
+
+@pytest.mark.slow  # the CLI maps with UMAP when installed: numba compiles it first (~20 s)
+def test_cli_clusters_json(make_store, milvus_uri, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+
+    store = make_store(clip_dim=DIM)
+    records, truth = planted(seed=7)
+    store.upsert(records)
+    monkeypatch.setenv("LOOKALIKE_MILVUS_URI", milvus_uri)
+    monkeypatch.setenv("LOOKALIKE_COLLECTION", store.collection)
+    monkeypatch.setenv("LOOKALIKE_CLIP_MODEL", "none")
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path))
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["clusters", "--k", str(CENTRES), "--json", "--points"])
+
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert sorted(c["size"] for c in payload["clusters"]) == [PER_CENTRE] * CENTRES
+    assert len(payload["points"]) == len(records)
+    found = {p["id"]: p["cluster"] for p in payload["points"]}
+    assert adjusted_rand_score(truth, [found[r.id] for r in records]) == pytest.approx(1.0)
+    table = runner.invoke(app, ["clusters", "--k", "2", "--where", "cluster == 0"])
+    assert table.exit_code == 0, table.output
+    assert "representative images" in table.output
+    refused = runner.invoke(app, ["clusters"])
+    assert refused.exit_code == 1
+    assert "--k K or --auto" in refused.output
