@@ -41,3 +41,9 @@ def test_dedup_scale_smoke() -> None:
     from bench import dedup_scale
 
     assert dedup_scale.main(["--sizes", "2000", "--no-imagededup", "--no-write"]) == 0
+
+
+def test_dedup_collection_smoke() -> None:
+    from bench import dedup_collection
+
+    assert dedup_collection.main(["--rows", "500", "--no-write"]) == 0
