@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench import _report
@@ -47,3 +49,17 @@ def test_dedup_collection_smoke() -> None:
     from bench import dedup_collection
 
     assert dedup_collection.main(["--rows", "500", "--no-write"]) == 0
+
+
+def test_copy_detection_smoke(tmp_path: Path) -> None:
+    from bench import copy_detection
+
+    # A folder that does not exist: the script generates its base photos (a clone has no data).
+    missing = tmp_path / "no-ukbench-here"
+    assert copy_detection.main(["--images", str(missing), "--limit", "4", "--no-write"]) == 0
+
+
+def test_clusters_speed_smoke() -> None:
+    from bench import clusters_speed
+
+    assert clusters_speed.main(["--n", "1000", "--no-extras", "--no-write"]) == 0
