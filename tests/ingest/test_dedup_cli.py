@@ -57,6 +57,21 @@ def test_dedup_finds_exact_flipped_and_rotated_copies(
     assert ingest_env.run_cli("dedup", "--csv", str(csv_path)).returncode == 0
     assert len(csv_path.read_text().splitlines()) == 1 + 9  # header + one row per member
 
+    truth = tmp_path / "truth.csv"
+    rows = [f"{p},{p.stem}" for p in originals]
+    rows += [f"{library / 'backup' / f'copy_of_photo_000{i}.jpg'},photo_000{i}" for i in (0, 1)]
+    rows += [f"{edits / 'mirrored.jpg'},photo_0003", f"{edits / 'rotated.jpg'},photo_0004"]
+    rows += [f"{edits / 'small.jpg'},photo_0004"]
+    truth.write_text("path,group\n" + "\n".join(rows) + "\n")
+    curve = tmp_path / "pr.png"
+    evaluated = ingest_env.run_cli("eval", str(truth), "--json", "--png", str(curve))
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    scores = json.loads(evaluated.stdout)
+    assert scores["labelled"] == scores["found"] == 17
+    at_8 = next(r for r in scores["results"]["pHash"] if r["threshold"] == 8)
+    assert (at_8["tp"], at_8["fp"], at_8["fn"]) == (6, 0, 0)  # 2 exact, 1 mirrored, 3 of 0004
+    assert curve.read_bytes().startswith(b"\x89PNG")
+
     refused = ingest_env.run_cli("dedup", "--delete")
     assert refused.returncode == 1 and "--yes" in refused.stderr
     assert all(p.exists() for p in originals)
