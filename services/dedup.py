@@ -14,7 +14,7 @@ marked "not duplicates", or resolved) suppress their pairs in later runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
@@ -23,7 +23,7 @@ import numpy as np
 
 from services import fileops
 from services.fileops import FileAction
-from services.hamming_pairs import codes_from_bytes, pairs_within
+from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper
 from services.records import ImageRecord
 from services.store import MilvusStore
@@ -190,17 +190,24 @@ def _hash_links_from_scan(
     position = {row: index for index, row in enumerate(involved)}
     by_id = {r.id: r for r in store.get([scan.ids[row] for row in involved], light=True)}
     records = [by_id[scan.ids[row]] for row in involved]
-    links = {
-        (position[left], position[right]): Link(int(distance), int(variant))
-        for left, right, distance, variant in zip(
-            found.left.tolist(),
-            found.right.tolist(),
-            found.distance.tolist(),
-            found.variant.tolist(),
-            strict=True,
-        )
-    }
-    return records, links, len(scan.ids)
+    return records, _pair_links(found, position), len(scan.ids)
+
+
+def _pair_links(
+    found: PairSet, position: Mapping[int, int] | None = None
+) -> dict[tuple[int, int], Link]:
+    """Links keyed by row pairs (renumbered through ``position`` when given)."""
+    links = {}
+    for left, right, distance, variant in zip(
+        found.left.tolist(),
+        found.right.tolist(),
+        found.distance.tolist(),
+        found.variant.tolist(),
+        strict=True,
+    ):
+        key = (left, right) if position is None else (position[left], position[right])
+        links[key] = Link(int(distance), int(variant))
+    return links
 
 
 def exact_groups(
@@ -235,15 +242,7 @@ def near_links(
     variants = None
     if all(len(r.phash_dihedral) == 7 for r in records):
         variants = np.stack([codes_from_bytes(list(r.phash_dihedral)) for r in records])
-    found = pairs_within(codes, max_hamming, variants=variants)
-    for left, right, distance, variant in zip(
-        found.left.tolist(),
-        found.right.tolist(),
-        found.distance.tolist(),
-        found.variant.tolist(),
-        strict=True,
-    ):
-        links[(left, right)] = Link(int(distance), int(variant))
+    links = _pair_links(pairs_within(codes, max_hamming, variants=variants))
     if min_cosine is not None:
         for pair, cosine in clip_pairs(records, min_cosine):
             links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
