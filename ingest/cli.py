@@ -31,7 +31,6 @@ from ingest.ledger import JobLedger, JobProgress
 from ingest.producer import IngestRequest, Producer
 from ingest.stack import Stack
 from services.cli import app, console, fail, handle_errors, print_hits, settings_of
-from services.embedded import milvus_uri_of
 from services.settings import Settings
 from services.store import MilvusStore
 
@@ -67,7 +66,7 @@ def ingest(
     with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         ledger.ping()
-        producer = Producer(settings, ledger, create_app(settings), milvus_uri_of(settings))
+        producer = Producer(settings, ledger, create_app(settings), settings.effective_milvus_uri)
         if resume:
             producer.resume(resume)
             job_id = resume
@@ -249,9 +248,8 @@ def demo(
         build_demo_collection(root)
         with _running_stack(settings) as stack:
             _print_stack(stack)
-            token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
             # Rebuilt each time: the model may differ from the last run's.
-            drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=token)
+            drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=settings.milvus_secret)
             ledger = JobLedger.from_url(stack.redis_url)
             producer = Producer(settings, ledger, create_app(settings), stack.milvus_uri)
             request = IngestRequest(roots=(str(root),), source="demo", collection=DEMO_COLLECTION)
@@ -403,8 +401,7 @@ def _open_existing(settings: Settings) -> MilvusStore:
     from services.errors import StoreError
     from services.store import stored_contract
 
-    uri = milvus_uri_of(settings)
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    uri, token = settings.effective_milvus_uri, settings.milvus_secret
     contract = stored_contract(uri, settings.collection, token=token)
     if contract is None:
         raise StoreError(f"no collection {settings.collection!r} at {uri}; ingest images first")

@@ -194,8 +194,7 @@ class Producer:
 
     def _reader(self, collection: str) -> MilvusStore | None:
         """Read access to the collection for the content-hash skip; None when nothing is stored."""
-        token = self.settings.milvus_token
-        secret = token.get_secret_value() if token else None
+        secret = self.settings.milvus_secret
         try:
             contract = stored_contract(self.milvus_uri, collection, token=secret, timeout=5.0)
             if contract is None:

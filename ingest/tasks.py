@@ -23,7 +23,6 @@ from ingest.ledger import JobLedger
 from services.app import connect
 from services.arrival import find_matches, with_matches
 from services.embed import Embedder, create_embedder
-from services.embedded import milvus_uri_of
 from services.errors import LedgerUnavailableError, StoreUnavailableError
 from services.pipeline import analyze_batch
 from services.records import ImageRecord
@@ -50,7 +49,7 @@ class WorkerContext:
 
     def store(self, collection: str) -> MilvusStore:
         if collection not in self.stores:
-            uri = milvus_uri_of(self.settings)
+            uri = self.settings.effective_milvus_uri
             lookalike = connect(
                 self.settings, uri, embedder=self.embedder, load_model=False, collection=collection
             )

@@ -46,6 +46,7 @@ def connect(
     """
     if embedder is None and load_model:
         embedder = create_embedder(settings)
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    store = MilvusStore(uri, collection or settings.collection, contract_for(embedder), token=token)
+    store = MilvusStore(
+        uri, collection or settings.collection, contract_for(embedder), token=settings.milvus_secret
+    )
     return Lookalike(settings, store, embedder)

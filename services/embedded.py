@@ -162,11 +162,6 @@ def _lock_file(path: Path) -> int:
     return fd
 
 
-def milvus_uri_of(settings: Settings) -> str:
-    """The URI of the configured Milvus, or of the embedded server, without starting anything."""
-    return settings.milvus_uri or settings.effective_milvus_uri
-
-
 @contextmanager
 def milvus_uri(settings: Settings) -> Iterator[str]:
     """The Milvus URI to use: the configured one, an embedded server already running, or one

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         return self.clip_model.strip().lower() == HASH_ONLY
 
     @property
+    def milvus_secret(self) -> str | None:
+        """The Milvus token in clear, for the client; None when unset."""
+        return self.milvus_token.get_secret_value() if self.milvus_token else None
+
+    @property
     def embedded_milvus(self) -> bool:
         """True when lookalike runs its own Milvus Lite server."""
         return self.milvus_uri is None
