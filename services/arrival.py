@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from services.hashing import hamming
-from services.records import ImageRecord
+from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
 from services.store import MilvusStore
 
@@ -105,10 +103,8 @@ def _within_batch(
 
 
 def _cosine(a: ImageRecord, b: ImageRecord) -> float:
-    if a.clip is None or b.clip is None:
-        return float(NO_DISTANCE)
-    norms = float(np.linalg.norm(a.clip) * np.linalg.norm(b.clip))
-    return float(np.dot(a.clip, b.clip) / norms) if norms > 0 else 0.0
+    cosine = clip_cosine(a, b)
+    return float(NO_DISTANCE) if cosine is None else cosine
 
 
 def _better(current: Match | None, candidate: Match) -> Match:

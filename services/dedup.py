@@ -25,7 +25,7 @@ from services import fileops
 from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper
-from services.records import ImageRecord
+from services.records import ImageRecord, clip_cosine
 from services.store import MilvusStore
 
 log = logging.getLogger(__name__)
@@ -359,11 +359,7 @@ def _key(a: str, b: str) -> tuple[str, str]:
 
 
 def _cosine(records: Sequence[ImageRecord], pair: tuple[int, int]) -> float | None:
-    a, b = records[pair[0]].clip, records[pair[1]].clip
-    if a is None or b is None:
-        return None
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / norms) if norms > 0 else None
+    return clip_cosine(records[pair[0]], records[pair[1]])
 
 
 def resolve(

@@ -169,3 +169,11 @@ def _split_hashes(packed: str) -> tuple[bytes, ...]:
     """``phash_dihedral`` text (16 hex digits per hash, concatenated) back to 8-byte hashes."""
     width = PHASH_BITS // 4
     return tuple(bytes.fromhex(packed[i : i + width]) for i in range(0, len(packed), width))
+
+
+def clip_cosine(a: ImageRecord, b: ImageRecord) -> float | None:
+    """Cosine of two records' CLIP vectors; None when either has none, 0 for a zero vector."""
+    if a.clip is None or b.clip is None:
+        return None
+    norms = float(np.linalg.norm(a.clip) * np.linalg.norm(b.clip))
+    return float(np.dot(a.clip, b.clip) / norms) if norms > 0 else 0.0
