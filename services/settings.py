@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     dup_min_cosine: float = Field(
         default=0.95, ge=-1.0, le=1.0, description="CLIP cosine of dedup on arrival."
     )
+    ui_port: int = Field(default=8501, ge=1, le=65535, description="Port of the Streamlit UI.")
+    ui_password: SecretStr | None = Field(
+        default=None, description="Asked by the UI before it shows anything; unset: no password."
+    )
 
     @field_validator("milvus_uri")
     @classmethod
