@@ -28,6 +28,7 @@ class RedisDecisions:
         self._redis = client
         self._pairs = f"{PREFIX}:decisions:{collection}:pairs"
         self._log = f"{PREFIX}:decisions:{collection}:log"
+        self._keepers = f"{PREFIX}:decisions:{collection}:keepers"
 
     @classmethod
     def from_url(cls, url: str, collection: str) -> RedisDecisions:
@@ -60,5 +61,23 @@ class RedisDecisions:
             pipe = self._redis.pipeline()
             if encoded:
                 pipe.sadd(self._pairs, *encoded)
+            pipe.rpush(self._log, entry)
+            pipe.execute()
+
+    def pinned_keepers(self) -> set[str]:
+        """Paths an analyst chose as their group's keeper."""
+        with mapped_redis_errors("read pinned keepers"):
+            members = self._redis.smembers(self._keepers)
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+
+    def pin_keeper(self, keeper_path: str, group_paths: Sequence[str]) -> None:
+        """Make ``keeper_path`` its group's keeper from now on (the group's other pins go)."""
+        others = [p for p in group_paths if p != keeper_path]
+        entry = json.dumps({"kind": "keeper", "keeper": keeper_path, "at": time.time()})
+        with mapped_redis_errors("pin a keeper"):
+            pipe = self._redis.pipeline()
+            if others:
+                pipe.srem(self._keepers, *others)
+            pipe.sadd(self._keepers, keeper_path)
             pipe.rpush(self._log, entry)
             pipe.execute()

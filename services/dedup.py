@@ -24,7 +24,7 @@ import numpy as np
 from services import fileops
 from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
-from services.keepers import Candidate, Criterion, choose_keeper
+from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.records import ImageRecord, clip_cosine
 from services.store import MilvusStore
 
@@ -51,6 +51,7 @@ class Decisions(Protocol):
     def record(
         self, kind: Literal["not_duplicates", "resolved"], keeper: str, members: Sequence[str]
     ) -> None: ...
+    def pinned_keepers(self) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,8 @@ def find_duplicates(
     # One light scan of the collection (no paths arrays: slow in bulk); the few rows stored
     # under several paths are read whole for the exact groups.
     several = f"path_count > 1 and ({options.where})" if options.where else "path_count > 1"
+    pins = decisions.pinned_keepers() if decisions else set()
+    policy = [pinned(pins), *policy] if pins else policy
     groups = exact_groups(list(store.iterate(several)), policy)
     suppressed = decisions.suppressed_pairs() if decisions else set()
     records: list[ImageRecord] = []

@@ -10,7 +10,7 @@ the choice is deterministic.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,6 +42,14 @@ class Criterion:
 def parse_policy(specs: Sequence[str]) -> list[Criterion]:
     """Criteria from ``--keep`` values; raises QueryError naming a bad one."""
     return [_criterion(spec) for spec in (specs or DEFAULT_POLICY)]
+
+
+def pinned(paths: Collection[str]) -> Criterion:
+    """Paths an analyst chose as keepers (the UI's "change keeper") win over every other rule."""
+    chosen = frozenset(paths)
+    return Criterion(
+        "pinned", lambda c: (1.0 if c.path in chosen else 0.0,), lambda c: "chosen by an analyst"
+    )
 
 
 def choose_keeper(candidates: Sequence[Candidate], policy: Sequence[Criterion]) -> tuple[int, str]:

@@ -26,6 +26,10 @@ class MemoryDecisions:
 
     def __init__(self) -> None:
         self.pairs: set[tuple[str, str]] = set()
+        self.keepers: set[str] = set()
+
+    def pinned_keepers(self) -> set[str]:
+        return set(self.keepers)
 
     def suppressed_pairs(self) -> set[tuple[str, str]]:
         return set(self.pairs)
@@ -191,6 +195,19 @@ def test_decisions_persist(make_store: StoreFactory) -> None:
     second = find_duplicates(store, parse_policy([]), options, decisions)
     assert [names(g) for g in second.groups] == [("x.jpg", ["y.jpg"])]
     assert second.stats["suppressed_pairs"] == 1
+
+
+def test_a_keeper_chosen_by_an_analyst_persists(make_store: StoreFactory) -> None:
+    store = make_store(clip_dim=4)
+    store.upsert([record("big.jpg", BASE, pixels=(800, 600)), record("small.jpg", flip(BASE, 1))])
+    decisions = MemoryDecisions()
+    options = DedupOptions(max_hamming=2)
+    [before] = find_duplicates(store, parse_policy([]), options, decisions).groups
+    assert names(before) == ("big.jpg", ["small.jpg"])
+    decisions.keepers.add("/photos/small.jpg")
+    [after] = find_duplicates(store, parse_policy([]), options, decisions).groups
+    assert names(after) == ("small.jpg", ["big.jpg"])
+    assert after.keeper.reason == "kept: chosen by an analyst"
 
 
 def test_clip_pairs_catch_what_hashes_miss(make_store: StoreFactory) -> None:
