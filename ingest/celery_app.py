@@ -78,3 +78,12 @@ def worker_argv(
     if hostname:
         argv += ["--hostname", hostname]
     return argv
+
+
+def live_workers(settings: Settings, timeout: float = 1.0) -> list[str]:
+    """Names of the workers that answer a ping within ``timeout`` seconds."""
+    try:
+        replies = create_app(settings).control.ping(timeout=timeout)
+    except Exception:  # the broker is down: no live workers, the caller reports the ledger
+        return []
+    return sorted(name for reply in replies for name in reply)

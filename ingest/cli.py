@@ -1,4 +1,4 @@
-"""The ingestion commands of ``lookalike``: ingest, status, worker, up, demo.
+"""The commands of ``lookalike`` beyond the core: ingest, status, worker, up, demo, ui, dedup…
 
 They extend the core command line (``services.cli``) here, in the adapter package, so that the
 core never imports ``ingest``; ``lookalike`` is this module's ``app``.
@@ -7,6 +7,7 @@ core never imports ``ingest``; ``lookalike`` is this module's ``app``.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ingest.celery_app import QUEUE, create_app, worker_argv
+from ingest.celery_app import QUEUE, create_app, live_workers, worker_argv
 from ingest.ledger import JobLedger, JobProgress
 from ingest.producer import IngestRequest, Producer
 from ingest.stack import Stack
@@ -98,7 +99,7 @@ def status(
     with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         depth = ledger.queue_depth(QUEUE)
-        workers = _live_workers(settings)
+        workers = live_workers(settings)
         if job is None:
             jobs = [ledger.progress(j, with_failures=False) for j in ledger.recent_jobs()]
             if as_json:
@@ -135,15 +136,6 @@ def worker(
     settings = settings_of(ctx)
     with handle_errors():
         create_app(settings).worker_main(worker_argv(settings, loglevel=loglevel))
-
-
-def _live_workers(settings: Settings) -> list[str]:
-    """Names of the workers that answer a ping within a second."""
-    try:
-        replies = create_app(settings).control.ping(timeout=1.0)
-    except Exception:  # the broker is down: no live workers, the caller reports the ledger
-        return []
-    return sorted(name for reply in replies for name in reply)
 
 
 def _follow(ledger: JobLedger, job_id: str, *, quiet: bool) -> JobProgress:
@@ -211,12 +203,36 @@ def _print_jobs(jobs: list[JobProgress], depth: int, workers: list[str]) -> None
 
 
 @app.command()
-def up(ctx: typer.Context) -> None:
-    """Start the embedded stack on this machine: Milvus Lite, Redis, workers (Ctrl-C stops all)."""
+def up(
+    ctx: typer.Context,
+    ui: Annotated[bool, typer.Option(help="Also run the UI (LOOKALIKE_UI_PORT).")] = True,
+) -> None:
+    """Start the embedded stack: Milvus Lite, Redis, workers and the UI (Ctrl-C stops all)."""
     settings = settings_of(ctx)
-    with handle_errors(), _running_stack(settings) as stack:
+    with handle_errors(), _running_stack(settings, ui=ui) as stack:
         _print_stack(stack)
         _serve(stack)
+
+
+@app.command(name="ui")
+def ui_command(ctx: typer.Context) -> None:
+    """Run the Streamlit UI alone, until Ctrl-C.
+
+    Pages: Search, Duplicates, Clusters, Ingest, Collection. Milvus and Redis must be running
+    (`lookalike up` runs everything, the UI included).
+    """
+    import subprocess
+
+    from ingest.stack import child_env
+    from ui.launch import streamlit_argv, url
+
+    settings = settings_of(ctx)
+    console.print(f"lookalike UI at {url(settings)} (collection {settings.collection!r})")
+    try:
+        code = subprocess.call(streamlit_argv(settings), env=child_env(settings, os.environ))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -246,7 +262,8 @@ def demo(
             embedder = None
         root = settings.home / "demo"
         build_demo_collection(root)
-        with _running_stack(settings) as stack:
+        ui_env = {"LOOKALIKE_COLLECTION": DEMO_COLLECTION}
+        with _running_stack(settings, ui=serve, ui_env=ui_env) as stack:
             _print_stack(stack)
             # Rebuilt each time: the model may differ from the last run's.
             drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=settings.milvus_secret)
@@ -257,7 +274,10 @@ def demo(
             _print_summary(progress, waited=True)
             console.print(f"search for {DEMO_QUERY} (a mirrored copy of the original):")
             print_hits(example_search(settings, stack.milvus_uri, embedder))
+            if embedder is not None:
+                _demo_clusters(settings, stack.milvus_uri, DEMO_COLLECTION)
             if serve:
+                console.print(f"UI: {_ui_url(settings)} (collection {DEMO_COLLECTION!r})")
                 model = "" if embedder else "LOOKALIKE_CLIP_MODEL=none "
                 example = "--text 'a cat'" if embedder else f"--image {root / DEMO_QUERY}"
                 console.print(
@@ -267,14 +287,42 @@ def demo(
                 _serve(stack)
 
 
+def _demo_clusters(settings: Settings, uri: str, collection: str) -> None:
+    """Cluster the demo collection so that the UI's Clusters page has a map to show."""
+    from services.clusters import cluster_collection
+    from services.store import stored_contract
+    from ui import cluster_map
+
+    contract = stored_contract(uri, collection, token=settings.milvus_secret)
+    if contract is None or contract.clip_dim is None:
+        return
+    store = MilvusStore(uri, collection, contract, token=settings.milvus_secret)
+    try:
+        report = cluster_collection(store, k=None, projection="pca")
+    finally:
+        store.close()
+    cluster_map.save(report, cluster_map.map_file(settings.home, collection))
+    console.print(f"clustered the demo collection: {len(report.clusters)} clusters")
+
+
+def _ui_url(settings: Settings) -> str:
+    from ui.launch import url
+
+    return url(settings)
+
+
 @contextmanager
-def _running_stack(settings: Settings) -> Iterator[Stack]:
+def _running_stack(
+    settings: Settings, *, ui: bool = False, ui_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """The embedded stack, started (with a spinner) and always stopped in order."""
+    from ui.launch import process_spec
+
     # SIGTERM unwinds like Ctrl-C, so the stack stops its children in order.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    stack = Stack(settings)
+    stack = Stack(settings, extra_processes=[process_spec(settings, ui_env)] if ui else ())
     try:
-        with console.status("starting Milvus, Redis and the workers"):
+        with console.status("starting Milvus, Redis, the workers" + (" and the UI" if ui else "")):
             stack.start()
         yield stack
     except KeyboardInterrupt:
@@ -576,6 +624,10 @@ def clusters(
             )
         finally:
             store.close()
+    from ui import cluster_map
+
+    # The UI's Clusters page shows the last run's map.
+    cluster_map.save(report, cluster_map.map_file(settings.home, settings.collection))
     if as_json:
         console.print_json(json.dumps(report.to_dict(with_points=points)))
         return

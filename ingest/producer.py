@@ -56,6 +56,10 @@ class Item:
         return f"{self.size}:{self.mtime_ns}"
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class Producer:
     """Creates and resumes jobs; one per CLI invocation."""
 
@@ -65,9 +69,10 @@ class Producer:
         self.app = app
         self.milvus_uri = milvus_uri
 
-    def start(self, request: IngestRequest) -> str:
-        """Create a job for ``request``, enqueue it, and return its id."""
-        job_id = uuid.uuid4().hex[:12]
+    def start(self, request: IngestRequest, job_id: str | None = None) -> str:
+        """Create a job for ``request``, enqueue it, and return its id (``job_id`` if given,
+        for a caller that shows the job while this walks, like the UI)."""
+        job_id = job_id or new_job_id()
         self._write_manifest(job_id, request)
         self._create_job(job_id, request)
         self._produce(job_id, request, resume=False)

@@ -197,8 +197,8 @@ def _query_signals(
         raise QueryError(f"no stored image has id {query.id!r}")
     record = found[0]
     stages["lookup_ms"] = _ms(tick)
-    # Only the stored orientation: the bits of a mirrored pHash cannot be derived from the bits.
-    return [record.phash], record.clip, record.id
+    # The stored flips and rotations too (rows written before they were stored have none).
+    return [record.phash, *record.phash_dihedral], record.clip, record.id
 
 
 def _store_has_clip(store: VectorStore) -> bool:

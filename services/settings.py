@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         default=0.95, ge=-1.0, le=1.0, description="CLIP cosine of dedup on arrival."
     )
     ui_port: int = Field(default=8501, ge=1, le=65535, description="Port of the Streamlit UI.")
+    ui_address: str = Field(
+        default="127.0.0.1",
+        description="Address the UI listens on; 0.0.0.0 only behind a password or a proxy.",
+    )
     ui_password: SecretStr | None = Field(
         default=None, description="Asked by the UI before it shows anything; unset: no password."
     )

@@ -439,10 +439,11 @@ class MilvusStore:
             found.update(str(row["id"]) for row in rows)
         return found
 
-    def count(self) -> int:
+    def count(self, expr: str = "") -> int:
+        """Rows matching ``expr`` (a compiled filter; "" for all)."""
         with _mapped("count rows", self.uri):
             rows = self._client.query(
-                self.collection, filter="", output_fields=["count(*)"], timeout=self._timeout
+                self.collection, filter=expr, output_fields=["count(*)"], timeout=self._timeout
             )
         return int(rows[0]["count(*)"])
 
