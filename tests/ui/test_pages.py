@@ -158,3 +158,32 @@ def test_collection_page_shows_contract_counts_and_model(ui_stack: UiStack) -> N
     contract = app.json[0].value
     assert '"schema_version"' in contract and '"clip_dim": 32' in contract
     assert any("Loaded in the UI" in m.value for m in app.markdown)
+
+
+def test_clusters_page_clusters_writes_back_and_explores(ui_stack: UiStack) -> None:
+    app = ui_stack.app("clusters")
+    assert not app.exception
+    assert any("No cluster map yet" in i.value for i in app.info)
+    next(s for s in app.selectbox if s.label == "Method").set_value("k-means, fixed k")
+    next(n for n in app.number_input if n.label == "k (fixed k)").set_value(6)
+    next(s for s in app.selectbox if s.label == "Map").set_value("pca")
+    next(b for b in app.button if b.label == "Cluster the collection").click().run(timeout=300)
+    assert not app.exception
+    rows = list(ui_stack.store().iterate())
+    assert app.success[0].value == f"6 clusters over {len(rows)} images."
+    assert {r.cluster for r in rows} == set(range(6))  # written back to Milvus
+    assert len(app.get("plotly_chart")) == 1
+
+    app = ui_stack.app("clusters")  # a new session opens the saved map
+    app.radio(key="clusters-view").set_value("A cluster").run()
+    chosen = app.selectbox(key="clusters-pick")
+    cluster = chosen.options[0]
+    size = sum(1 for r in rows if r.cluster == int(cluster.split()[1]))
+    shown = summary(app, "most typical first")
+    assert f"{size} images" in shown
+    assert len([c for c in captions(app) if "outlier" in c]) == min(size, 40)
+
+    app.radio(key="clusters-view").set_value("Outliers").run()
+    assert "least typical" in summary(app, "least typical")
+    scores = [float(c.rsplit("outlier ", 1)[1]) for c in captions(app) if "outlier" in c]
+    assert scores == sorted(scores, reverse=True) and len(scores) == min(len(rows), 40)

@@ -1,0 +1,51 @@
+"""The Duplicates page's file actions (a module of its own: they move the stack's photos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.ui.conftest import UiStack
+from tests.ui.test_pages import captions, summary
+
+pytestmark = pytest.mark.integration
+
+
+def groups_count(text: str) -> int:
+    return int(text.split("**")[1].split()[0])
+
+
+def test_quarantine_one_group_then_all_after_confirmation(
+    ui_stack: UiStack, tmp_path: Path
+) -> None:
+    quarantine = tmp_path / "quarantine"
+    app = ui_stack.app("duplicates")
+    app.text_input(key="dups-folder").input(str(quarantine)).run()
+    before = groups_count(summary(app, "groups"))
+    keeper = Path(captions(app)[0].split("\n")[1].strip()).name
+    duplicates = [c.split("\n")[1].strip() for c in captions(app)[1:6]]
+
+    app.button(key="dups-move-1").click().run()
+    assert not app.exception
+    assert app.success[0].value.startswith("Moved 5 file(s)")
+    moved = sorted(p.name for p in quarantine.rglob("*") if p.is_file())
+    assert moved == sorted(duplicates)
+    assert (ui_stack.photos / "originals").joinpath(keeper).exists()  # keepers stay
+    assert groups_count(summary(app, "groups")) == before - 1
+
+    # Bulk: the first click only asks; nothing moves before "Yes".
+    app.text_input(key="dups-folder").input(str(quarantine)).run()
+    files_before = len(list(quarantine.rglob("*")))
+    app.button(key="dups-all").click().run()
+    assert "Keepers stay where they are" in app.warning[0].value
+    assert len(list(quarantine.rglob("*"))) == files_before
+    app.button(key="dups-all-no").click().run()
+    assert not app.warning
+    app.button(key="dups-all").click().run()
+    app.button(key="dups-all-yes").click().run()
+    assert not app.exception
+    assert "Moved" in app.success[0].value
+    assert any(i.value == "No duplicates with these options." for i in app.info)
+    rows = list(ui_stack.store().iterate())
+    assert all(not str(Path(r.path)).startswith(str(quarantine)) for r in rows)
