@@ -63,3 +63,17 @@ def test_clusters_speed_smoke() -> None:
     from bench import clusters_speed
 
     assert clusters_speed.main(["--n", "1000", "--no-extras", "--no-write"]) == 0
+
+
+def test_query_latency_smoke() -> None:
+    from bench import query_latency
+
+    argv = ["--rows", "300", "--queries", "6", "--clients", "2", "--no-write"]
+    assert query_latency.main(argv) == 0
+
+
+def test_hybrid_recall_smoke(tmp_path: Path) -> None:
+    from bench import hybrid_recall
+
+    missing = tmp_path / "no-ukbench-here"
+    assert hybrid_recall.main(["--images", str(missing), "--limit", "3", "--no-write"]) == 0
