@@ -14,15 +14,15 @@ from ui.auth import require_password
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
-st.set_page_config(page_title="lookalike", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="lookalike", page_icon=":material/search:", layout="wide")
 require_password()
 navigation = st.navigation(
     [
-        st.Page(PAGES / "search.py", title="Search", icon="🔎", default=True),
-        st.Page(PAGES / "duplicates.py", title="Duplicates", icon="🪞"),
-        st.Page(PAGES / "clusters.py", title="Clusters", icon="🗺️"),
-        st.Page(PAGES / "ingest.py", title="Ingest", icon="📥"),
-        st.Page(PAGES / "collection.py", title="Collection", icon="🗄️"),
+        st.Page(PAGES / "search.py", title="Search", icon=":material/search:", default=True),
+        st.Page(PAGES / "duplicates.py", title="Duplicates", icon=":material/content_copy:"),
+        st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/scatter_plot:"),
+        st.Page(PAGES / "ingest.py", title="Ingest", icon=":material/upload:"),
+        st.Page(PAGES / "collection.py", title="Collection", icon=":material/database:"),
     ]
 )
 navigation.run()

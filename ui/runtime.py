@@ -106,9 +106,9 @@ def shown_errors() -> Iterator[None]:
     try:
         yield
     except LookalikeError as exc:
-        st.error(str(exc), icon="⚠️")
+        st.error(str(exc), icon=":material/error:")
         st.stop()
     except Exception as exc:  # Streamlit's st.stop/st.rerun are BaseExceptions: not caught
         log.exception("unexpected error in the UI")
-        st.error(f"Unexpected error ({type(exc).__name__}): {exc}", icon="⚠️")
+        st.error(f"Unexpected error ({type(exc).__name__}): {exc}", icon=":material/error:")
         st.stop()

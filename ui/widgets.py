@@ -14,7 +14,7 @@ from services.schema import FILTERABLE_FIELDS, FieldKind
 from ui import runtime
 
 COLUMNS = 5
-_PLACEHOLDER = "🖼️ no thumbnail (file unreadable or moved)"
+_PLACEHOLDER = "no thumbnail (file unreadable or moved)"
 
 
 def filter_widgets(key: str) -> list[Condition]:

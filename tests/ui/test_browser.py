@@ -1,0 +1,143 @@
+"""The running UI in a real browser: Debian's headless Chromium driven by Playwright.
+
+``lookalike ui`` runs as its own process against the test stack; the browser searches by an
+uploaded image and by text, opens the duplicates and a cluster, and saves a screenshot of every
+page (into ``UI_SCREENSHOTS`` when set, e.g. ``docs/img`` for the README; a temporary folder
+otherwise). No browser is downloaded: the project's set-up installs Debian's ``chromium``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.clusters import cluster_collection
+from tests.conftest import free_port
+from tests.ui.conftest import ROOT, UiStack
+from ui import cluster_map
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def ui_url(ui_stack: UiStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``lookalike ui`` as a real process, with a cluster map of the collection saved."""
+    store = ui_stack.store()
+    report = cluster_collection(store, k=6, projection="pca")
+    cluster_map.save(report, cluster_map.map_file(ui_stack.home, ui_stack.collection))
+    port = free_port()
+    env = dict(os.environ) | {"LOOKALIKE_UI_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    log = tmp_path_factory.mktemp("ui-log") / "ui.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "ui"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the UI did not start:\n" + log.read_text()
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("UI_SCREENSHOTS")
+    target = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+def results_count(page: object) -> int:
+    text = page.get_by_text(re.compile(r"^\d+ results")).first.inner_text()  # type: ignore[attr-defined]
+    return int(text.split()[0])
+
+
+def test_browser_searches_opens_duplicates_and_a_cluster(
+    ui_url: str, ui_stack: UiStack, browser: object, shots: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page.set_default_timeout(60_000)
+
+    # Search by an uploaded image: a mirrored copy finds its original and the other copies.
+    page.goto(ui_url)
+    page.get_by_text("Upload an image").first.wait_for()
+    query = ui_stack.photos / "copies" / "astronaut_mirrored.jpg"
+    page.locator("input[type=file]").set_input_files(str(query))
+    page.get_by_text(re.compile(r"^\d+ results")).first.wait_for()
+    assert results_count(page) == 6
+    for name in ("astronaut.png", "astronaut_rotated.jpg", "astronaut_resized.jpg"):
+        page.get_by_text(name).first.wait_for()
+    page.screenshot(path=str(shots / "ui-search.png"), full_page=True)
+
+    # Text search: the tiny CLIP ranks arbitrarily, but top-k results come back.
+    page.get_by_text("Text", exact=True).click()
+    box = page.get_by_label("Describe the image")
+    box.fill("an astronaut in a white suit")
+    box.press("Enter")
+    page.get_by_text("(text;").first.wait_for()
+    assert results_count(page) == 20
+    page.screenshot(path=str(shots / "ui-text-search.png"), full_page=True)
+
+    # Duplicates: the astronaut group, keeper first, its mirrored copy among the duplicates.
+    page.goto(f"{ui_url}/duplicates")
+    page.get_by_text(re.compile(r"^12 groups")).first.wait_for()
+    page.get_by_text(re.compile(r"^Group 10 ·")).first.wait_for()
+    page.get_by_text("★ KEEP").nth(9).wait_for()
+    assert page.get_by_text("★ KEEP").count() == 10  # one keeper per group on the first page
+    assert page.get_by_text("astronaut_mirrored.jpg").count() >= 1
+    assert page.get_by_text("pHash distance 0 (mirrored)").count() >= 1
+    page.screenshot(path=str(shots / "ui-duplicates.png"), full_page=True)
+
+    # Clusters: the map, then one cluster's images.
+    page.goto(f"{ui_url}/clusters")
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("A cluster", exact=True).click()
+    page.get_by_text(re.compile(r"^Cluster \d+: \d+ images")).first.wait_for()
+    page.screenshot(path=str(shots / "ui-clusters.png"), full_page=True)
+
+    for name in ("ingest", "collection"):
+        page.goto(f"{ui_url}/{name}")
+        page.get_by_role("heading", name=name.capitalize()).first.wait_for()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / f"ui-{name}.png"), full_page=True)
+    assert page.get_by_text("Schema contract").count() == 1
