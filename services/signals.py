@@ -1,0 +1,67 @@
+"""Query signals for apps that search lookalike's collections with their own Milvus client.
+
+An app holding only the read-only user cannot open a :class:`services.store.MilvusStore` (it loads
+collections), but it can search with pymilvus directly (docs/apps.md). What it needs from
+lookalike is the query side of the schema contract: an image's pHash variants and CLIP vector,
+computed exactly as ingestion computed the stored ones, and the search parameters that match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.decode import load_image_bytes
+from services.embed import Embedder
+from services.errors import QueryError
+from services.hashing import hashes_and_variants
+from services.pipeline import draft_size
+from services.schema import CLIP_METRIC, DIHEDRAL_VARIANTS, PHASH_BITS, PHASH_METRIC
+from services.search import QuerySignals
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def query_signals(
+    data: bytes,
+    *,
+    embedder: Embedder | None = None,
+    name: str = "query image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> QuerySignals:
+    """The pHash of ``data`` and of its 7 flips and rotations (identity first, then the order of
+    the ``phash_dihedral`` field), and its CLIP vector when ``embedder`` is given.
+
+    Decoded as ingestion decodes (upright, JPEG draft scale); DecodeError names ``name``.
+    """
+    loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft_size(embedder))
+    _, variants = hashes_and_variants(loaded.image)
+    clip = embedder.embed_images([loaded.image])[0] if embedder is not None else None
+    return QuerySignals(phash_variants=tuple(variants), clip=clip)
+
+
+def stored_variants(row: Mapping[str, Any]) -> tuple[bytes, ...]:
+    """The 8 pHash variants of a stored row (``phash`` and ``phash_dihedral``): the query that
+    finds the row's flipped and rotated copies."""
+    phash = row["phash"]
+    own = bytes(phash[0] if isinstance(phash, list) else phash)
+    dihedral = str(row.get("phash_dihedral", ""))
+    if len(own) != PHASH_BITS // 8 or len(dihedral) != 16 * DIHEDRAL_VARIANTS:
+        raise QueryError(
+            f"row {row.get('id', '?')!r} lacks its pHash or its {DIHEDRAL_VARIANTS} dihedral "
+            "hashes: read it with output_fields=['phash', 'phash_dihedral']"
+        )
+    return (own, *(bytes.fromhex(dihedral[i : i + 16]) for i in range(0, len(dihedral), 16)))
+
+
+def phash_search_params(max_hamming: int) -> dict[str, Any]:
+    """``search_params`` of a range search on ``phash`` that returns the rows within
+    ``max_hamming`` bits, inclusive (Milvus's radius is exclusive)."""
+    if not 0 <= max_hamming < PHASH_BITS:
+        raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
+    return {"metric_type": PHASH_METRIC, "params": {"radius": max_hamming + 1}}
+
+
+def clip_search_params(ef: int = 64) -> dict[str, Any]:
+    """``search_params`` of a search on ``clip``: cosine, HNSW's ``ef`` (at least ``limit``)."""
+    return {"metric_type": CLIP_METRIC, "params": {"ef": ef}}

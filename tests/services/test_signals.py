@@ -1,0 +1,126 @@
+"""services.signals: an app's query signals equal what ingestion stored, and the search an app
+runs with plain pymilvus (as in docs/apps.md) finds a row and its mirrored copy."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from services.embed import ClipEmbedder
+from services.errors import DecodeError, QueryError
+from services.pipeline import analyze_batch
+from services.signals import (
+    clip_search_params,
+    phash_search_params,
+    query_signals,
+    stored_variants,
+)
+from tests.conftest import StoreFactory
+from tests.imagegen import make_photo_like
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_clip_dir: Path) -> ClipEmbedder:
+    return ClipEmbedder.load(str(tiny_clip_dir), device="cpu", precision="fp32", batch_size=4)
+
+
+def test_signals_equal_what_ingestion_stores(tmp_path: Path, embedder: ClipEmbedder) -> None:
+    image = make_photo_like(3)
+    path = tmp_path / "photo.png"
+    path.write_bytes(png_bytes(image))
+    stored = analyze_batch([path], embedder, max_pixels=10**8).records[0]
+    signals = query_signals(path.read_bytes(), embedder=embedder)
+    assert signals.phash_variants is not None and signals.clip is not None
+    assert signals.phash_variants[0] == stored.phash
+    assert signals.phash_variants[0].hex() == str(imagehash.phash(image))
+    assert signals.phash_variants[1:] == stored.phash_dihedral
+    assert stored.clip is not None
+    np.testing.assert_allclose(signals.clip, stored.clip, atol=1e-6)
+
+
+def test_hash_only_signals_and_bad_bytes() -> None:
+    signals = query_signals(png_bytes(make_photo_like(4)))
+    assert signals.clip is None and signals.phash_variants and len(signals.phash_variants) == 8
+    with pytest.raises(DecodeError, match=r"upload\.jpg"):
+        query_signals(b"not an image", name="upload.jpg")
+
+
+def test_stored_variants_of_a_row() -> None:
+    image = make_photo_like(5)
+    signals = query_signals(png_bytes(image))
+    assert signals.phash_variants is not None
+    row = {
+        "id": "x",
+        "phash": [signals.phash_variants[0]],
+        "phash_dihedral": "".join(v.hex() for v in signals.phash_variants[1:]),
+    }
+    assert stored_variants(row) == signals.phash_variants
+    with pytest.raises(QueryError, match="phash_dihedral"):
+        stored_variants({"id": "x", "phash": signals.phash_variants[0]})
+
+
+def test_search_params() -> None:
+    assert phash_search_params(8) == {"metric_type": "HAMMING", "params": {"radius": 9}}
+    assert clip_search_params(100)["metric_type"] == "COSINE"
+    with pytest.raises(QueryError):
+        phash_search_params(64)
+
+
+@pytest.mark.integration
+def test_an_app_finds_a_mirrored_copy_with_plain_pymilvus(
+    tmp_path: Path, make_store: StoreFactory, milvus_uri: str
+) -> None:
+    from pymilvus import MilvusClient
+
+    original, other = make_photo_like(11), make_photo_like(12)
+    for name, image in (("original.png", original), ("other.png", other)):
+        (tmp_path / name).write_bytes(png_bytes(image))
+    records = analyze_batch(sorted(tmp_path.iterdir()), None, max_pixels=10**8).records
+    store = make_store(clip_model=None, clip_dim=None)
+    store.upsert(records)
+    by_name = {Path(r.path).name: r for r in records}
+
+    client = MilvusClient(uri=milvus_uri)
+    try:
+        # By stored id: the row's own hashes, flips and rotations included.
+        row = client.get(
+            store.collection,
+            ids=[by_name["original.png"].id],
+            output_fields=["phash", "phash_dihedral"],
+        )[0]
+        hits = client.search(
+            store.collection,
+            data=list(stored_variants(row)),
+            anns_field="phash",
+            search_params=phash_search_params(8),
+            limit=10,
+            output_fields=["path"],
+        )
+        assert by_name["original.png"].id in {h["id"] for group in hits for h in group}
+        # By an uploaded image: a mirrored copy finds the original through the variants.
+        upload = query_signals(png_bytes(ImageOps.mirror(original)))
+        assert upload.phash_variants is not None
+        hits = client.search(
+            store.collection,
+            data=list(upload.phash_variants),
+            anns_field="phash",
+            search_params=phash_search_params(8),
+            limit=10,
+            output_fields=["path"],
+        )
+        found = {h["entity"]["path"] for group in hits for h in group}
+        assert str(tmp_path / "original.png") in found
+        assert str(tmp_path / "other.png") not in found
+    finally:
+        client.close()
