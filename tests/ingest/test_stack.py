@@ -225,11 +225,12 @@ def test_stack_fails_clearly_when_the_worker_cannot_start(
 @pytest.mark.integration
 @pytest.mark.slow
 def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
-    milvus_port, redis_port = free_port(), free_port()
+    milvus_port, redis_port, ui_port = free_port(), free_port(), free_port()
     values = _stack_env(
         tmp_path,
         LOOKALIKE_MILVUS_PORT=str(milvus_port),
         LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        LOOKALIKE_UI_PORT=str(ui_port),
     )
     cli = subprocess.Popen(
         [sys.executable, "-m", "ingest", "up"],
@@ -243,10 +244,11 @@ def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
         output = ""
         for line in cli.stdout:
             output += line
-            if "workers" in line:
+            if "│ ui " in line:
                 break
         assert "Milvus" in output and "Redis" in output and STARTED in output, output
-        assert port_open(milvus_port) and port_open(redis_port)
+        assert f"http://127.0.0.1:{ui_port}" in output
+        assert port_open(milvus_port) and port_open(redis_port) and port_open(ui_port)
         cli.send_signal(signal.SIGTERM)
         output += cli.stdout.read()
         assert cli.wait(60) == 0, output
@@ -257,3 +259,4 @@ def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
         cli.stdout.close()
     assert not port_open(milvus_port)
     assert not port_open(redis_port)
+    assert not port_open(ui_port)
