@@ -124,3 +124,25 @@ def test_an_app_finds_a_mirrored_copy_with_plain_pymilvus(
         assert str(tmp_path / "other.png") not in found
     finally:
         client.close()
+
+
+def test_the_recipe_in_docs_apps_gives_the_same_hashes() -> None:
+    """docs/apps.md, "Computing it yourself": imagehash of each transposed image, MSB first."""
+    data = png_bytes(make_photo_like(7))
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+
+    def phash_bytes(img: Image.Image) -> bytes:
+        return np.packbits(imagehash.phash(img).hash.flatten()).tobytes()
+
+    turns = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+    mirrored = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    recipe = [phash_bytes(image), phash_bytes(mirrored)]
+    recipe += [phash_bytes(image.transpose(t)) for t in turns]
+    recipe += [phash_bytes(mirrored.transpose(t)) for t in turns]
+    signals = query_signals(data)
+    assert signals.phash_variants is not None
+    distances = [
+        bin(int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).count("1")
+        for a, b in zip(recipe, signals.phash_variants, strict=True)
+    ]
+    assert distances[0] == 0 and max(distances) <= 2, distances
