@@ -109,6 +109,13 @@ def test_browser_searches_opens_duplicates_and_a_cluster(
         page.get_by_text(name).first.wait_for()
     page.screenshot(path=str(shots / "ui-search.png"), full_page=True)
 
+    # An unreadable upload is a message on the page, not a traceback.
+    broken = ui_stack.home / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    page.locator("input[type=file]").set_input_files(str(broken))
+    page.get_by_text("cannot decode").first.wait_for()
+    assert page.get_by_text("Traceback").count() == 0
+
     # Text search: the tiny CLIP ranks arbitrarily, but top-k results come back.
     page.get_by_text("Text", exact=True).click()
     box = page.get_by_label("Describe the image")
