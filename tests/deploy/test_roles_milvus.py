@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.cli import app
+from services.records import to_row
 from services.roles import AccessPlan, authentication_enforced
 from services.schema import SchemaContract
 from services.store import MilvusStore
@@ -163,7 +164,8 @@ def test_the_reader_cannot_write(secured_milvus: SecuredMilvus, names: Names, wr
     from pymilvus import DataType
 
     reader = client(secured_milvus.uri, f"{names.reader}:{READER_PASSWORD}")
-    row = {"id": "f" * 64, "phash": b"\x00" * 8, "clip": [0.0] * 8}
+    # A complete, valid row: pymilvus checks rows against the schema before it sends them.
+    row = to_row(random_records(1, dim=8, seed=99)[0], with_clip=True, max_paths=64)
     try:
         denied(lambda: reader.insert(names.collection, [row]))
         denied(lambda: reader.upsert(names.collection, [row]))
