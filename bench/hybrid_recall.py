@@ -288,9 +288,11 @@ literal cost of the pre-filter for that embedding. The Hamming side is real: pHa
 ingestion computes them, distance and inclusive radius as `MilvusStore.search_phash` computes
 them (checked equal to Milvus in the query-latency section). Every pHash has exactly 32 bits set
 (each bit is "above the median of the 64 DCT terms"), so distances are even: odd radii find what
-the even radius below finds and are left out. "Unrelated within radius": the share of pairs of
-different objects within the radius, and what that makes per query in a collection of 1,000,000
-such photos: the candidates the rerank would have to read there."""
+the even radius below finds and are left out. "Copies among candidates": the share of all
+(query, group-mate) pairs within the radius; "copies in hybrid top-{k}": group-mates among the
+{k} the hybrid returns, per query, out of min({k}, group-mates). "Unrelated within radius": the
+share of pairs of different objects within the radius, and what that makes per query in a
+collection of 1,000,000 such photos: the candidates the rerank would have to read there."""
 
 TRANSFORM_TEXT = """\
 Per transform (the base as the query, its copy as the answer): found by the pre-filter at the
@@ -299,18 +301,18 @@ default radius {r}, and found in the exhaustive proxy top-{k}:"""
 READING = """\
 **Reading.** At the default radius {r} the hybrid puts {copies:.1%} of a query's copies in its top
 {k} (exhaustive proxy search: {exh:.1%}), from {cands:.1f} candidates per query, but returns only
-{agree:.1%} of the proxy's exhaustive top {k}: what the pre-filter drops is everything that is not
-a near copy of the frame: other photos of the same object ({views:.2f} per query in the hybrid
-top {k} against the exhaustive search's figure in the header), crops of 25% and screenshots,
-which move the whole-frame DCT, and photos that merely look alike. Widening the radius buys
-little: at {wide_r} bits the agreement is still {wide_agree:.1%} while the candidates grow to
-{wide_cands:.1f} per query here and about {wide_rate:,.0f} per query at 1,000,000 photos, far
-past what a rerank should read. So the hybrid mode is a near-duplicate search with a semantic
-order among the duplicates, not a cheaper semantic search: "similar photos" is the CLIP-only
-mode (`max_hamming=None`), and copies that a pHash cannot see (heavy crops, screenshots) are
-found there too. The two stand-ins disagree where their blind spots differ (the proxy misses
-brightness and contrast edits, which the pHash sees; CLIP is expected to see both, untested
-here): the cost of the pre-filter for real CLIP vectors still needs CLIP vectors."""
+{agree:.1%} of the proxy's exhaustive top {k}: what the pre-filter drops is everything that is not a
+near copy of the frame: other photos of the same object ({views:.2f} per query in the hybrid top {k}
+against the exhaustive search's figure in the header), crops of 25% and screenshots, which move the
+whole-frame DCT, and photos that merely look alike. Widening the radius buys little: at {wide_r}
+bits the agreement is still {wide_agree:.1%} while the candidates grow to {wide_cands:.1f} per query
+here and about {wide_rate:,.0f} per query at 1,000,000 photos, far past what a rerank should read.
+So the hybrid mode is a near-duplicate search with a semantic order among the duplicates, not a
+cheaper semantic search: "similar photos" is the CLIP-only mode (`max_hamming=None`), and copies
+that a pHash cannot see (heavy crops, screenshots) can only be found there (the proxy, no CLIP,
+finds most 25% crops and few screenshots). The two stand-ins disagree where their blind spots differ
+(the proxy misses brightness and contrast edits, which the pHash sees; CLIP is expected to see both,
+untested here): the cost of the pre-filter for real CLIP vectors still needs CLIP vectors."""
 
 
 if __name__ == "__main__":
