@@ -77,3 +77,9 @@ def test_hybrid_recall_smoke(tmp_path: Path) -> None:
 
     missing = tmp_path / "no-ukbench-here"
     assert hybrid_recall.main(["--images", str(missing), "--limit", "3", "--no-write"]) == 0
+
+
+def test_ui_render_smoke() -> None:
+    from bench import ui_render
+
+    assert ui_render.main(["--images", "60", "--no-write"]) == 0
