@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -30,9 +31,13 @@ def _load(path: str, mtime: float) -> ClusterMap | None:
     return cluster_map.load(Path(path))
 
 
-def _saved() -> ClusterMap | None:
+def _saved() -> tuple[ClusterMap, go.Figure] | None:
     path = _map_path()
-    return _load(str(path), path.stat().st_mtime) if path.exists() else None
+    if not path.exists():
+        return None
+    key = (str(path), path.stat().st_mtime)
+    saved = _load(*key)
+    return None if saved is None else (saved, _figure(*key))
 
 
 def _cluster_form() -> None:
@@ -64,19 +69,28 @@ def _cluster_form() -> None:
     st.success(f"{len(report.clusters)} clusters over {len(report.points)} images.")
 
 
-def _figure(saved: ClusterMap) -> go.Figure:
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _figure(path: str, mtime: float) -> go.Figure:
+    """The map's figure, built once per saved map (rebuilding it costs more than the rest of the
+    page at 10,000 points); arrays, not lists, so Plotly does not check point by point."""
+    saved = _load(path, mtime)
+    assert saved is not None
+    labels = np.asarray(saved.cluster)
+    x, y = np.asarray(saved.x), np.asarray(saved.y)
+    custom = np.column_stack(
+        [np.asarray(saved.ids, dtype=object), np.asarray(saved.paths, dtype=object), saved.outlier]
+    )
     figure = go.Figure()
-    labels = sorted(set(saved.cluster))
-    for label in labels:
-        rows = [i for i, c in enumerate(saved.cluster) if c == label]
+    for label in np.unique(labels).tolist():
+        rows = labels == label
         figure.add_trace(
             go.Scattergl(
-                x=[saved.x[i] for i in rows],
-                y=[saved.y[i] for i in rows],
+                x=x[rows],
+                y=y[rows],
                 mode="markers",
                 name="noise" if label < 0 else f"cluster {label}",
                 marker={"size": 6},
-                customdata=[[saved.ids[i], saved.paths[i], saved.outlier[i]] for i in rows],
+                customdata=custom[rows],
                 hovertemplate="%{customdata[1]}<br>outlier score %{customdata[2]:.2f}"
                 f"<extra>cluster {label}</extra>",
             )
@@ -103,14 +117,14 @@ def _show(ids: Sequence[str], caption_of: dict[str, str]) -> None:
     )
 
 
-def _explore(saved: ClusterMap) -> None:
+def _explore(saved: ClusterMap, figure: go.Figure) -> None:
     stats = saved.stats
     st.caption(
         f"{len(saved)} images, {len(saved.clusters)} clusters, method {stats.get('method')}, "
         f"map {stats.get('projection')}. Lasso or box-select points to see them."
     )
     event = st.plotly_chart(
-        _figure(saved),
+        figure,
         on_select="rerun",
         selection_mode=("points", "box", "lasso"),
         key="clusters-map",
@@ -168,7 +182,7 @@ def render() -> None:
         if saved is None:
             st.info("No cluster map yet: run a clustering above (or `lookalike clusters --auto`).")
             return
-        _explore(saved)
+        _explore(*saved)
 
 
 render()
