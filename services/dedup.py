@@ -185,14 +185,17 @@ def find_duplicates(
 def _hash_links_from_scan(
     store: MilvusStore, options: DedupOptions
 ) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
-    """pHash pairs from a scan of ids and hashes only, then the rows in pairs read by id: the
-    whole collection never travels as records."""
-    scan = store.scan_hashes(options.where)
+    """pHash pairs from one scan of ids, hashes and keeper fields (as columns); records are made
+    only for the rows in pairs: the whole collection never travels as records, and no row is
+    read twice."""
+    scan = store.scan_hashes(options.where, keepers=True)
     found = pairs_within(scan.codes, options.max_hamming, variants=scan.variants)
     involved = sorted(set(found.left.tolist()) | set(found.right.tolist()))
     position = {row: index for index, row in enumerate(involved)}
-    by_id = {r.id: r for r in store.get([scan.ids[row] for row in involved], light=True)}
-    records = [by_id[scan.ids[row]] for row in involved]
+    columns = scan.keepers
+    assert columns is not None
+    codes = scan.codes.tolist()
+    records = [columns.record(row, scan.ids[row], codes[row]) for row in involved]
     return records, _pair_links(found, position), len(scan.ids)
 
 

@@ -7,9 +7,11 @@ frozen dataclasses. pymilvus exceptions are mapped to :mod:`services.errors` her
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -77,14 +79,47 @@ class PhashHit:
     variant: int  # index into the query's variants of the closest match
 
 
+# What a keeper policy looks at (services.keepers.Candidate), read in the same scan as the hashes
+# so that dedup never reads the rows in pairs back one by one.
+KEEPER_FIELDS = ("path", "width", "height", "bytes", "format", "has_exif_date", "exif_ts")
+
+
+@dataclass(frozen=True)
+class KeeperColumns:
+    """The keeper fields of every scanned row, as columns (a few dozen bytes a row)."""
+
+    paths: list[str]
+    formats: list[str]
+    sizes: npt.NDArray[np.int64]  # (N, 3): width, height, bytes
+    exif_ts: npt.NDArray[np.int64]  # -1: no EXIF date
+
+    def record(self, row: int, content_id: str, code: int) -> ImageRecord:
+        """Row ``row`` as a light record: enough for keeper policies and group output."""
+        width, height, size = (int(v) for v in self.sizes[row])
+        stamp = int(self.exif_ts[row])
+        return ImageRecord(
+            id=content_id,
+            path=self.paths[row],
+            phash=code.to_bytes(8, "big"),
+            width=width,
+            height=height,
+            format=self.formats[row],
+            bytes=size,
+            exif_datetime=(
+                datetime.fromtimestamp(stamp, UTC).replace(tzinfo=None) if stamp >= 0 else None
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class HashScan:
     """All rows' hashes as arrays: ``codes`` (N,) uint64, ``variants`` (N, 7) uint64 or None
-    when some row lacks its dihedral hashes."""
+    when some row lacks its dihedral hashes; ``keepers`` when the scan read the keeper fields."""
 
     ids: list[str]
     codes: npt.NDArray[np.uint64]
     variants: npt.NDArray[np.uint64] | None
+    keepers: KeeperColumns | None = None
 
     @classmethod
     def build(cls, ids: list[str], codes: list[bytes], dihedral: list[str]) -> HashScan:
@@ -483,18 +518,26 @@ class MilvusStore:
         finally:
             iterator.close()
 
-    def scan_hashes(self, expr: str = "", *, batch_size: int = 8192) -> HashScan:
+    def scan_hashes(
+        self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
+    ) -> HashScan:
         """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
-        that all-pairs dedup needs, as compact arrays (16 + 64 bytes a row)."""
+        that all-pairs dedup needs, as compact arrays (16 + 64 bytes a row). ``keepers``: the
+        keeper fields too (:data:`KEEPER_FIELDS`), as columns."""
         ids: list[str] = []
         codes: list[bytes] = []
         dihedral: list[str] = []
+        paths: list[str] = []
+        formats: list[str] = []
+        sizes: list[tuple[int, int, int]] = []
+        stamps: list[int] = []
+        fields = ["id", "phash", "phash_dihedral", *(KEEPER_FIELDS if keepers else ())]
         with _mapped("start a hash scan", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
                 self.collection,
                 batch_size=batch_size,
                 filter=expr,
-                output_fields=["id", "phash", "phash_dihedral"],
+                output_fields=fields,
                 timeout=self._timeout,
             )
         try:
@@ -508,9 +551,23 @@ class MilvusStore:
                     phash = row["phash"]
                     codes.append(bytes(phash[0] if isinstance(phash, list) else phash))
                     dihedral.append(str(row.get("phash_dihedral", "")))
+                    if keepers:
+                        paths.append(str(row["path"]))
+                        formats.append(sys.intern(str(row["format"])))
+                        sizes.append((int(row["width"]), int(row["height"]), int(row["bytes"])))
+                        stamps.append(int(row["exif_ts"]) if row["has_exif_date"] else -1)
         finally:
             iterator.close()
-        return HashScan.build(ids, codes, dihedral)
+        scan = HashScan.build(ids, codes, dihedral)
+        if not keepers:
+            return scan
+        columns = KeeperColumns(
+            paths,
+            formats,
+            np.asarray(sizes, dtype=np.int64).reshape(-1, 3),
+            np.asarray(stamps, dtype=np.int64),
+        )
+        return replace(scan, keepers=columns)
 
     def search_phash(
         self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int

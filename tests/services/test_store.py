@@ -107,3 +107,29 @@ def test_unreachable_milvus_is_a_clear_error() -> None:
     port = free_port()  # nothing listens here
     with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}.*unreachable"):
         MilvusStore(f"http://127.0.0.1:{port}", "x", SchemaContract.current(None, None), timeout=2)
+
+
+def test_hash_scan_reads_hashes_and_keeper_columns_as_stored(make_store: StoreFactory) -> None:
+    store = make_store()
+    records = random_records(300, dim=8)
+    store.upsert(records)
+    scan = store.scan_hashes(keepers=True, batch_size=128)  # several batches
+    assert sorted(scan.ids) == sorted(r.id for r in records)
+    assert scan.keepers is not None and scan.variants is not None
+    by_id = {r.id: r for r in records}
+    for row, content_id in enumerate(scan.ids):
+        stored = by_id[content_id]
+        assert int(scan.codes[row]).to_bytes(8, "big") == stored.phash
+        assert [int(v).to_bytes(8, "big") for v in scan.variants[row]] == list(
+            stored.phash_dihedral
+        )
+        light = scan.keepers.record(row, content_id, int(scan.codes[row]))
+        assert (light.path, light.width, light.height, light.bytes, light.format) == (
+            stored.path,
+            stored.width,
+            stored.height,
+            stored.bytes,
+            stored.format,
+        )
+        assert light.exif_datetime == stored.exif_datetime
+    assert store.scan_hashes().keepers is None
