@@ -10,9 +10,9 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -111,25 +111,65 @@ class KeeperColumns:
         )
 
 
+class ContentIds(Sequence[str]):
+    """Row ids kept compactly: sha256 hex ids as 32 raw bytes each (a Python str costs ~113),
+    any other id as itself."""
+
+    def __init__(self, parts: Sequence[list[str]]) -> None:
+        ids = [i for part in parts for i in part]
+        packed: npt.NDArray[np.uint8] | None = None
+        if all(len(i) == 64 for i in ids):
+            try:
+                raw = bytes.fromhex("".join(ids))
+            except ValueError:
+                raw = None
+            # Rows of 32 uint8, not dtype "S32": numpy's bytes strip trailing NULs.
+            packed = None if raw is None else np.frombuffer(raw, dtype=np.uint8).reshape(-1, 32)
+        self._packed = packed
+        self._plain: list[str] = [] if packed is not None else ids
+
+    def __len__(self) -> int:
+        return len(self._plain) if self._packed is None else len(self._packed)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if self._packed is None:
+            return self._plain[index]
+        return bytes(self._packed[index].tobytes()).hex()
+
+
 @dataclass(frozen=True)
 class HashScan:
     """All rows' hashes as arrays: ``codes`` (N,) uint64, ``variants`` (N, 7) uint64 or None
     when some row lacks its dihedral hashes; ``keepers`` when the scan read the keeper fields."""
 
-    ids: list[str]
+    ids: Sequence[str]
     codes: npt.NDArray[np.uint64]
     variants: npt.NDArray[np.uint64] | None
     keepers: KeeperColumns | None = None
 
-    @classmethod
-    def build(cls, ids: list[str], codes: list[bytes], dihedral: list[str]) -> HashScan:
-        packed = np.frombuffer(b"".join(codes), dtype=">u8").astype(np.uint64)
-        width = 16 * DIHEDRAL_VARIANTS
-        variants = None
-        if ids and all(len(text) == width for text in dihedral):
-            raw = bytes.fromhex("".join(dihedral))
-            variants = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 7)
-        return cls(ids, packed, variants)
+
+def _codes(packed: list[bytes]) -> npt.NDArray[np.uint64]:
+    return np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64)
+
+
+def _variants(texts: list[str]) -> npt.NDArray[np.uint64] | None:
+    """The (n, 7) dihedral codes of one batch, None if a row has none (written before them)."""
+    width = 16 * DIHEDRAL_VARIANTS
+    if not all(len(text) == width for text in texts):
+        return None
+    raw = bytes.fromhex("".join(texts))
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, DIHEDRAL_VARIANTS)
+
+
+def _binary(value: Any) -> bytes:
+    """A binary vector as pymilvus returns it: bytes, or a list of one bytes object."""
+    return bytes(value[0] if isinstance(value, list) else value)
 
 
 @dataclass(frozen=True)
@@ -522,15 +562,15 @@ class MilvusStore:
         self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
     ) -> HashScan:
         """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
-        that all-pairs dedup needs, as compact arrays (16 + 64 bytes a row). ``keepers``: the
-        keeper fields too (:data:`KEEPER_FIELDS`), as columns."""
-        ids: list[str] = []
-        codes: list[bytes] = []
-        dihedral: list[str] = []
+        that all-pairs dedup needs, as compact arrays (32 + 64 bytes a row), each batch packed
+        as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns."""
+        ids: list[list[str]] = []
+        codes: list[npt.NDArray[np.uint64]] = []
+        variants: list[npt.NDArray[np.uint64] | None] = []
         paths: list[str] = []
         formats: list[str] = []
-        sizes: list[tuple[int, int, int]] = []
-        stamps: list[int] = []
+        sizes: list[npt.NDArray[np.int64]] = []
+        stamps: list[npt.NDArray[np.int64]] = []
         fields = ["id", "phash", "phash_dihedral", *(KEEPER_FIELDS if keepers else ())]
         with _mapped("start a hash scan", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
@@ -546,28 +586,41 @@ class MilvusStore:
                     batch = iterator.next()
                 if not batch:
                     break
-                for row in batch:
-                    ids.append(str(row["id"]))
-                    phash = row["phash"]
-                    codes.append(bytes(phash[0] if isinstance(phash, list) else phash))
-                    dihedral.append(str(row.get("phash_dihedral", "")))
-                    if keepers:
-                        paths.append(str(row["path"]))
-                        formats.append(sys.intern(str(row["format"])))
-                        sizes.append((int(row["width"]), int(row["height"]), int(row["bytes"])))
-                        stamps.append(int(row["exif_ts"]) if row["has_exif_date"] else -1)
+                ids.append([str(row["id"]) for row in batch])
+                codes.append(_codes([_binary(row["phash"]) for row in batch]))
+                variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
+                if keepers:
+                    paths += [str(row["path"]) for row in batch]
+                    formats += [sys.intern(str(row["format"])) for row in batch]
+                    sizes.append(
+                        np.array(
+                            [(row["width"], row["height"], row["bytes"]) for row in batch],
+                            dtype=np.int64,
+                        ).reshape(-1, 3)
+                    )
+                    stamps.append(
+                        np.array(
+                            [row["exif_ts"] if row["has_exif_date"] else -1 for row in batch],
+                            dtype=np.int64,
+                        )
+                    )
         finally:
             iterator.close()
-        scan = HashScan.build(ids, codes, dihedral)
-        if not keepers:
-            return scan
-        columns = KeeperColumns(
-            paths,
-            formats,
-            np.asarray(sizes, dtype=np.int64).reshape(-1, 3),
-            np.asarray(stamps, dtype=np.int64),
+        columns = None
+        if keepers:
+            columns = KeeperColumns(
+                paths,
+                formats,
+                np.concatenate(sizes) if sizes else np.zeros((0, 3), dtype=np.int64),
+                np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64),
+            )
+        complete = [v for v in variants if v is not None]
+        return HashScan(
+            ContentIds(ids),
+            np.concatenate(codes) if codes else np.zeros(0, dtype=np.uint64),
+            np.concatenate(complete) if complete and len(complete) == len(variants) else None,
+            columns,
         )
-        return replace(scan, keepers=columns)
 
     def search_phash(
         self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int
