@@ -1,4 +1,4 @@
-"""Whole-collection dedup from Milvus Lite, end to end: scan hashes, pair, read rows, group.
+"""Whole-collection dedup from Milvus Lite, end to end: one scan, all pairs, keeper-anchored groups.
 
 ``python -m bench.dedup_collection [--rows 100000] [--radius 10] [--db DIR] [--no-write]``:
 synthetic rows with planted duplicate groups are stored in an embedded Milvus Lite server, then
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Synthetic rows in an embedded Milvus Lite server, radius {args.radius}, each row "
             "with its pHash and 7 random flip/rotation variants; one planted group of 2-6 near "
             "copies (0-5 bits from the base) per 50 rows. `find_duplicates` as `lookalike dedup` "
-            "runs it: one scan of ids and hashes (query iterator), the all-pairs join with "
-            "variants, the rows in pairs read by id, keeper-anchored grouping. The end-to-end "
+            "runs it: one scan of ids, hashes and keeper fields (query iterator), the all-pairs "
+            "join with variants, keeper-anchored grouping. The end-to-end "
             "time includes its own hash scan. Peak memory: the rise of this process's peak RSS "
             "during the dedup, and the process's peak (the Milvus Lite server is another "
             "process). A planted copy is found when it is in a reported group with another member "
