@@ -23,6 +23,9 @@ from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
 
 Mode = Literal["hybrid", "phash", "clip", "text"]
 DEFAULT_MAX_HAMMING = 10
+# Up to this radius a range search returns few hits (near-duplicates), so they come with their
+# paths and tags in the same request; a wider radius reads light hits and then the top-k rows.
+WHOLE_HITS_MAX_HAMMING = 12
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,10 @@ def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) ->
     if variants is not None and query.max_hamming is not None:
         mode: Mode = "hybrid" if vector is not None else "phash"
         tick = time.perf_counter()
-        phash_hits = store.search_phash(variants, query.max_hamming, expr, query.candidate_limit)
+        whole = query.max_hamming <= WHOLE_HITS_MAX_HAMMING
+        phash_hits = store.search_phash(
+            variants, query.max_hamming, expr, query.candidate_limit, whole=whole
+        )
         stages["hamming_ms"] = _ms(tick)
         phash_hits = [hit for hit in phash_hits if hit.record.id != exclude]
         tick = time.perf_counter()
@@ -124,15 +130,18 @@ def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) ->
         mode = "text" if query.text is not None else "clip"
         tick = time.perf_counter()
         limit = query.top_k + (1 if exclude else 0)
-        clip_hits = store.search_clip(vector, expr, limit)
+        clip_hits = store.search_clip(vector, expr, limit, whole=True)
+        whole = True
         stages["clip_ms"] = _ms(tick)
         hits = [
             SearchHit(hit.record, hit.cosine, None) for hit in clip_hits if hit.record.id != exclude
         ]
         candidates, truncated = len(clip_hits), False
-    tick = time.perf_counter()
-    hits = _with_whole_rows(store, hits[: query.top_k])
-    stages["fetch_ms"] = _ms(tick)
+    hits = hits[: query.top_k]
+    if not whole:
+        tick = time.perf_counter()
+        hits = _with_whole_rows(store, hits)
+        stages["fetch_ms"] = _ms(tick)
     return SearchResult(
         hits=hits,
         mode=mode,

@@ -189,9 +189,17 @@ class VectorStore(Protocol):
     def count(self) -> int: ...
     def delete(self, ids: Sequence[str]) -> None: ...
     def search_phash(
-        self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int
+        self,
+        variants: Sequence[bytes],
+        max_hamming: int,
+        expr: str,
+        limit: int,
+        *,
+        whole: bool = False,
     ) -> list[PhashHit]: ...
-    def search_clip(self, vector: FloatVector, expr: str, limit: int) -> list[ClipHit]: ...
+    def search_clip(
+        self, vector: FloatVector, expr: str, limit: int, *, whole: bool = False
+    ) -> list[ClipHit]: ...
     def iterate(self, expr: str = "", *, with_vectors: bool = False) -> Iterator[ImageRecord]: ...
 
 
@@ -482,10 +490,11 @@ class MilvusStore:
             fields.append("clip")
         return fields
 
-    def _search_fields(self, with_vectors: bool) -> list[str]:
-        """Search hits carry no pHash (Lite cannot return it), nor paths and tags (slow):
-        read whole rows of the hits that matter with :meth:`get`."""
-        return [n for n in self._output_fields(with_vectors, light=True) if n != "phash"]
+    def _search_fields(self, with_vectors: bool, *, whole: bool) -> list[str]:
+        """Search hits carry no pHash (Lite cannot return it). ``whole``: with paths and tags,
+        which cost nothing for a few dozen hits and ~1 ms a row in bulk on Milvus Lite; without
+        them, read whole rows of the hits that matter with :meth:`get`."""
+        return [n for n in self._output_fields(with_vectors, light=not whole) if n != "phash"]
 
     def get(
         self, ids: Sequence[str], *, with_vectors: bool = False, light: bool = False
@@ -623,16 +632,29 @@ class MilvusStore:
         )
 
     def search_phash(
-        self, variants: Sequence[bytes], max_hamming: int, expr: str, limit: int
+        self,
+        variants: Sequence[bytes],
+        max_hamming: int,
+        expr: str,
+        limit: int,
+        *,
+        whole: bool = False,
     ) -> list[PhashHit]:
         """Stored images within ``max_hamming`` (inclusive) of any variant, with their vectors.
 
         One multi-vector range search; each id keeps its smallest distance over the variants.
+        ``whole``: the hits carry paths and tags too (for few expected hits).
         """
-        return self.search_phash_groups([variants], max_hamming, expr, limit)[0]
+        return self.search_phash_groups([variants], max_hamming, expr, limit, whole=whole)[0]
 
     def search_phash_groups(
-        self, groups: Sequence[Sequence[bytes]], max_hamming: int, expr: str, limit: int
+        self,
+        groups: Sequence[Sequence[bytes]],
+        max_hamming: int,
+        expr: str,
+        limit: int,
+        *,
+        whole: bool = False,
     ) -> list[list[PhashHit]]:
         """:meth:`search_phash` for several queries (each a group of variants) in one request."""
         flat = [variant for group in groups for variant in group]
@@ -644,7 +666,7 @@ class MilvusStore:
             raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
         # Milvus's radius is exclusive for HAMMING: distance < radius.
         params = {"metric_type": self.contract.phash_metric, "params": {"radius": max_hamming + 1}}
-        results = self._search("phash", flat, params, expr, limit, with_vectors=True)
+        results = self._search("phash", flat, params, expr, limit, with_vectors=True, whole=whole)
         merged: list[list[PhashHit]] = []
         offset = 0
         for group in groups:
@@ -659,12 +681,15 @@ class MilvusStore:
             merged.append(sorted(best.values(), key=lambda h: (h.hamming, h.record.id)))
         return merged
 
-    def search_clip(self, vector: FloatVector, expr: str, limit: int) -> list[ClipHit]:
-        """The ``limit`` stored images nearest to ``vector`` by cosine, best first."""
-        return self.search_clip_many([vector], expr, limit)[0]
+    def search_clip(
+        self, vector: FloatVector, expr: str, limit: int, *, whole: bool = False
+    ) -> list[ClipHit]:
+        """The ``limit`` stored images nearest to ``vector`` by cosine, best first (``whole``:
+        with paths and tags)."""
+        return self.search_clip_many([vector], expr, limit, whole=whole)[0]
 
     def search_clip_many(
-        self, vectors: Sequence[FloatVector], expr: str, limit: int
+        self, vectors: Sequence[FloatVector], expr: str, limit: int, *, whole: bool = False
     ) -> list[list[ClipHit]]:
         """:meth:`search_clip` for several query vectors in one request."""
         if not self._with_clip:
@@ -681,7 +706,7 @@ class MilvusStore:
                 )
         params = {"metric_type": self.contract.clip_metric, "params": {"ef": max(64, limit)}}
         data = [query.tolist() for query in queries]
-        results = self._search("clip", data, params, expr, limit, with_vectors=False)
+        results = self._search("clip", data, params, expr, limit, with_vectors=False, whole=whole)
         return [
             [ClipHit(_hit_record(hit), float(hit["distance"])) for hit in hits] for hits in results
         ]
@@ -695,6 +720,7 @@ class MilvusStore:
         limit: int,
         *,
         with_vectors: bool,
+        whole: bool,
     ) -> Any:
         with _mapped(f"run a {field} search", self.uri):
             return self._client.search(
@@ -705,7 +731,7 @@ class MilvusStore:
                 filter=expr,
                 limit=min(limit, MAX_SEARCH_LIMIT),
                 # Milvus Lite fails to return binary vectors from a search: leave phash out.
-                output_fields=self._search_fields(with_vectors=with_vectors),
+                output_fields=self._search_fields(with_vectors, whole=whole),
                 timeout=self._timeout,
             )
 

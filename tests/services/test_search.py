@@ -83,6 +83,7 @@ def _brute_hybrid(records, variants, vector, radius, where, top_k):  # type: ign
         (12, [has_tag("cat"), Condition("width", ">=", 1000)]),
         (9, [Condition("format", "in", ("PNG", "WEBP")), eq("has_gps", True)]),
         (0, []),
+        (16, []),  # beyond WHOLE_HITS_MAX_HAMMING: light hits, then the top rows read whole
     ],
 )
 def test_hybrid_equals_brute_force(populated, radius: int, where: list[Condition]) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +108,14 @@ def test_hybrid_equals_brute_force(populated, radius: int, where: list[Condition
         assert [g[0] for g in got] == [e[0] for e in expected]
         assert [g[2] for g in got] == [e[2] for e in expected]
         np.testing.assert_allclose([g[1] for g in got], [e[1] for e in expected], atol=1e-6)
+        by_id = {r.id: r for r in records}
+        for hit in result.hits:  # hits are whole rows: every path and tag, as stored
+            stored = by_id[hit.id]
+            assert (hit.record.all_paths, hit.record.tags, hit.record.source) == (
+                stored.all_paths,
+                stored.tags,
+                stored.source,
+            )
         assert expected, (
             "the trial should find something (the anchor itself at least, unless filtered)"
             if not where
@@ -151,6 +160,9 @@ def test_clip_search_equals_brute_force(populated, where: list[Condition]) -> No
         order = np.argsort(-cosines, kind="stable")[:25]
         assert [h.id for h in result.hits] == [eligible[i].id for i in order]
         np.testing.assert_allclose([h.cosine for h in result.hits], cosines[order], atol=1e-5)
+        assert [(h.record.all_paths, h.record.tags) for h in result.hits] == [
+            (eligible[i].all_paths, eligible[i].tags) for i in order
+        ]
 
 
 def test_neighbours_by_id_exclude_the_image_itself(populated) -> None:  # type: ignore[no-untyped-def]
