@@ -955,29 +955,30 @@ def write(summary: dict[str, Any] | None) -> None:
 
 
 INTRO = """\
-Synthetic rows in an embedded Milvus Lite server (FLAT index on CLIP, BIN_FLAT on pHash: the
-only ones Lite has), queried through `services.search.search` with `QuerySignals`, the path an
-app takes. Rows: CLIP-like 512-d unit vectors (1,000 topics; cosine about 0.23 between unrelated
-rows, 0.67 within a topic, 0.96 between near copies); pHashes drawn around 320 prototype codes
-(35% of bits apart within a prototype), fitted so that the share of unrelated photos within 10,
-12, 14 and 16 bits of a query's 8 variants matches UKBench (1.5e-6, 1.1e-5, 5.5e-5, 2.2e-4
-here; 2e-6, 6e-6, 5.8e-5, 2.7e-4 measured on the 1,000 UKBench photos); one planted group of 2-6
-near copies (0-5 bits, cosine 0.96) per 50 rows; source, tags, EXIF date, size, camera. Queries:
-3 in 4 are copies of a stored photo (0-4 bits from it, cosine 0.96), 1 in 4 new photos; each has
-8 pHash variants (identity, then 7 flips/turns that look like unrelated photos). The filter is
-`source in [phone, camera, whatsapp] and EXIF date >= 2010` (about half of the rows).
+Synthetic rows in an embedded Milvus Lite server (FLAT index on CLIP, BIN_FLAT on pHash: the only
+ones Lite has), queried through `services.search.search` with `QuerySignals`, the path an app takes.
+Rows: CLIP-like 512-d unit vectors (1,000 topics; cosine about 0.23 between unrelated rows, 0.67
+within a topic, 0.96 between near copies); pHashes drawn around 320 prototype codes (35% of bits
+apart within a prototype), fitted so that the share of unrelated photos within 10, 12, 14 and 16
+bits of a query's 8 variants matches UKBench (1.5e-6, 1.1e-5, 5.5e-5, 2.2e-4 here; 2e-6, 6e-6,
+5.8e-5, 2.7e-4 measured on the 1,000 UKBench photos); one planted group of 2-6 near copies (0-5
+bits, cosine 0.96) per 50 rows; source, tags, EXIF date, size, camera. Queries: 3 in 4 are copies of
+a stored photo (0-4 bits from it, cosine 0.96), 1 in 4 new photos; each has 8 pHash variants
+(identity, then 7 flips/turns that look like unrelated photos). The filter is `source in [phone,
+camera, whatsapp] and EXIF date >= 2010` (about half of the rows).
 
-Modes: *hybrid* (filter, Hamming radius 10, cosine rerank, as `lookalike search` by image);
-*text-to-image*: a CLIP text vector, no pHash stage; the text encoder is **left out** (a stub
-embedder returns the precomputed vector; encoding one text with ViT-B/32's text tower is timed in
-the CLIP section); *pure CLIP* (image-to-image, `max_hamming=None`); *pure pHash* (a hash-only
-deployment's query: Hamming radius 10, no rerank). p50/p99 over the queries one at a time; then
-the same queries from 4 processes at once, each with its own client (QPS; on this 2-core machine
-4 clients and the server share 2 cores). *Raw Milvus search*: the `MilvusClient.search` call
-alone, inside our path. The numpy and faiss columns answer the same query exactly in this process
-on one core (faiss: `IndexFlatIP`, `IndexBinaryFlat` range search, an `IDSelectorBatch` for the
-filter), with every row's vector in memory; recall@20 is Milvus's top 20 against numpy's, faiss's
-in brackets. Results hydration (`get` of the whole rows of the top 20) is part of our path."""
+Modes: *hybrid* (filter, Hamming radius 10, cosine rerank, as `lookalike search` by image); *text-
+to-image*: a CLIP text vector, no pHash stage; the text encoder is **left out** (a stub embedder
+returns the precomputed vector; the CLIP section times ViT-B/32's text tower at 94-192 texts/s in
+batches on these 2 cores, so add at least 5-11 ms per text query); *pure CLIP* (image-to-image,
+`max_hamming=None`); *pure pHash* (a hash-only deployment's query: Hamming radius 10, no rerank).
+p50/p99 over the queries one at a time; then the same queries from 4 processes at once, each with
+its own client (QPS; on this 2-core machine 4 clients and the server share 2 cores). *Raw Milvus
+search*: the `MilvusClient.search` call alone, inside our path. The numpy and faiss columns answer
+the same query exactly in this process on one core (faiss: `IndexFlatIP`, `IndexBinaryFlat` range
+search, an `IDSelectorBatch` for the filter), with every row's vector in memory; recall@20 is
+Milvus's top 20 against numpy's, faiss's in brackets. Results hydration (`get` of the whole rows of
+the top 20) is part of our path."""
 
 
 def reading(stored: dict[str, Any]) -> str:
