@@ -522,32 +522,17 @@ def concurrent(
 # -- prototypes of leaner query paths -------------------------------------------------------
 
 
-def one_rpc_hybrid(
+def two_trips_hybrid(
     store: MilvusStore, q: Query, where: tuple[Condition, ...], radius: int, top_k: int
 ) -> list[int]:
-    """Prototype A: the range search returns every field the results show (tags and paths
-    included, which cost nothing for a few dozen candidates) and there is no second ``get``:
-    one RPC. Hits then lack only their pHash (Lite cannot return binary vectors)."""
-    fields = [f for f in store._output_fields(True) if f != "phash"]
-    params = {"metric_type": "HAMMING", "params": {"radius": radius + 1}}
-    results = store._client.search(
-        COLLECTION,
-        data=list(q.variants),
-        anns_field="phash",
-        search_params=params,
-        filter=compile_filter(where),
-        limit=16384,
-        output_fields=fields,
-    )
-    return _ranked(
-        q,
-        [
-            (str(h["id"]), round(float(h["distance"])), h["entity"])
-            for hits in results
-            for h in hits
-        ],
-        top_k,
-    )
+    """The hybrid path before commit e1fcd9a, for comparison: the range search returns light
+    hits (no tags, no paths), and a second request (``get``) reads the top-k rows whole."""
+    hits = store.search_phash(q.variants, radius, compile_filter(where), 16384, whole=False)
+    ranked = sorted(
+        hits, key=lambda h: (-float(np.dot(h.record.clip, q.clip)), h.hamming, h.record.id)
+    )[:top_k]
+    rows = {r.id: r for r in store.get([h.record.id for h in ranked])} if ranked else {}
+    return [int(Path(rows[h.record.id].path).stem) for h in ranked if h.record.id in rows]
 
 
 def _ranked(q: Query, hits: list[tuple[str, int, dict[str, Any]]], top_k: int) -> list[int]:
@@ -746,7 +731,7 @@ def time_probes(store: MilvusStore, queries: list[Query], radius: int) -> dict[s
     client = store._client
     expr = compile_filter(FILTER)
     params = {"metric_type": "HAMMING", "params": {"radius": radius + 1}}
-    fields = store._search_fields(with_vectors=True)
+    fields = store._search_fields(with_vectors=True, whole=True)
     ids = [row_id(k) for k in range(20)]
     calls: dict[str, Callable[[Query], Any]] = {
         "filter_count": lambda q: client.query(COLLECTION, filter=expr, output_fields=["count(*)"]),
@@ -781,7 +766,7 @@ def time_lean(
     seconds that loading the hash cache took."""
     cache = HashCache(store)
     ways: dict[str, Callable[[Query, tuple[Condition, ...]], list[int]]] = {
-        "one_rpc": lambda q, where: one_rpc_hybrid(store, q, where, args.radius, args.top_k),
+        "two_trips": lambda q, where: two_trips_hybrid(store, q, where, args.radius, args.top_k),
         "hash_cache": lambda q, where: cache.search(q, where, args.radius, args.top_k),
     }
     out: dict[str, dict[str, tuple[list[float], float]]] = {}
@@ -845,12 +830,14 @@ def summarise(
                 _ms(search_rpc),
                 _ms(percentile(r.stages.get("hamming_ms", []), 50) - search_rpc),
                 _ms(percentile(r.stages.get("rerank_ms", []), 50)),
-                _ms(get_rpc),
-                _ms(percentile(r.stages.get("fetch_ms", []), 50) - get_rpc),
+                _ms(get_rpc) if "fetch_ms" in r.stages else "none",
+                _ms(percentile(r.stages["fetch_ms"], 50) - get_rpc)
+                if "fetch_ms" in r.stages
+                else "none",
             ]
         )
         cells = [r.mode.label, _p50_p99(r.latencies)]
-        for way in ("one_rpc", "hash_cache"):
+        for way in ("two_trips", "hash_cache"):
             latencies, recall = lean[r.mode.name][way]
             cells.append(f"{_p50_p99(latencies)} ({recall:.4f})")
         lean_rows.append(cells)
@@ -871,8 +858,19 @@ def summarise(
         "hybrid_p50": p50,
         "hybrid_p99": p99,
         "target_met": p50 < TARGET_P50_MS and p99 < TARGET_P99_MS,
+        "paths": {
+            name: {
+                "services": _pair(next(r for r in results if r.mode.name == name).latencies),
+                **{way: _pair(values[0]) for way, values in ways.items()},
+            }
+            for name, ways in lean.items()
+        },
         "tables": {"main": main_rows, "stages": stage_rows, "lean": lean_rows},
     }
+
+
+def _pair(values: Sequence[float]) -> list[float]:
+    return [percentile(values, 50), percentile(values, 99)]
 
 
 def _p50_p99(values: Sequence[float]) -> str:
@@ -903,7 +901,7 @@ STAGE_HEADER = [
 LEAN_HEADER = [
     "mode",
     "services.search p50 / p99 ms",
-    "A: one RPC p50 / p99 ms (recall)",
+    "A: two round trips, the path before e1fcd9a, p50 / p99 ms (recall)",
     "B: pHashes in process p50 / p99 ms (recall)",
 ]
 
@@ -925,7 +923,7 @@ def render(summary: dict[str, Any]) -> list[str]:
         f"{probes['range_1']:.1f} ms, with 8 {probes['range_8']:.1f} ms (no filter); a `get` "
         f"of 20 whole rows {probes['get_20']:.1f} ms.",
         markdown_table(STAGE_HEADER, tables["stages"]),
-        f"Prototypes of a leaner hybrid path (in the bench, not in `services/`; loading the "
+        f"Other hybrid paths, run by the bench itself (not in `services/`; loading the "
         f"pHashes for B took {summary['cache_s']:.1f} s):",
         markdown_table(LEAN_HEADER, tables["lean"]),
     ]
@@ -945,7 +943,7 @@ def write(summary: dict[str, Any] | None) -> None:
         parts.extend(render(stored[key]))
     if stored:
         parts.append(reading(stored))
-    parts.append(OUTRO)
+        parts.append(recommendations(stored))
     write_section(
         "query_latency",
         "Query latency on Milvus Lite: hybrid, text, CLIP, pHash",
@@ -986,40 +984,57 @@ def reading(stored: dict[str, Any]) -> str:
     big = stored[max(stored, key=int)]
     probes = big["probes"]
     stages = big["tables"]["stages"][0]
-    lean = big["tables"]["lean"][0]
     main = {row[0]: row for row in big["tables"]["main"]}
     clip = main["pure CLIP (image-to-image)"]
     verdict = "meets" if big["target_met"] else "**misses**"
+    hydration = (
+        "no second request (the hits come whole from the range search)"
+        if stages[5] == "none"
+        else f"hydration (a `get` of the top hits' whole rows) {stages[5]} + {stages[6]} ms"
+    )
     return (
         f"**Reading.** At {big['rows']:,} rows the hybrid query with its filter {verdict} the "
         f"target: p50 {big['hybrid_p50']:.1f} ms, p99 {big['hybrid_p99']:.1f} ms. Its p50 "
         f"splits into the range search RPC {stages[2]} ms (the filter alone, as a count(*): "
         f"{probes['filter_count']:.1f} ms; the range search without filter with 1 query variant "
         f"{probes['range_1']:.1f} ms, with all 8 {probes['range_8']:.1f} ms), turning candidates "
-        f"into records {stages[3]} ms, the cosine rerank {stages[4]} ms, and hydration (a `get` "
-        f"of the top hits' whole rows) {stages[5]} ms + {stages[6]} ms. Both prototypes return "
-        f"exactly the same answers: A, the range search asking for every displayed field "
-        f"(tags and paths cost nothing for a few dozen candidates) and no second `get`: "
-        f"{lean[2]} ms p50 / p99 (recall); B, every pHash held in process (8 bytes a row, "
-        f"loaded once in {big['cache_s']:.1f} s), the Hamming stage as a numpy scan, then one "
-        f"Milvus query `id in [candidates] and <filter>` for the survivors: {lean[3]}. "
-        f"The CLIP-only modes are FLAT scans on Milvus Lite: {clip[1]} ms p50 against "
-        f"{clip[7]} ms for numpy and {clip[8]} ms for faiss on one core in process; Lite has no "
-        f"HNSW (a Milvus server gets one from `IndexProfile.server`)."
+        f"into records {stages[3]} ms, the cosine rerank {stages[4]} ms, and {hydration}. A "
+        f"`get` of 20 whole rows by id alone takes {probes['get_20']:.1f} ms. The CLIP-only "
+        f"modes are FLAT scans on Milvus Lite: {clip[1]} ms p50 against {clip[7]} ms for numpy "
+        f"and {clip[8]} ms for faiss on one core in process; Lite has no HNSW (a Milvus server "
+        f"gets one from `IndexProfile.server`)."
     )
 
 
-OUTRO = """\
-**Recommended changes to the query path** (not made here: `services/` is not this bench's to
-edit). 1. `MilvusStore.search_phash` asks the range search for the fields the results show,
-tags and paths included, and `search` skips the `get` when the Hamming stage returned fewer than
-a few hundred candidates: prototype A above, one RPC instead of two, same answers; the only
-field lost is the pHash itself, which Lite cannot return from a search (read it by id only when a
-caller needs it). 2. For the pure-pHash mode, stop asking for CLIP vectors (`with_vectors=True`
-is passed for every Hamming search, reranked or not). 3. Where the Hamming stage dominates (it
-grows with the row count: every query variant is a full BIN_FLAT scan in Lite), keep the pHashes
-in process (prototype B: 8 MB per million rows, refreshed on insert) or move to a Milvus server
-with BIN_IVF_FLAT; Lite offers no index that prunes a Hamming range search."""
+def recommendations(stored: dict[str, Any]) -> str:
+    """The query-path changes the prototypes support, with their measured effect."""
+    big = stored[max(stored, key=int)]
+    paths = big.get("paths")
+    if not paths or "two_trips" not in paths["hybrid_filter"]:
+        return ""
+    hybrid = paths["hybrid_filter"]
+    ours, before, cache = hybrid["services"], hybrid["two_trips"], hybrid["hash_cache"]
+    cache_text = (
+        f"It pays here: {cache[0]:.1f} / {cache[1]:.1f} ms against {ours[0]:.1f} / "
+        f"{ours[1]:.1f} ms; it needs the pHashes kept in step with every write (8 MB per "
+        "million rows), so it belongs in a long-lived API process, not in the CLI."
+        if cache[0] < ours[0]
+        else f"It does not pay on Lite ({cache[0]:.1f} / {cache[1]:.1f} ms against "
+        f"{ours[0]:.1f} / {ours[1]:.1f} ms): the query by id that fetches the survivors costs "
+        "about what the range search it replaces costs, and the numpy scan adds to it."
+    )
+    return (
+        f"**Changes to the query path** (effects at {big['rows']:,} rows, hybrid with filter, "
+        f"p50 / p99 ms). 1. Done in commit e1fcd9a while this bench ran: the range search returns "
+        f"the hits whole (paths and tags cost nothing for a few dozen hits) up to radius 12, "
+        f"with no second request; prototype A runs the path as it was before (light hits, then "
+        f"a `get` of the top rows): {before[0]:.1f} / {before[1]:.1f} ms, now {ours[0]:.1f} / "
+        f"{ours[1]:.1f} ms, same answers. 2. Recommended: the pure-pHash mode asks for CLIP "
+        f"vectors it never uses (`search_phash` passes `with_vectors=True` always); ask only "
+        f"when reranking. 3. Tried, prototype B: every pHash held in process, the Hamming "
+        f"stage as a numpy scan, then one Milvus query `id in [candidates] and <filter>` for "
+        f"the survivors. {cache_text}"
+    )
 
 
 if __name__ == "__main__":
