@@ -64,9 +64,9 @@ def synthetic_chunk(start: int, count: int, seed: int = 0) -> list[ImageRecord]:
     variants = rng.integers(0, 2**63, size=(count, 7), dtype=np.int64).astype(np.uint64)
     # File sizes as in a photo library: an original is larger than its copies (resized,
     # recompressed), so the keeper policy (pixels tie, then bytes) keeps the planted original.
-    sizes = 50_000 + rng.integers(0, 400_000, size=count)
+    sizes = 50_000 + start + np.arange(count)
     for base in range(0, count - 6, _STRIDE):
-        sizes[base] = 1_000_000 + base
+        sizes[base] = 10_000_000 + start + base
     records = []
     for offset, code in enumerate(codes.tolist()):
         index = start + offset
