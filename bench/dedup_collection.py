@@ -108,7 +108,7 @@ def planted_found(report: DedupReport, groups: list[list[int]]) -> tuple[int, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--radius", type=int, default=10)
+    parser.add_argument("--radius", type=int, nargs="+", default=[10], help="one or more radii")
     parser.add_argument("--db", type=Path, help="keep (and reuse) the database in this folder")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
@@ -135,26 +135,37 @@ def main(argv: list[str] | None = None) -> int:
         scan = store.scan_hashes()
         scan_s = time.perf_counter() - started
         del scan
-        report, total_s, rise_mib, peak_mib = measured(
-            lambda: find_duplicates(store, parse_policy([]), DedupOptions(max_hamming=args.radius))
-        )
+        runs = []
+        for radius in args.radius:
+            options = DedupOptions(max_hamming=radius)
+            runs.append(
+                (radius, *measured(lambda o=options: find_duplicates(store, parse_policy([]), o)))
+            )
     groups = planted_groups(args.rows)
-    whole, copies = planted_found(report, groups)
     planted = sum(len(g) - 1 for g in groups)
-    row = [
-        f"{args.rows:,}",
-        f"{insert_s:.0f} s" if insert_s is not None else "reused",
-        f"{scan_s:.1f} s",
-        f"{total_s:.1f} s",
-        f"{report.stats['pairs']:,}",
-        f"{report.stats['groups']:,}",
-        f"{int(report.stats['duplicates']):,} (planted {planted:,})",
-        f"{copies:,} of {planted:,}",
-        f"{whole:,} of {len(groups):,}",
-        f"+{rise_mib:.0f} MiB (process {peak_mib:.0f} MiB)",
-    ]
+    rows = []
+    all_found = True
+    for radius, report, total_s, rise_mib, peak_mib in runs:
+        whole, copies = planted_found(report, groups)
+        all_found &= copies == planted
+        rows.append(
+            [
+                f"{args.rows:,}",
+                str(radius),
+                f"{insert_s:.0f} s" if insert_s is not None else "reused",
+                f"{scan_s:.1f} s",
+                f"{total_s:.1f} s",
+                f"{report.stats['pairs']:,}",
+                f"{report.stats['groups']:,}",
+                f"{int(report.stats['duplicates']):,} (planted {planted:,})",
+                f"{copies:,} of {planted:,}",
+                f"{whole:,} of {len(groups):,}",
+                f"+{rise_mib:.0f} MiB (process {peak_mib:.0f} MiB)",
+            ]
+        )
     header = [
         "rows",
+        "radius",
         "insert (setup)",
         "hash scan alone",
         "lookalike dedup end to end",
@@ -165,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         "planted groups found whole",
         "peak memory of the dedup",
     ]
-    table = markdown_table(header, [row])
+    table = markdown_table(header, rows)
     print(table)
     if not args.no_write:
         body = (
-            f"Synthetic rows in an embedded Milvus Lite server, radius {args.radius}, each row "
+            "Synthetic rows in an embedded Milvus Lite server, each row "
             "with its pHash and 7 random flip/rotation variants; one planted group of 2-6 near "
             "copies (0-5 bits from the base) per 50 rows. `find_duplicates` as `lookalike dedup` "
             "runs it: one scan of ids, hashes and keeper fields (query iterator), the all-pairs "
@@ -185,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             "than their resized and recompressed copies), so the keeper policy keeps it and its "
             "copies anchor on it; a chance link to an unrelated image adds that image to a group "
             "only when it is itself within the radius of the keeper (keeper anchoring never "
-            "chains through a weak link). An earlier run on the same hashes with file sizes "
+            "chains through a weak link). The few planted copies not found with their siblings "
+            "are within the radius of another group's original by chance, an original that "
+            "outranks their own: at that radius they are duplicates of both. Radius 10 is the "
+            "target's; lookalike's default is 8. An earlier run on the same hashes with file sizes "
             "unrelated to originality split 19% of the planted groups at radius 10 and 10% at "
             "radius 8 (a chance-linked image, or a copy more than the radius from its sibling, "
             "became the keeper): the keeper policy matters as much as the radius.\n\n" + table
@@ -196,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             body,
             packages=["pymilvus", "milvus-lite", "numba"],
         )
-    return 0 if copies == planted else 1
+    return 0 if all_found else 1
 
 
 def _free_port() -> int:
