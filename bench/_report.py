@@ -21,13 +21,22 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 def machine_line() -> str:
     """One line naming this machine's CPU, core count and memory."""
     cpu = platform.processor() or platform.machine()
+    family = model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and cpu == (platform.processor() or platform.machine()):
+                cpu = value
+            elif key == "cpu family" and not family:
+                family = value
+            elif key == "model" and not model:
+                model = value
     except OSError:
         pass
+    if family:
+        # The model name alone ("AMD EPYC") does not tell one generation from another.
+        cpu += f" (family {family}, model {model})"
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
 
