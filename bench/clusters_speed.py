@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -28,19 +27,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from bench import _report
 from services.clusters import ClusterReport, Method, cluster_collection
-from services.embedded import EmbeddedMilvus
+from services.embedded import EmbeddedMilvus, free_port
 from services.records import ImageRecord
 from services.schema import SchemaContract
 from services.store import MilvusStore
 
 DIM = 512
 INSERT_BATCH = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def planted(n: int, clusters: int, seed: int = 0) -> tuple[npt.NDArray[np.float32], np.ndarray]:

@@ -23,7 +23,7 @@ import numpy as np
 from bench._report import markdown_table, write_section
 from bench.dedup_scale import measured
 from services.dedup import DedupOptions, DedupReport, find_duplicates
-from services.embedded import EmbeddedMilvus
+from services.embedded import EmbeddedMilvus, free_port
 from services.keepers import parse_policy
 from services.records import ImageRecord
 from services.schema import SchemaContract
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         home = args.db or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         home.mkdir(parents=True, exist_ok=True)
-        server = stack.enter_context(EmbeddedMilvus(home, _free_port()))
+        server = stack.enter_context(EmbeddedMilvus(home, free_port()))
         store = MilvusStore(server.uri, "bench", SchemaContract.current(None, None), timeout=600)
         stored = store.count()
         insert_s: float | None = None
@@ -216,14 +216,6 @@ def main(argv: list[str] | None = None) -> int:
             packages=["pymilvus", "milvus-lite", "numba"],
         )
     return 0 if all_found else 1
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import importlib.util
 import json
 import os
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -54,7 +53,7 @@ from ingest.ledger import JobLedger
 from ingest.producer import IngestRequest, Producer
 from ingest.redis_server import RedisServer
 from ingest.stack import Stack
-from services.embedded import EmbeddedMilvus
+from services.embedded import EmbeddedMilvus, free_port
 from services.schema import SchemaContract
 from services.settings import Settings
 
@@ -86,12 +85,6 @@ class Run:
 
     def rate(self, files: int) -> float:
         return files / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def image_files(folder: Path | None, limit: int | None, scratch: Path) -> tuple[list[Path], str]:

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from bench._report import markdown_table, write_section
-from services.embedded import EmbeddedMilvus
+from services.embedded import EmbeddedMilvus, free_port
 from services.filters import Condition, compile_filter, date_range, one_of
 from services.records import ImageRecord
 from services.schema import SchemaContract
@@ -594,14 +594,6 @@ def build(store: MilvusStore, world: World, count: int, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -625,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         home = args.db or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         home.mkdir(parents=True, exist_ok=True)
-        server = stack.enter_context(EmbeddedMilvus(home, _free_port()))
+        server = stack.enter_context(EmbeddedMilvus(home, free_port()))
         store = MilvusStore(server.uri, COLLECTION, contract, timeout=600)
         stored = store.count()
         insert_s: float | None = None

@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ingest.ledger import JobLedger
     from ingest.redis_server import RedisServer
-    from services.embedded import EmbeddedMilvus
+    from services.embedded import EmbeddedMilvus, free_port
     from services.schema import SchemaContract
     from services.store import MilvusStore
 
@@ -458,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                 "and mirrored copies)"
             )
         home = root / "home"
-        server = stack.enter_context(EmbeddedMilvus(root / "milvus", _free_port()))
-        redis_url = f"redis://127.0.0.1:{_free_port()}/0"
+        server = stack.enter_context(EmbeddedMilvus(root / "milvus", free_port()))
+        redis_url = f"redis://127.0.0.1:{free_port()}/0"
         redis = RedisServer(redis_url, root / "redis")
         redis.start()
         stack.callback(redis.stop)
@@ -586,14 +586,6 @@ def _body(source: str, indexed: Indexed, table: str, rows: Sequence[Row]) -> str
         "(then cached for 5 s). First renders are single measurements: they vary with the "
         "machine's load more than the medians do."
     )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

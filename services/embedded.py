@@ -28,6 +28,13 @@ DB_FILE = "milvus.db"
 _HOST = "127.0.0.1"
 
 
+def free_port(host: str = _HOST) -> int:
+    """A TCP port nothing listens on right now (for servers started by tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def port_open(port: int, host: str = _HOST, timeout: float = 0.2) -> bool:
     """True when something accepts TCP connections on host:port."""
     try:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from services.embedded import EmbeddedMilvus
+from services.embedded import EmbeddedMilvus, free_port
 from services.schema import SchemaContract
 from services.store import MilvusStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
