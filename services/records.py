@@ -124,11 +124,15 @@ def to_row(record: ImageRecord, *, with_clip: bool, max_paths: int) -> dict[str,
     return row
 
 
+def binary_vector(value: Any) -> bytes:
+    """A binary vector as pymilvus returns it (bytes, or a list of one bytes object) as bytes."""
+    if isinstance(value, list):
+        value = value[0] if value else b""
+    return bytes(value)
+
+
 def from_row(row: dict[str, Any]) -> ImageRecord:
     """An :class:`ImageRecord` from a Milvus row (the inverse of :func:`to_row`)."""
-    phash = row.get("phash", b"")
-    if isinstance(phash, list):  # pymilvus returns binary vectors as a list of one bytes object
-        phash = phash[0] if phash else b""
     clip = row.get("clip")
     has_exif = bool(row.get("has_exif_date", False))
     has_gps = bool(row.get("has_gps", False))
@@ -136,7 +140,7 @@ def from_row(row: dict[str, Any]) -> ImageRecord:
         id=str(row["id"]),
         path=str(row.get("path", "")),
         paths=tuple(row.get("paths") or ()),
-        phash=bytes(phash),
+        phash=binary_vector(row.get("phash", b"")),
         phash_dihedral=_split_hashes(str(row.get("phash_dihedral", ""))),
         width=int(row.get("width", 0)),
         height=int(row.get("height", 0)),

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.errors import QueryError, StoreError, StoreUnavailableError
-from services.records import FloatVector, ImageRecord, from_row, to_row
+from services.records import FloatVector, ImageRecord, binary_vector, from_row, to_row
 from services.schema import (
     ARRAY_FIELDS,
     DIHEDRAL_VARIANTS,
@@ -165,11 +165,6 @@ def _variants(texts: list[str]) -> npt.NDArray[np.uint64] | None:
         return None
     raw = bytes.fromhex("".join(texts))
     return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, DIHEDRAL_VARIANTS)
-
-
-def _binary(value: Any) -> bytes:
-    """A binary vector as pymilvus returns it: bytes, or a list of one bytes object."""
-    return bytes(value[0] if isinstance(value, list) else value)
 
 
 @dataclass(frozen=True)
@@ -547,13 +542,20 @@ class MilvusStore:
         ``light``: without ``paths`` and ``tags`` (records then list their first path only),
         which is many times faster for whole-collection scans on Milvus Lite.
         """
+        fields = self._output_fields(with_vectors, light=light)
+        for batch in self._batches(expr, fields, batch_size):
+            for row in batch:
+                yield from_row(dict(row))
+
+    def _batches(self, expr: str, fields: list[str], batch_size: int) -> Iterator[Any]:
+        """The rows matching ``expr`` as the query iterator's batches (lists of row dicts)."""
         # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses the client's.
         with _mapped("start a query iterator", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
                 self.collection,
                 batch_size=batch_size,
                 filter=expr,
-                output_fields=self._output_fields(with_vectors, light=light),
+                output_fields=fields,
                 timeout=self._timeout,
             )
         try:
@@ -562,8 +564,7 @@ class MilvusStore:
                     batch = iterator.next()
                 if not batch:
                     return
-                for row in batch:
-                    yield from_row(dict(row))
+                yield batch
         finally:
             iterator.close()
 
@@ -581,40 +582,25 @@ class MilvusStore:
         sizes: list[npt.NDArray[np.int64]] = []
         stamps: list[npt.NDArray[np.int64]] = []
         fields = ["id", "phash", "phash_dihedral", *(KEEPER_FIELDS if keepers else ())]
-        with _mapped("start a hash scan", self.uri), _quiet("pymilvus.orm.iterator"):
-            iterator = self._client.query_iterator(
-                self.collection,
-                batch_size=batch_size,
-                filter=expr,
-                output_fields=fields,
-                timeout=self._timeout,
-            )
-        try:
-            while True:
-                with _mapped("read a hash batch", self.uri):
-                    batch = iterator.next()
-                if not batch:
-                    break
-                ids.append([str(row["id"]) for row in batch])
-                codes.append(_codes([_binary(row["phash"]) for row in batch]))
-                variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
-                if keepers:
-                    paths += [str(row["path"]) for row in batch]
-                    formats += [sys.intern(str(row["format"])) for row in batch]
-                    sizes.append(
-                        np.array(
-                            [(row["width"], row["height"], row["bytes"]) for row in batch],
-                            dtype=np.int64,
-                        ).reshape(-1, 3)
+        for batch in self._batches(expr, fields, batch_size):
+            ids.append([str(row["id"]) for row in batch])
+            codes.append(_codes([binary_vector(row["phash"]) for row in batch]))
+            variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
+            if keepers:
+                paths += [str(row["path"]) for row in batch]
+                formats += [sys.intern(str(row["format"])) for row in batch]
+                sizes.append(
+                    np.array(
+                        [(row["width"], row["height"], row["bytes"]) for row in batch],
+                        dtype=np.int64,
+                    ).reshape(-1, 3)
+                )
+                stamps.append(
+                    np.array(
+                        [row["exif_ts"] if row["has_exif_date"] else -1 for row in batch],
+                        dtype=np.int64,
                     )
-                    stamps.append(
-                        np.array(
-                            [row["exif_ts"] if row["has_exif_date"] else -1 for row in batch],
-                            dtype=np.int64,
-                        )
-                    )
-        finally:
-            iterator.close()
+                )
         columns = None
         if keepers:
             columns = KeeperColumns(
