@@ -251,6 +251,7 @@ def demo(
     from services.embed import create_embedder
     from services.errors import ModelError
     from services.store import drop_collection
+    from ui.launch import url as ui_url
 
     settings = settings_of(ctx)
     with handle_errors():
@@ -277,7 +278,7 @@ def demo(
             if embedder is not None:
                 _demo_clusters(settings, stack.milvus_uri, DEMO_COLLECTION)
             if serve:
-                console.print(f"UI: {_ui_url(settings)} (collection {DEMO_COLLECTION!r})")
+                console.print(f"UI: {ui_url(settings)} (collection {DEMO_COLLECTION!r})")
                 model = "" if embedder else "LOOKALIKE_CLIP_MODEL=none "
                 example = "--text 'a cat'" if embedder else f"--image {root / DEMO_QUERY}"
                 console.print(
@@ -303,12 +304,6 @@ def _demo_clusters(settings: Settings, uri: str, collection: str) -> None:
         store.close()
     cluster_map.save(report, cluster_map.map_file(settings.home, collection))
     console.print(f"clustered the demo collection: {len(report.clusters)} clusters")
-
-
-def _ui_url(settings: Settings) -> str:
-    from ui.launch import url
-
-    return url(settings)
 
 
 @contextmanager

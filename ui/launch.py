@@ -37,14 +37,18 @@ def streamlit_argv(settings: Settings) -> list[str]:
     ]
 
 
+def _local_host(settings: Settings) -> str:
+    """Where this machine reaches the UI: its address, or loopback when it listens on all."""
+    return "127.0.0.1" if settings.ui_address in {"0.0.0.0", "::"} else settings.ui_address
+
+
 def url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.ui_address in {"0.0.0.0", "::"} else settings.ui_address
-    return f"http://{host}:{settings.ui_port}"
+    return f"http://{_local_host(settings)}:{settings.ui_port}"
 
 
 def process_spec(settings: Settings, env: Mapping[str, str] | None = None) -> ProcessSpec:
     """The UI as a child of the stack; ready once its port accepts connections."""
-    host = "127.0.0.1" if settings.ui_address in {"0.0.0.0", "::"} else settings.ui_address
+    host = _local_host(settings)
     return ProcessSpec(
         name="ui",
         argv=streamlit_argv(settings),

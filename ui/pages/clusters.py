@@ -4,6 +4,7 @@ box region to see its images; the least typical images in an outliers view."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -19,15 +20,13 @@ from ui.widgets import Tile, image_grid
 SHOWN = 40  # images shown for a selection
 
 
-def _map_path() -> Any:
+def _map_path() -> Path:
     config = runtime.settings()
     return cluster_map.map_file(config.home, config.collection)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _load(path: str, mtime: float) -> ClusterMap | None:
-    from pathlib import Path
-
     return cluster_map.load(Path(path))
 
 

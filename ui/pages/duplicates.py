@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -111,8 +111,6 @@ def _tiles(group: DuplicateGroup) -> list[Tile]:
 
 
 def _at(record: ImageRecord, path: str) -> ImageRecord:
-    from dataclasses import replace
-
     return replace(record, path=path, paths=(path, *(p for p in record.all_paths if p != path)))
 
 
