@@ -10,13 +10,20 @@ from pathlib import Path
 import streamlit as st
 
 from ingest.celery_app import QUEUE, create_app, live_workers
-from ingest.ledger import JobProgress
+from ingest.ledger import JobLedger, JobProgress
 from ingest.producer import IngestRequest, Producer, new_job_id
 from services.errors import LookalikeError
+from services.settings import Settings
 from ui import runtime
 
 JOB = "ingest-job"
-_producer_errors: dict[str, str] = {}  # job id -> why its producer thread stopped
+
+
+@st.cache_resource(show_spinner=False)
+def _producer_errors() -> dict[str, str]:
+    """Job id -> why its producer thread stopped; one dict per server process (a page's
+    module-level state would be made anew on every rerun)."""
+    return {}
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -24,17 +31,18 @@ def _workers() -> list[str]:
     return live_workers(runtime.settings(), timeout=0.5)
 
 
-def _produce(request: IngestRequest, job_id: str) -> None:
-    config = runtime.settings()
+def _produce(
+    request: IngestRequest, job_id: str, config: Settings, ledger: JobLedger, errors: dict[str, str]
+) -> None:
+    """The producer, in a thread of its own: it walks the folder while the page follows the job.
+    Everything it needs is passed in (Streamlit's caches belong to the script's thread)."""
     try:
-        producer = Producer(
-            config, runtime.ledger(), create_app(config), config.effective_milvus_uri
-        )
+        producer = Producer(config, ledger, create_app(config), config.effective_milvus_uri)
         producer.start(request, job_id)
     except LookalikeError as exc:
-        _producer_errors[job_id] = str(exc)
+        errors[job_id] = str(exc)
     except Exception as exc:  # shown on the page; the thread must not die silently
-        _producer_errors[job_id] = f"{type(exc).__name__}: {exc}"
+        errors[job_id] = f"{type(exc).__name__}: {exc}"
 
 
 def _start_form() -> None:
@@ -61,7 +69,8 @@ def _start_form() -> None:
         collection=config.collection,
     )
     job_id = new_job_id()
-    threading.Thread(target=_produce, args=(request, job_id), daemon=True).start()
+    arguments = (request, job_id, config, runtime.ledger(), _producer_errors())
+    threading.Thread(target=_produce, args=arguments, daemon=True).start()
     st.session_state[JOB] = job_id
 
 
@@ -96,8 +105,9 @@ def _job(job_id: str) -> None:
     cols[4].metric("Near duplicates", progress.near_duplicates)
     cols[5].metric("Exact duplicates", progress.exact_duplicates)
     st.caption(_rate_and_eta(progress))
-    if job_id in _producer_errors:
-        st.error(f"The producer stopped: {_producer_errors[job_id]}")
+    errors = _producer_errors()
+    if job_id in errors:
+        st.error(f"The producer stopped: {errors[job_id]}")
     if progress.failures:
         st.markdown("**Failures**")
         st.dataframe(
@@ -124,7 +134,7 @@ def _live() -> None:
         recent = ledger.recent_jobs()
         if job_id is None and recent:
             job_id = recent[0]
-        if job_id is not None and (ledger.job_exists(job_id) or job_id in _producer_errors):
+        if job_id is not None and (ledger.job_exists(job_id) or job_id in _producer_errors()):
             _job(job_id)
         elif job_id is not None:
             st.caption(f"Job {job_id} is starting…")
