@@ -92,13 +92,13 @@ def _forget() -> None:
     st.session_state.pop(REPORT, None)
 
 
-def _records(group: DuplicateGroup) -> dict[str, ImageRecord]:
-    rows = runtime.collection().store.get(sorted({m.id for m in group.members}))
-    return {r.id: r for r in rows}
+def _records(groups: list[DuplicateGroup]) -> dict[str, ImageRecord]:
+    """The stored rows of every member of ``groups``, in one request."""
+    ids = sorted({m.id for group in groups for m in group.members})
+    return {r.id: r for r in runtime.collection().store.get(ids)}
 
 
-def _tiles(group: DuplicateGroup) -> list[Tile]:
-    rows = _records(group)
+def _tiles(group: DuplicateGroup, rows: dict[str, ImageRecord]) -> list[Tile]:
     tiles = []
     for number, member in enumerate(group.members):
         record = rows.get(member.id)
@@ -154,13 +154,13 @@ def _quarantine(groups: list[DuplicateGroup], folder: str) -> None:
     _forget()
 
 
-def _group(number: int, group: DuplicateGroup, folder: str) -> None:
+def _group(number: int, group: DuplicateGroup, rows: dict[str, ImageRecord], folder: str) -> None:
     with st.container(border=True):
         st.markdown(
             f"**Group {number}** · {group.kind} · {len(group.members)} images · "
             f"{group.keeper.reason}"
         )
-        image_grid(_tiles(group), key=f"dups-g{number}")
+        image_grid(_tiles(group, rows), key=f"dups-g{number}")
         left, middle, right = st.columns([3, 1, 1])
         key = f"dups-keeper-{number}"
         paths = [m.path for m in group.members]
@@ -233,8 +233,10 @@ def render() -> None:
             _bulk(groups, folder)
             st.button("Refresh", key="dups-refresh", on_click=_forget)
         first = (int(page) - 1) * size
-        for number, group in enumerate(groups[first : first + size], start=first + 1):
-            _group(number, group, folder)
+        shown = groups[first : first + size]
+        rows = _records(shown)
+        for number, group in enumerate(shown, start=first + 1):
+            _group(number, group, rows, folder)
 
 
 render()
