@@ -7,6 +7,7 @@ neighbours of a stored image) are the same function with a different query.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from PIL import Image
 
 from services.embed import Embedder
 from services.errors import QueryError
-from services.filters import Condition, compile_filter
+from services.filters import Condition, compile_filter, row_predicate
 from services.hashing import phash_variants
 from services.records import FloatVector, ImageRecord
 from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
@@ -26,6 +27,11 @@ DEFAULT_MAX_HAMMING = 10
 # Up to this radius a range search returns few hits (near-duplicates), so they come with their
 # paths and tags in the same request; a wider radius reads light hits and then the top-k rows.
 WHOLE_HITS_MAX_HAMMING = 12
+# Within the same radius the metadata filter runs on those few hits, in process, after a range
+# search without it. Milvus Lite evaluates a filter over every row of the collection before it
+# searches: at 1,000,000 rows a `source in [...]` costs ~20 ms, a tag ~55 ms, the 8-variant range
+# search ~15 ms (docs/benchmarks.md). Hits that reach the limit, or a wider radius, fall back to
+# the filter in Milvus, so the answer is the same either way (tests/services/test_search.py).
 
 
 @dataclass(frozen=True)
@@ -109,18 +115,13 @@ def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) ->
     variants, vector, exclude = _query_signals(store, embedder, query, stages)
     if variants is not None and query.max_hamming is not None:
         mode: Mode = "hybrid" if vector is not None else "phash"
-        tick = time.perf_counter()
-        whole = query.max_hamming <= WHOLE_HITS_MAX_HAMMING
-        phash_hits = store.search_phash(
-            variants, query.max_hamming, expr, query.candidate_limit, whole=whole
-        )
-        stages["hamming_ms"] = _ms(tick)
+        phash_hits, truncated = _hamming_stage(store, query, variants, expr, vector, stages)
         phash_hits = [hit for hit in phash_hits if hit.record.id != exclude]
         tick = time.perf_counter()
         hits = _rerank(phash_hits, vector)
         stages["rerank_ms"] = _ms(tick)
         candidates = len(phash_hits)
-        truncated = candidates >= min(query.candidate_limit, MAX_SEARCH_LIMIT)
+        whole = query.max_hamming <= WHOLE_HITS_MAX_HAMMING
     else:
         if vector is None:
             raise QueryError(
@@ -150,6 +151,40 @@ def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) ->
         elapsed_ms=_ms(started),
         stage_ms=stages,
     )
+
+
+def _hamming_stage(
+    store: VectorStore,
+    query: SearchQuery,
+    variants: Sequence[bytes],
+    expr: str,
+    vector: FloatVector | None,
+    stages: dict[str, float],
+) -> tuple[list[PhashHit], bool]:
+    """The range search on pHash with the metadata filter applied; and whether the hits may
+    have been cut at the limit. Within ``WHOLE_HITS_MAX_HAMMING`` the filter runs on the hits
+    in process (``filter_ms``), unless they reach the limit."""
+    assert query.max_hamming is not None
+    limit = min(query.candidate_limit, MAX_SEARCH_LIMIT)
+    whole = query.max_hamming <= WHOLE_HITS_MAX_HAMMING
+    with_vectors = vector is not None
+    tick = time.perf_counter()
+    if expr and whole:
+        hits = store.search_phash(
+            variants, query.max_hamming, "", limit, whole=True, with_vectors=with_vectors
+        )
+        if len(hits) < limit:
+            stages["hamming_ms"] = _ms(tick)
+            tick = time.perf_counter()
+            keep = row_predicate(query.where)
+            hits = [hit for hit in hits if keep(hit.row)]
+            stages["filter_ms"] = _ms(tick)
+            return hits, False
+    hits = store.search_phash(
+        variants, query.max_hamming, expr, limit, whole=whole, with_vectors=with_vectors
+    )
+    stages["hamming_ms"] = _ms(tick)
+    return hits, len(hits) >= limit
 
 
 def _with_whole_rows(store: VectorStore, hits: list[SearchHit]) -> list[SearchHit]:

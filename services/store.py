@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, overload
 
@@ -77,6 +77,9 @@ class PhashHit:
     record: ImageRecord
     hamming: int
     variant: int  # index into the query's variants of the closest match
+    # The stored values the hit came with, as Milvus holds them (filters.row_predicate reads
+    # them); every scalar field when the search asked for whole hits.
+    row: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # What a keeper policy looks at (services.keepers.Candidate), read in the same scan as the hashes
@@ -191,6 +194,7 @@ class VectorStore(Protocol):
         limit: int,
         *,
         whole: bool = False,
+        with_vectors: bool = True,
     ) -> list[PhashHit]: ...
     def search_clip(
         self, vector: FloatVector, expr: str, limit: int, *, whole: bool = False
@@ -625,13 +629,17 @@ class MilvusStore:
         limit: int,
         *,
         whole: bool = False,
+        with_vectors: bool = True,
     ) -> list[PhashHit]:
-        """Stored images within ``max_hamming`` (inclusive) of any variant, with their vectors.
+        """Stored images within ``max_hamming`` (inclusive) of any variant.
 
         One multi-vector range search; each id keeps its smallest distance over the variants.
-        ``whole``: the hits carry paths and tags too (for few expected hits).
+        ``whole``: the hits carry paths and tags too (for few expected hits); ``with_vectors``:
+        their CLIP vectors (for a rerank).
         """
-        return self.search_phash_groups([variants], max_hamming, expr, limit, whole=whole)[0]
+        return self.search_phash_groups(
+            [variants], max_hamming, expr, limit, whole=whole, with_vectors=with_vectors
+        )[0]
 
     def search_phash_groups(
         self,
@@ -641,6 +649,7 @@ class MilvusStore:
         limit: int,
         *,
         whole: bool = False,
+        with_vectors: bool = True,
     ) -> list[list[PhashHit]]:
         """:meth:`search_phash` for several queries (each a group of variants) in one request."""
         flat = [variant for group in groups for variant in group]
@@ -652,7 +661,9 @@ class MilvusStore:
             raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
         # Milvus's radius is exclusive for HAMMING: distance < radius.
         params = {"metric_type": self.contract.phash_metric, "params": {"radius": max_hamming + 1}}
-        results = self._search("phash", flat, params, expr, limit, with_vectors=True, whole=whole)
+        results = self._search(
+            "phash", flat, params, expr, limit, with_vectors=with_vectors, whole=whole
+        )
         merged: list[list[PhashHit]] = []
         offset = 0
         for group in groups:
@@ -662,7 +673,8 @@ class MilvusStore:
                     distance = round(float(hit["distance"]))
                     current = best.get(str(hit["id"]))
                     if current is None or distance < current.hamming:
-                        best[str(hit["id"])] = PhashHit(_hit_record(hit), distance, variant)
+                        row = _hit_row(hit)
+                        best[str(row["id"])] = PhashHit(from_row(row), distance, variant, row)
             offset += len(group)
             merged.append(sorted(best.values(), key=lambda h: (h.hamming, h.record.id)))
         return merged
@@ -722,7 +734,11 @@ class MilvusStore:
             )
 
 
+def _hit_row(hit: Any) -> dict[str, Any]:
+    row = dict(hit["entity"])
+    row.setdefault("id", hit["id"])
+    return row
+
+
 def _hit_record(hit: Any) -> ImageRecord:
-    entity = dict(hit["entity"])
-    entity.setdefault("id", hit["id"])
-    return from_row(entity)
+    return from_row(_hit_row(hit))

@@ -123,6 +123,35 @@ def test_hybrid_equals_brute_force(populated, radius: int, where: list[Condition
         )
 
 
+@pytest.mark.parametrize("candidate_limit", [16384, 60])
+def test_filter_after_the_hamming_stage_or_in_milvus_same_answer(  # type: ignore[no-untyped-def]
+    populated, candidate_limit: int
+) -> None:
+    """Within radius 12 the filter runs on the range search's hits, in process; when the
+    unfiltered hits reach the candidate limit the search falls back to the filter in Milvus.
+    Both equal the brute-force answer."""
+    store, records = populated
+    where = (eq("source", "phone"), Condition("width", ">=", 900))
+    anchor = records[11]
+    variants = (anchor.phash, records[12].phash, records[13].phash)
+    vector = unit_vectors(np.random.default_rng(5), 1, DIM)[0]
+    unfiltered = store.search_phash(variants, 12, "", 16384, whole=True)
+    assert len(unfiltered) > 60, "the fallback case needs more unfiltered hits than its limit"
+    query = SearchQuery(
+        signals=QuerySignals(variants, vector),
+        where=where,
+        max_hamming=12,
+        top_k=500,
+        candidate_limit=candidate_limit,
+    )
+    result = search(store, None, query)
+    expected = _brute_hybrid(records, variants, vector, 12, list(where), 500)
+    assert len(expected) < 60, "the filtered answer must fit the smaller limit"
+    assert [h.id for h in result.hits] == [e[0] for e in expected]
+    assert ("filter_ms" in result.stage_ms) is (candidate_limit > len(unfiltered))
+    assert not result.truncated
+
+
 def test_phash_only_orders_by_hamming(populated) -> None:  # type: ignore[no-untyped-def]
     store, records = populated
     anchor = records[123]
