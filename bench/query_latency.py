@@ -368,8 +368,9 @@ def exact(
         if mode == "hybrid_filter":
             keep &= mask
         found = np.flatnonzero(keep)
-        if mode == "phash":
-            order = np.lexsort((found, distance[found]))
+        if mode == "phash":  # ties in distance go by id, as services.search breaks them
+            ids = np.array([row_id(int(i)) for i in found])
+            order = np.lexsort((ids, distance[found]))
         else:
             cosines = rows.clip[found] @ q.clip
             order = np.lexsort((found, distance[found], -cosines))
@@ -410,7 +411,7 @@ def faiss_answer(
             found = found[mask[found]]
         hamming = np.array([best[int(i)] for i in found], dtype=np.int64)
         if mode == "phash":
-            order = np.lexsort((found, hamming))
+            order = np.lexsort((np.array([row_id(int(i)) for i in found]), hamming))
         else:
             order = np.lexsort((found, hamming, -(rows.clip[found] @ q.clip)))
         return found[order][:top_k].tolist()
