@@ -1,7 +1,8 @@
 """Hybrid search: metadata filter, then a Hamming pre-filter on pHash, then a cosine rerank on CLIP.
 
 One query object, one function. The other modes (text-to-image, image-to-image on CLIP alone,
-neighbours of a stored image) are the same function with a different query.
+neighbours of a stored image) are the same function with a different query. The filter and the
+Hamming stage commute; which runs first is a cost decision (see ``_hamming_stage``).
 """
 
 from __future__ import annotations
