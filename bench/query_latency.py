@@ -942,7 +942,8 @@ def render(summary: dict[str, Any]) -> list[str]:
     tables = summary["tables"]
     verdict = "met" if summary["target_met"] else "**not met**"
     return [
-        f"**{summary['rows']:,} rows** (measured {summary.get('measured_at', '?')})"
+        f"**{summary['rows']:,} rows** (measured {summary.get('measured_at', '?')} by "
+        f"`python -m bench.query_latency {' '.join(summary['command'])}`)"
         f": {summary['queries']} queries a mode, radius "
         f"{summary['radius']}, top {summary['top_k']}; insert {summary['insert']}; the filter "
         f"keeps {summary['selectivity']:.1%} of the rows. Hybrid target (p50 < "
