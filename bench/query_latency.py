@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from bench._report import markdown_table, write_section
 from services.embedded import EmbeddedMilvus, free_port
-from services.filters import Condition, compile_filter, date_range, one_of
+from services.filters import Condition, compile_filter, date_range, has_tag, one_of
 from services.records import ImageRecord
 from services.schema import SchemaContract
 from services.search import QuerySignals, SearchQuery, SearchResult, search
@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         queries = make_queries(world, rows, args.queries, args.seed)
         with threadpool_limits(1):  # the in-process answers on one core, like one query
             results = measure(store, rows, mask, queries, args)
-        probes = time_probes(store, queries, args.radius)
+        probes = time_probes(store, queries, args.radius, args.rows)
         lean, cache_s = time_lean(store, rows, mask, queries, args)
         loaded: dict[str, tuple[float, list[float]]] = {}
         if args.clients > 0:
@@ -735,35 +735,49 @@ def _faiss_indexes(rows: Rows, mask: npt.NDArray[np.bool_]) -> tuple[tuple[Any, 
     return (flat, binary), selector
 
 
-def time_probes(store: MilvusStore, queries: list[Query], radius: int) -> dict[str, float]:
+def time_probes(
+    store: MilvusStore, queries: list[Query], radius: int, rows: int
+) -> dict[str, float]:
     """Raw Milvus calls that split the hybrid's first stage, p50 ms: the metadata filter alone
-    (a count(*) with it), the range search with 1 and with 8 query variants (no filter), with
-    8 and the filter, and a ``get`` of 20 ids."""
+    (a count(*) with it) and a tag filter alone, the range search with 1 and with 8 query
+    variants (no filter), with 8 and the filter, a ``get`` of 1 and of 20 ids; and a search by
+    a stored image's id (``services.search``: it reads the row's signals first)."""
     client = store._client
     expr = compile_filter(FILTER)
+    tag = compile_filter([has_tag(TAGS[0])])
     params = {"metric_type": "HAMMING", "params": {"radius": radius + 1}}
     fields = store._search_fields(with_vectors=True, whole=True)
     ids = [row_id(k) for k in range(20)]
-    calls: dict[str, Callable[[Query], Any]] = {
-        "filter_count": lambda q: client.query(COLLECTION, filter=expr, output_fields=["count(*)"]),
-        "range_1": lambda q: client.search(COLLECTION, data=[q.variants[0]], anns_field="phash",
-                                           search_params=params, limit=16384,
-                                           output_fields=fields),
-        "range_8": lambda q: client.search(COLLECTION, data=list(q.variants), anns_field="phash",
-                                           search_params=params, limit=16384,
-                                           output_fields=fields),
-        "range_8_filter": lambda q: client.search(COLLECTION, data=list(q.variants),
-                                                  anns_field="phash", search_params=params,
-                                                  limit=16384, filter=expr, output_fields=fields),
-        "get_20": lambda q: client.get(COLLECTION, ids=ids,
-                                       output_fields=store._output_fields(False)),
+
+    def stored(k: int) -> str:
+        return row_id(k * 7919 % rows)
+
+    calls: dict[str, Callable[[int, Query], Any]] = {
+        "filter_count": lambda k, q: client.query(COLLECTION, filter=expr,
+                                                  output_fields=["count(*)"]),
+        "tag_count": lambda k, q: client.query(COLLECTION, filter=tag, output_fields=["count(*)"]),
+        "range_1": lambda k, q: client.search(COLLECTION, data=[q.variants[0]], anns_field="phash",
+                                              search_params=params, limit=16384,
+                                              output_fields=fields),
+        "range_8": lambda k, q: client.search(COLLECTION, data=list(q.variants),
+                                              anns_field="phash", search_params=params,
+                                              limit=16384, output_fields=fields),
+        "range_8_filter": lambda k, q: client.search(COLLECTION, data=list(q.variants),
+                                                     anns_field="phash", search_params=params,
+                                                     limit=16384, filter=expr,
+                                                     output_fields=fields),
+        "get_1": lambda k, q: client.get(COLLECTION, ids=[stored(k)],
+                                         output_fields=store._output_fields(True)),
+        "get_20": lambda k, q: client.get(COLLECTION, ids=ids,
+                                          output_fields=store._output_fields(False)),
+        "by_id": lambda k, q: search(store, None, SearchQuery(id=stored(k), max_hamming=radius)),
     }  # fmt: skip
     out = {}
     for name, call in calls.items():
         times = []
-        for q in queries[: max(5, min(100, len(queries)))]:
+        for k, q in enumerate(queries[: max(5, min(100, len(queries)))]):
             tick = time.perf_counter()
-            call(q)
+            call(k, q)
             times.append((time.perf_counter() - tick) * 1000.0)
         out[name] = percentile(times, 50)
     return out
@@ -954,12 +968,24 @@ def render(summary: dict[str, Any]) -> list[str]:
         f"{probes['filter_count']:.1f} ms; the range search with 1 query variant "
         f"{probes['range_1']:.1f} ms, with 8 {probes['range_8']:.1f} ms (no filter), with 8 "
         f"and the filter inside Milvus {probes['range_8_filter']:.1f} ms; a `get` of 20 whole "
-        f"rows {probes['get_20']:.1f} ms.",
+        f"rows {probes['get_20']:.1f} ms.{_more_probes(probes, summary['radius'])}",
         markdown_table(STAGE_HEADER, tables["stages"]),
         f"Other hybrid paths, run by the bench itself (not in `services/`; loading the "
         f"pHashes for B took {summary['cache_s']:.1f} s):",
         markdown_table(LEAN_HEADER, tables["lean"]),
     ]
+
+
+def _more_probes(probes: dict[str, float], radius: int) -> str:
+    """The probes added after the first runs (absent from sizes measured before them)."""
+    if "by_id" not in probes:
+        return ""
+    return (
+        f" A tag filter alone (`array_contains`) as a count(*) {probes['tag_count']:.1f} ms; a "
+        f"`get` of 1 whole row {probes['get_1']:.1f} ms; a search by a stored image's id "
+        f"(hybrid, radius {radius}: the row's signals are read first) "
+        f"{probes['by_id']:.1f} ms."
+    )
 
 
 def write(summary: dict[str, Any] | None) -> None:
