@@ -30,9 +30,10 @@ DEFAULT_MAX_HAMMING = 10
 WHOLE_HITS_MAX_HAMMING = 12
 # Within the same radius the metadata filter runs on those few hits, in process, after a range
 # search without it. Milvus Lite evaluates a filter over every row of the collection before it
-# searches: at 1,000,000 rows a `source in [...]` costs ~20 ms, a tag ~55 ms, the 8-variant range
-# search ~15 ms (docs/benchmarks.md). Hits that reach the limit, or a wider radius, fall back to
-# the filter in Milvus, so the answer is the same either way (tests/services/test_search.py).
+# searches: at 1,000,000 rows a `source in [...]` with a date range costs ~18 ms, a tag ~50 ms,
+# the 8-variant range search ~16 ms (docs/benchmarks.md). Hits that reach the limit, or a wider
+# radius, fall back to the filter in Milvus, so the answer is the same either way
+# (tests/services/test_search.py).
 
 
 @dataclass(frozen=True)
