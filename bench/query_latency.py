@@ -42,7 +42,7 @@ from services.filters import Condition, compile_filter, date_range, has_tag, one
 from services.records import ImageRecord
 from services.schema import SchemaContract
 from services.search import QuerySignals, SearchQuery, SearchResult, search
-from services.store import MilvusStore
+from services.store import MilvusStore, PhashHit
 
 DIM = 512
 MODEL = "synthetic-clip-512"
@@ -530,9 +530,7 @@ def two_trips_hybrid(
     """The hybrid path before commit e1fcd9a, for comparison: the range search returns light
     hits (no tags, no paths), and a second request (``get``) reads the top-k rows whole."""
     hits = store.search_phash(q.variants, radius, compile_filter(where), 16384, whole=False)
-    ranked = sorted(
-        hits, key=lambda h: (-float(np.dot(h.record.clip, q.clip)), h.hamming, h.record.id)
-    )[:top_k]
+    ranked = _top_by_cosine(hits, q, top_k)
     rows = {r.id: r for r in store.get([h.record.id for h in ranked])} if ranked else {}
     return [int(Path(rows[h.record.id].path).stem) for h in ranked if h.record.id in rows]
 
@@ -543,10 +541,14 @@ def milvus_filter_hybrid(
     """The hybrid path before the filter moved after the Hamming stage, for comparison: Milvus
     evaluates the metadata filter inside the range search, over every row of the collection."""
     hits = store.search_phash(q.variants, radius, compile_filter(where), 16384, whole=True)
-    ranked = sorted(
+    return [int(Path(h.record.path).stem) for h in _top_by_cosine(hits, q, top_k)]
+
+
+def _top_by_cosine(hits: list[PhashHit], q: Query, top_k: int) -> list[PhashHit]:
+    """The ``top_k`` hits in ``services.search``'s order: cosine, then Hamming, then id."""
+    return sorted(
         hits, key=lambda h: (-float(np.dot(h.record.clip, q.clip)), h.hamming, h.record.id)
     )[:top_k]
-    return [int(Path(h.record.path).stem) for h in ranked]
 
 
 def _ranked(q: Query, hits: list[tuple[str, int, dict[str, Any]]], top_k: int) -> list[int]:
