@@ -11,6 +11,7 @@ with ``raise OurError(...) from exc``, so callers catch our types only::
     ├── ModelError               the CLIP model cannot be loaded or run
     ├── StoreError               Milvus failed
     │   ├── StoreUnavailableError    cannot reach Milvus (transient: retry later)
+    │   ├── CollectionNotFoundError  the collection is gone (dropped since it was opened)
     │   └── SchemaMismatchError      the collection exists with another contract
     ├── FilterError              a metadata filter is invalid; raised before Milvus sees it
     ├── QueryError               a search request is malformed (wrong dimension, no signal)
@@ -59,6 +60,10 @@ class StoreError(LookalikeError):
 
 class StoreUnavailableError(StoreError):
     """Milvus cannot be reached. Transient: retrying later may succeed."""
+
+
+class CollectionNotFoundError(StoreError):
+    """The collection does not exist (any more): a client that opened it must open it again."""
 
 
 class SchemaMismatchError(StoreError):

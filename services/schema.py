@@ -114,8 +114,13 @@ class SchemaContract:
     def current(cls, clip_model: str | None, clip_dim: int | None) -> SchemaContract:
         return cls(SCHEMA_VERSION, clip_model, clip_dim if clip_model else None)
 
-    def to_description(self) -> str:
-        return "lookalike images " + json.dumps({"lookalike": asdict(self)}, sort_keys=True)
+    def to_description(self, instance: str | None = None) -> str:
+        """The description a collection is created with; ``instance`` names this one collection
+        (a random id, so that caches keyed by it never outlive it: see :func:`instance_of`)."""
+        payload: dict[str, object] = {"lookalike": asdict(self)}
+        if instance is not None:
+            payload["instance"] = instance
+        return "lookalike images " + json.dumps(payload, sort_keys=True)
 
     @classmethod
     def from_description(cls, collection: str, description: str) -> SchemaContract:
@@ -129,6 +134,18 @@ class SchemaContract:
                 f"collection {collection!r} exists but was not created by lookalike "
                 "(no schema contract in its description); use another LOOKALIKE_COLLECTION"
             ) from exc
+
+    @staticmethod
+    def instance_of(description: str) -> str | None:
+        """The instance id a collection was created with; None for collections made before
+        instance ids existed. Milvus Lite numbers every collection 0, so Milvus's own id
+        cannot tell a collection from one made later under the same name."""
+        _, _, payload = description.partition(" images ")
+        try:
+            instance = json.loads(payload).get("instance")
+        except (ValueError, AttributeError):
+            return None
+        return instance if isinstance(instance, str) else None
 
     def check_compatible(self, collection: str, wanted: SchemaContract) -> None:
         """Refuse to use a collection whose contract differs from what this process writes."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,7 +19,12 @@ from typing import Any, Protocol, overload
 import numpy as np
 import numpy.typing as npt
 
-from services.errors import QueryError, StoreError, StoreUnavailableError
+from services.errors import (
+    CollectionNotFoundError,
+    QueryError,
+    StoreError,
+    StoreUnavailableError,
+)
 from services.records import FloatVector, ImageRecord, binary_vector, from_row, to_row
 from services.schema import (
     ARRAY_FIELDS,
@@ -38,6 +45,10 @@ log = logging.getLogger(__name__)
 # Milvus caps one search's limit (topk) at 16384.
 MAX_SEARCH_LIMIT = 16384
 _GET_BATCH = 512
+# How long a process waits for the indexes of a collection another process is creating.
+INDEX_WAIT_SECONDS = 30.0
+# The instance of a collection created before collections carried one (see SchemaContract).
+LEGACY_INSTANCE = "legacy"
 
 
 @dataclass(frozen=True)
@@ -211,11 +222,16 @@ def _is_unavailable(exc: Exception) -> bool:
 @contextmanager
 def _mapped(action: str, uri: str) -> Iterator[None]:
     """Map pymilvus/gRPC failures to our errors, naming what we were doing and where."""
-    from pymilvus.exceptions import MilvusException
+    from pymilvus.exceptions import ErrorCode, MilvusException
 
     try:
         yield
     except MilvusException as exc:
+        if exc.code == ErrorCode.COLLECTION_NOT_FOUND:
+            raise CollectionNotFoundError(
+                f"Milvus at {uri} has no such collection while trying to {action} "
+                f"(dropped meanwhile?): {exc.message}"
+            ) from exc
         if _is_unavailable(exc):
             raise StoreUnavailableError(
                 f"Milvus at {uri} is unreachable while trying to {action}: {exc.message}. "
@@ -331,22 +347,75 @@ class MilvusStore:
 
     def _ensure_collection(self) -> None:
         client, timeout = self._client, self._timeout
-        if client.has_collection(self.collection, timeout=timeout):
-            description = client.describe_collection(self.collection, timeout=timeout).get(
-                "description", ""
-            )
-            stored = SchemaContract.from_description(self.collection, description)
-            stored.check_compatible(self.collection, self.contract)
-        else:
+        if not client.has_collection(self.collection, timeout=timeout):
             self._create_collection()
+        # Read back, not assumed: another process may have created it first.
+        description = client.describe_collection(self.collection, timeout=timeout).get(
+            "description", ""
+        )
+        stored = SchemaContract.from_description(self.collection, description)
+        stored.check_compatible(self.collection, self.contract)
+        self.instance = SchemaContract.instance_of(description) or LEGACY_INSTANCE
+        self._wait_for_indexes()
         client.load_collection(self.collection, timeout=timeout)
+
+    def _vector_fields(self) -> list[str]:
+        return ["phash", *(["clip"] if self.contract.clip_dim is not None else [])]
+
+    def _wait_for_indexes(self) -> None:
+        """Return once every vector field has its index. pymilvus creates a collection, then
+        its indexes, then loads it: a process that loads it in between (a second worker on a
+        fresh collection) fails every search with "no index found". A collection left without
+        an index (its creator was killed in between) gets it from here after the wait."""
+        deadline = time.monotonic() + INDEX_WAIT_SECONDS
+        while True:
+            missing = [
+                name
+                for name in self._vector_fields()
+                if not self._client.list_indexes(
+                    self.collection, field_name=name, timeout=self._timeout
+                )
+            ]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                log.warning(
+                    "collection %s has no index on %s; creating it", self.collection, missing
+                )
+                self._client.create_index(
+                    self.collection, self._index_params(missing), timeout=self._timeout
+                )
+                return
+            time.sleep(0.1)
+
+    def _index_params(self, fields: Sequence[str]) -> Any:
+        contract, profile = self.contract, self.profile
+        index = self._client.prepare_index_params()
+        if "phash" in fields:
+            index.add_index(
+                "phash",
+                index_type=profile.phash_index,
+                metric_type=contract.phash_metric,
+                params=profile.phash_params,
+            )
+        if "clip" in fields:
+            index.add_index(
+                "clip",
+                index_type=profile.clip_index,
+                metric_type=contract.clip_metric,
+                params=profile.clip_params,
+            )
+        return index
 
     def _create_collection(self) -> None:
         from pymilvus import DataType
+        from pymilvus.exceptions import MilvusException
 
         contract = self.contract
         schema = self._client.create_schema(
-            auto_id=False, enable_dynamic_field=False, description=contract.to_description()
+            auto_id=False,
+            enable_dynamic_field=False,
+            description=contract.to_description(instance=uuid.uuid4().hex),
         )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("phash", DataType.BINARY_VECTOR, dim=PHASH_BITS)
@@ -393,30 +462,23 @@ class MilvusStore:
                 schema.add_field(name, DataType.INT32)
             else:
                 schema.add_field(name, DataType.INT64)
-        index = self._client.prepare_index_params()
-        index.add_index(
-            "phash",
-            index_type=self.profile.phash_index,
-            metric_type=contract.phash_metric,
-            params=self.profile.phash_params,
-        )
-        if contract.clip_dim is not None:
-            index.add_index(
-                "clip",
-                index_type=self.profile.clip_index,
-                metric_type=contract.clip_metric,
-                params=self.profile.clip_params,
-            )
+        index = self._index_params(self._vector_fields())
         if self.profile.scalar_indexes:
             for name in ("source", "tags", "format", "exif_ts", "cluster", "camera_model"):
                 index.add_index(name, index_type="INVERTED")
-        self._client.create_collection(
-            self.collection,
-            schema=schema,
-            index_params=index,
-            consistency_level="Strong",
-            timeout=self._timeout,
-        )
+        try:
+            self._client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=index,
+                consistency_level="Strong",
+                timeout=self._timeout,
+            )
+        except MilvusException:
+            if not self._client.has_collection(self.collection, timeout=self._timeout):
+                raise
+            log.info("collection %s was created by another process meanwhile", self.collection)
+            return
         log.info("created collection %s (%s)", self.collection, self.profile.name)
 
     # -- writes -------------------------------------------------------------------------------
