@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["app"]
 
 _POLL_SECONDS = 0.5
+_SHOW_UNACCOUNTED = 20
 
 
 @app.command()
@@ -80,11 +81,34 @@ def ingest(
                 collection=settings.collection,
             )
             job_id = producer.start(request)
-        progress = _follow(ledger, job_id, quiet=as_json) if wait else ledger.progress(job_id)
+        progress = (
+            _follow(ledger, job_id, quiet=as_json, stall_seconds=settings.stall_seconds)
+            if wait
+            else ledger.progress(job_id)
+        )
+        _report(ledger, progress, waited=wait, as_json=as_json)
+
+
+def _report(
+    ledger: JobLedger,
+    progress: JobProgress,
+    *,
+    waited: bool,
+    as_json: bool,
+    **extra: object,
+) -> None:
+    """A job's summary (JSON, with ``extra``, or text); a stalled job names its lost files and
+    exits 1."""
+    stalled = progress.state == "stalled"
     if as_json:
-        console.print_json(json.dumps(progress.summary()))
+        payload = progress.summary() | extra
+        if stalled:
+            payload["unaccounted"] = ledger.unaccounted(progress.job_id)
+        console.print_json(json.dumps(payload))
     else:
-        _print_summary(progress, waited=wait)
+        _print_summary(progress, waited=waited, ledger=ledger)
+    if stalled:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -113,15 +137,13 @@ def status(
             _print_jobs(jobs, depth, workers)
             return
         progress = ledger.progress(job)
-        if not (once or as_json or progress.finished):
-            progress = _follow(ledger, job, quiet=False)
-    if as_json:
-        console.print_json(
-            json.dumps(progress.summary() | {"queue_depth": depth, "workers": workers})
-        )
-        return
-    console.print(f"queue depth {depth}, {len(workers)} worker(s) live")
-    _print_summary(progress, waited=True)
+        ledger.check_stalled(progress, QUEUE, quiet_for=settings.stall_seconds)
+        progress = ledger.progress(job)
+        if not (once or as_json or progress.finished or progress.state == "stalled"):
+            progress = _follow(ledger, job, quiet=False, stall_seconds=settings.stall_seconds)
+        if not as_json:
+            console.print(f"queue depth {depth}, {len(workers)} worker(s) live")
+        _report(ledger, progress, waited=True, as_json=as_json, queue_depth=depth, workers=workers)
 
 
 @app.command()
@@ -138,7 +160,7 @@ def worker(
         create_app(settings).worker_main(worker_argv(settings, loglevel=loglevel))
 
 
-def _follow(ledger: JobLedger, job_id: str, *, quiet: bool) -> JobProgress:
+def _follow(ledger: JobLedger, job_id: str, *, quiet: bool, stall_seconds: float) -> JobProgress:
     """Poll the ledger until the job ends, with a progress bar unless ``quiet``."""
     progress = ledger.progress(job_id, with_failures=False)
     columns = (
@@ -165,14 +187,14 @@ def _follow(ledger: JobLedger, job_id: str, *, quiet: bool) -> JobProgress:
                 f"{progress.failed} failed, {progress.skipped} skipped, {rate:.0f} img/s"
             )
             bar.update(task, total=max(progress.queued, 1), completed=done, detail=detail, eta=eta)
-            if progress.finished:
+            if progress.finished or ledger.check_stalled(progress, QUEUE, quiet_for=stall_seconds):
                 break
             time.sleep(_POLL_SECONDS)
             progress = ledger.progress(job_id, with_failures=False)
     return ledger.progress(job_id)
 
 
-def _print_summary(progress: JobProgress, *, waited: bool) -> None:
+def _print_summary(progress: JobProgress, *, waited: bool, ledger: JobLedger | None = None) -> None:
     state = progress.state if waited else "queued for the workers"
     console.print(
         f"job [bold]{progress.job_id}[/] ({state}): {progress.queued} queued, "
@@ -182,6 +204,17 @@ def _print_summary(progress: JobProgress, *, waited: bool) -> None:
     )
     for failure in progress.failures:
         console.print(f"  [red]failed[/] {failure.path}: {failure.error}")
+    if progress.state == "stalled" and ledger is not None:
+        missing = ledger.unaccounted(progress.job_id)
+        console.print(
+            f"[red]stalled[/]: nothing is queued or running, and {len(missing)} file(s) are "
+            f"neither stored nor failed; re-enqueue them with "
+            f"`lookalike ingest --resume {progress.job_id} --wait`"
+        )
+        for path in missing[:_SHOW_UNACCOUNTED]:
+            console.print(f"  [yellow]unaccounted[/] {path}")
+        if len(missing) > _SHOW_UNACCOUNTED:
+            console.print(f"  … and {len(missing) - _SHOW_UNACCOUNTED} more")
     if not waited:
         console.print(f"follow it with `lookalike status {progress.job_id}`")
 
@@ -271,8 +304,9 @@ def demo(
             ledger = JobLedger.from_url(stack.redis_url)
             producer = Producer(settings, ledger, create_app(settings), stack.milvus_uri)
             request = IngestRequest(roots=(str(root),), source="demo", collection=DEMO_COLLECTION)
-            progress = _follow(ledger, producer.start(request), quiet=False)
-            _print_summary(progress, waited=True)
+            job_id = producer.start(request)
+            progress = _follow(ledger, job_id, quiet=False, stall_seconds=settings.stall_seconds)
+            _report(ledger, progress, waited=True, as_json=False)
             console.print(f"search for {DEMO_QUERY} (a mirrored copy of the original):")
             print_hits(example_search(settings, stack.milvus_uri, embedder))
             if embedder is not None:

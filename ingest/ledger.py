@@ -10,7 +10,11 @@ Counts are derived from sets keyed by path, so a batch delivered twice counts on
     lookalike:job:{id}:exact      set    paths whose exact content was already stored elsewhere
     lookalike:job:{id}:crashes    hash   batch id -> deliveries that did not finish
     lookalike:jobs                zset   job ids by creation time
-    lookalike:files:{collection}  hash   path -> "size:mtime_ns" of what is stored (cheap skip)
+    lookalike:job:{id}:sent       set    paths enqueued (to name what a stalled job lost)
+    lookalike:files:{collection}:{instance}
+                                  hash   path -> "size:mtime_ns:sha256" of what is stored (cheap
+                                         skip); one per collection *instance*, so a collection
+                                         made anew under an old name starts with no cache
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ PREFIX = "lookalike"
 JobState = Literal["queued", "running", "done", "stalled"]
 # Finished jobs' details are kept this long; the files cache is kept for good.
 JOB_TTL_SECONDS = 30 * 24 * 3600
+# Where kombu's Redis transport keeps the messages delivered to workers but not yet acknowledged
+# (being worked on, or waiting out a retry's countdown).
+_UNACKED = "unacked"
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,28 @@ class JobProgress:
             "exact_duplicates": self.exact_duplicates,
             "failed": [{"path": f.path, "error": f.error} for f in self.failures],
         }
+
+
+def files_cache_name(collection: str, instance: str) -> str:
+    """The files cache of one collection instance (``MilvusStore.instance``)."""
+    return f"{PREFIX}:files:{collection}:{instance}"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A path as it was when its content was stored: its stat and its content id."""
+
+    stat_key: str  # "size:mtime_ns"
+    content_id: str  # "" in entries written before content ids were kept
+
+    @classmethod
+    def parse(cls, value: str) -> CachedFile:
+        size, _, rest = value.partition(":")
+        mtime, _, content_id = rest.partition(":")
+        return cls(f"{size}:{mtime}", content_id)
+
+    def encode(self) -> str:
+        return f"{self.stat_key}:{self.content_id}"
 
 
 def _key(job_id: str, part: str = "") -> str:
@@ -165,10 +194,10 @@ class JobLedger:
                 _key(job_id), mapping={"producing": 1, "state": "queued", "updated_at": time.time()}
             )
 
-    def mark_stored(self, job_id: str, collection: str, stored: Mapping[str, str]) -> None:
+    def mark_stored(self, job_id: str, files_cache: str, stored: Mapping[str, str]) -> None:
         """Paths the producer found already stored (on resume): counted as this job's."""
         if stored:
-            self.record_batch(job_id, collection, stored=stored, failed={})
+            self.record_batch(job_id, files_cache, stored=stored, failed={})
 
     def done_producing(self, job_id: str) -> JobProgress:
         """The producer has enqueued everything; the job ends when the workers catch up."""
@@ -194,32 +223,51 @@ class JobLedger:
         with mapped_redis_errors("read failed paths"):
             return {_text(p) for p in self._redis.hkeys(_key(job_id, "failed"))}
 
-    def cached_stat(self, collection: str, paths: Sequence[str]) -> list[str | None]:
-        """The "size:mtime_ns" last stored for each path, None where unknown."""
+    def cached_files(self, files_cache: str, paths: Sequence[str]) -> list[CachedFile | None]:
+        """What the files cache ``files_cache`` holds for each path, None where unknown."""
         if not paths:
             return []
         with mapped_redis_errors("read the files cache"):
-            values = self._redis.hmget(f"{PREFIX}:files:{collection}", list(paths))
-        return [None if v is None else _text(v) for v in values]
+            values = self._redis.hmget(files_cache, list(paths))
+        return [None if v is None else CachedFile.parse(_text(v)) for v in values]
+
+    def record_sent(self, job_id: str, paths: Sequence[str]) -> None:
+        """Paths the producer has enqueued for ``job_id``."""
+        if paths:
+            with mapped_redis_errors("record enqueued paths"):
+                self._redis.sadd(_key(job_id, "sent"), *paths)
+
+    def unaccounted(self, job_id: str) -> list[str]:
+        """Enqueued paths that are neither stored nor failed."""
+        with mapped_redis_errors("read a job's paths"):
+            pipe = self._redis.pipeline()
+            pipe.smembers(_key(job_id, "sent"))
+            pipe.smembers(_key(job_id, "stored"))
+            pipe.hkeys(_key(job_id, "failed"))
+            sent, stored, failed = pipe.execute()
+        done = {_text(p) for p in stored} | {_text(p) for p in failed}
+        return sorted(p for p in (_text(p) for p in sent) if p not in done)
 
     # -- worker side ----------------------------------------------------------------------------
 
     def record_batch(
         self,
         job_id: str,
-        collection: str,
+        files_cache: str | None,
         *,
         stored: Mapping[str, str],
         failed: Mapping[str, str],
         near: Iterable[str] = (),
         exact: Iterable[str] = (),
     ) -> None:
-        """Record one batch's outcome; ``stored`` maps path -> "size:mtime_ns"."""
+        """Record one batch's outcome; ``stored`` maps path -> "size:mtime_ns:sha256", written to
+        the files cache ``files_cache`` too (None: no cache to keep)."""
         with mapped_redis_errors("record a batch"):
             pipe = self._redis.pipeline()
             if stored:
                 pipe.sadd(_key(job_id, "stored"), *stored)
-                pipe.hset(f"{PREFIX}:files:{collection}", mapping=_strings(stored))
+                if files_cache is not None:
+                    pipe.hset(files_cache, mapping=_strings(stored))
             if failed:
                 pipe.hset(_key(job_id, "failed"), mapping=_strings(failed))
             near, exact = list(near), list(exact)
@@ -242,7 +290,7 @@ class JobLedger:
         with mapped_redis_errors("finish a job"):
             pipe = self._redis.pipeline()
             pipe.hset(_key(job_id), mapping={"state": "done", "updated_at": time.time()})
-            for part in ("", "stored", "failed", "near", "exact", "crashes"):
+            for part in ("", "stored", "failed", "near", "exact", "crashes", "sent"):
                 pipe.expire(_key(job_id, part), JOB_TTL_SECONDS)
             pipe.execute()
 
@@ -265,10 +313,25 @@ class JobLedger:
 
         A lock lives ``ttl`` seconds at most, so one left by a killed worker soon expires."""
         keys = [f"{PREFIX}:lock:{collection}:{i}" for i in sorted(set(ids))]
+        with self._locked(keys, timeout=timeout, ttl=ttl, what=f"{len(keys)} contents"):
+            yield
+
+    @contextmanager
+    def collection_lock(self, collection: str, *, timeout: float = 120.0) -> Iterator[None]:
+        """Hold the lock under which a worker opens (and, the first time, creates) a
+        collection, so that no two processes create it at once."""
+        keys = [f"{PREFIX}:lock:create:{collection}"]
+        with self._locked(keys, timeout=timeout, ttl=timeout, what=f"collection {collection}"):
+            yield
+
+    @contextmanager
+    def _locked(
+        self, keys: Sequence[str], *, timeout: float, ttl: float, what: str
+    ) -> Iterator[None]:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         while True:
-            with mapped_redis_errors("take content locks"):
+            with mapped_redis_errors("take locks"):
                 pipe = self._redis.pipeline()
                 for key in keys:
                     pipe.set(key, token, nx=True, px=int(ttl * 1000))
@@ -278,8 +341,8 @@ class JobLedger:
             self._release(taken, token)
             if time.monotonic() > deadline:
                 raise LedgerUnavailableError(
-                    f"could not lock {len(keys)} contents in {timeout:.0f}s (another worker "
-                    "holds them); retrying later"
+                    f"could not lock {what} in {timeout:.0f}s (another worker holds the lock); "
+                    "retrying later"
                 )
             time.sleep(random.uniform(0.01, 0.05))
         try:
@@ -328,6 +391,28 @@ class JobLedger:
             producing=fields.get("producing", "0") == "1",
         )
         return progress
+
+    def check_stalled(self, progress: JobProgress, queue: str, *, quiet_for: float) -> bool:
+        """Mark the job stalled, and say so, when it can no longer finish by itself: it has not
+        moved for ``quiet_for`` seconds, the producer is done, and no message is queued or held
+        by a worker. Its unaccounted files are then :meth:`unaccounted`; ``--resume`` re-sends
+        them."""
+        if progress.finished or progress.producing or progress.state == "done":
+            return False
+        if progress.state == "stalled":
+            return True
+        if time.time() - progress.updated_at < quiet_for:
+            return False
+        with mapped_redis_errors("read the queue"):
+            pipe = self._redis.pipeline()
+            pipe.llen(queue)
+            pipe.hlen(_UNACKED)
+            depth, held = pipe.execute()
+        if depth or held:
+            return False
+        self.set_state(progress.job_id, "stalled")
+        log.warning("job %s stalled: nothing queued or running, not finished", progress.job_id)
+        return True
 
     def recent_jobs(self, limit: int = 10) -> list[str]:
         with mapped_redis_errors("list jobs"):

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 
 from ingest.celery_app import QUEUE, TASK_INGEST
-from ingest.ledger import JobLedger
+from ingest.ledger import CachedFile, JobLedger, files_cache_name
 from services.discovery import Found, discover
 from services.errors import StoreError, UnknownJobError
 from services.records import ImageRecord
@@ -122,16 +122,16 @@ class Producer:
             found += len(chunk)
             pending, problems = self._examine(chunk, accounted)
             if problems:
-                self.ledger.record_batch(job_id, request.collection, stored={}, failed=problems)
-            unchanged = self._unchanged(request.collection, pending, store)
-            if resume:
-                stats = {item.path: item.stat_key for item in unchanged}
-                self.ledger.mark_stored(job_id, request.collection, stats)
+                self.ledger.record_batch(job_id, None, stored={}, failed=problems)
+            unchanged = self._unchanged(pending, store)
+            if resume and store is not None:
+                cache = files_cache_name(store.collection, store.instance)
+                stats = {path: entry.encode() for path, entry in unchanged.items()}
+                self.ledger.mark_stored(job_id, cache, stats)
             skipped += len(unchanged)
             queued += len(problems) + len(pending) - len(unchanged)
-            unchanged_paths = {item.path for item in unchanged}
             for item in pending:
-                if item.path not in unchanged_paths:
+                if item.path not in unchanged:
                     batch.append(item)
                 if len(batch) >= self.settings.ingest_batch_size:
                     self._send(job_id, next(numbers), batch, request)
@@ -170,18 +170,26 @@ class Producer:
             items.append(Item(path, stat.st_size, stat.st_mtime_ns))
         return items, problems
 
-    def _unchanged(
-        self, collection: str, items: Sequence[Item], store: MilvusStore | None
-    ) -> list[Item]:
-        """Items already stored as they are now: by the files cache, then by content hash."""
-        cached = self.ledger.cached_stat(collection, [i.path for i in items])
-        unchanged = [i for i, seen in zip(items, cached, strict=True) if seen == i.stat_key]
+    def _unchanged(self, items: Sequence[Item], store: MilvusStore | None) -> dict[str, CachedFile]:
+        """Items stored as they are now, path -> what the files cache is to hold for it.
+
+        First by the files cache of this collection instance (the stat and the content id,
+        confirmed in Milvus: a cache is never trusted where Milvus disagrees), then by content
+        hash. With no collection (``store`` None) nothing is stored, whatever a cache says."""
         if store is None:
-            return unchanged
-        cached_paths = {i.path for i in unchanged}
+            return {}
+        cache = files_cache_name(store.collection, store.instance)
+        cached = self.ledger.cached_files(cache, [i.path for i in items])
+        claimed = {
+            item.path: entry
+            for item, entry in zip(items, cached, strict=True)
+            if entry is not None and entry.content_id and entry.stat_key == item.stat_key
+        }
+        present = store.existing_ids(sorted({e.content_id for e in claimed.values()}))
+        unchanged = {path: e for path, e in claimed.items() if e.content_id in present}
         by_sha: dict[str, list[Item]] = {}
         for item in items:
-            if item.path in cached_paths or item.size < 0:
+            if item.path in unchanged or item.size < 0:
                 continue
             try:
                 digest = hashlib.sha256(Path(item.path).read_bytes()).hexdigest()
@@ -194,7 +202,9 @@ class Producer:
         for digest, same_content in by_sha.items():
             record = stored.get(digest)
             if record is not None:
-                unchanged += [i for i in same_content if i.path in record.all_paths]
+                for item in same_content:
+                    if item.path in record.all_paths:
+                        unchanged[item.path] = CachedFile(item.stat_key, digest)
         return unchanged
 
     def _reader(self, collection: str) -> MilvusStore | None:
@@ -213,6 +223,7 @@ class Producer:
     def _send(
         self, job_id: str, number: int, batch: Sequence[Item], request: IngestRequest
     ) -> None:
+        self.ledger.record_sent(job_id, [i.path for i in batch])
         self.app.send_task(
             TASK_INGEST,
             args=[

@@ -19,11 +19,15 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from ingest.ledger import JobLedger
+from ingest.ledger import CachedFile, JobLedger, files_cache_name
 from services.app import connect
 from services.arrival import find_matches, with_matches
 from services.embed import Embedder, create_embedder
-from services.errors import LedgerUnavailableError, StoreUnavailableError
+from services.errors import (
+    CollectionNotFoundError,
+    LedgerUnavailableError,
+    StoreUnavailableError,
+)
 from services.pipeline import analyze_batch
 from services.records import ImageRecord
 from services.settings import Settings
@@ -31,8 +35,12 @@ from services.store import MilvusStore
 
 log = logging.getLogger(__name__)
 
+# Milvus or Redis out of reach: retried with backoff (about 10 minutes in all).
 MAX_RETRIES = 10
+# Anything else a batch raises: retried this often, then each of its files fails with the reason.
+UNEXPECTED_RETRIES = 2
 QUARANTINED = "crashed the worker {n} times while being processed; quarantined, not retried"
+GAVE_UP = "ingestion failed {n} times ({error}); not retried: `lookalike ingest --resume {job}`"
 
 # One batch item: [path, size, mtime_ns] as stat()ed by the producer (JSON-friendly).
 Item = Sequence[Any]
@@ -50,9 +58,15 @@ class WorkerContext:
     def store(self, collection: str) -> MilvusStore:
         if collection not in self.stores:
             uri = self.settings.effective_milvus_uri
-            lookalike = connect(
-                self.settings, uri, embedder=self.embedder, load_model=False, collection=collection
-            )
+            # Workers start together on a fresh collection: one creates it, the others wait.
+            with self.ledger.collection_lock(collection):
+                lookalike = connect(
+                    self.settings,
+                    uri,
+                    embedder=self.embedder,
+                    load_model=False,
+                    collection=collection,
+                )
             self.stores[collection] = lookalike.store
         return self.stores[collection]
 
@@ -110,16 +124,41 @@ def register(app: Celery) -> None:
         try:
             crashes = ctx.ledger.start_delivery(job_id, batch_id)
             if crashes > settings.max_crashes:
-                return _split_or_quarantine(
-                    app, ctx, job_id, batch_id, items, collection, source, tags, crashes - 1
-                )
+                log.error("batch %s crashed a worker %d times", batch_id, crashes - 1)
+                reason = QUARANTINED.format(n=crashes - 1)
+                batch = Batch(job_id, batch_id, items, collection, source, tags)
+                return _split_or_fail(app, ctx, batch, reason)
             counts = run_batch(ctx, job_id, items, collection, source, tags or [])
             ctx.ledger.end_delivery(job_id, batch_id)
             return counts
-        except (StoreUnavailableError, LedgerUnavailableError) as exc:
-            log.warning("batch %s of job %s: %s; retrying", batch_id, job_id, exc)
+        except Exception as exc:
+            # Every way out of a batch is a retry or its files recorded: none may vanish.
             _forget_delivery(ctx, job_id, batch_id)
-            raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
+            if isinstance(exc, CollectionNotFoundError):
+                ctx.stores.pop(collection, None)  # dropped since it was opened: open it anew
+            transient = isinstance(
+                exc, StoreUnavailableError | LedgerUnavailableError | CollectionNotFoundError
+            )
+            limit = MAX_RETRIES if transient else UNEXPECTED_RETRIES
+            attempts = self.request.retries + 1
+            if self.request.retries < limit:
+                log.warning(
+                    "batch %s of job %s failed (attempt %d of %d): %s; retrying",
+                    batch_id,
+                    job_id,
+                    attempts,
+                    limit + 1,
+                    _describe(exc),
+                    exc_info=not transient,
+                )
+                raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from exc
+            log.exception("batch %s of job %s failed %d times", batch_id, job_id, attempts)
+            reason = GAVE_UP.format(n=attempts, error=_describe(exc), job=job_id)
+            batch = Batch(job_id, batch_id, items, collection, source, tags)
+            if transient:  # an outage outlasted the retries: halving would only multiply them
+                return _fail(ctx, batch, reason)
+            # Something in the batch breaks it: halve it, so that only the culprit fails.
+            return _split_or_fail(app, ctx, batch, reason)
 
 
 def run_batch(
@@ -153,8 +192,8 @@ def run_batch(
     near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
     ctx.ledger.record_batch(
         job_id,
-        collection,
-        stored={r.path: stats.get(r.path, "") for r in outcome.records},
+        files_cache_name(collection, store.instance),
+        stored={r.path: CachedFile(stats.get(r.path, ""), r.id).encode() for r in outcome.records},
         failed={f.path: f.error for f in outcome.failures},
         near=near,
         exact=exact,
@@ -190,35 +229,48 @@ def _split_fresh(
     return fresh, fresh_variants, exact
 
 
-def _split_or_quarantine(
-    app: Celery,
-    ctx: WorkerContext,
-    job_id: str,
-    batch_id: str,
-    items: list[Item],
-    collection: str,
-    source: str,
-    tags: list[str] | None,
-    crashes: int,
-) -> dict[str, int]:
-    """A batch that keeps killing its worker: halve it, until the poison image stands alone."""
+@dataclass(frozen=True)
+class Batch:
+    """One task's arguments."""
+
+    job_id: str
+    batch_id: str
+    items: list[Item]
+    collection: str
+    source: str
+    tags: list[str] | None
+
+
+def _split_or_fail(app: Celery, ctx: WorkerContext, batch: Batch, reason: str) -> dict[str, int]:
+    """A batch that keeps failing (or killing its worker): halve it, until the image that
+    breaks it stands alone; that one fails with ``reason``."""
     from ingest.celery_app import TASK_INGEST
 
-    if len(items) > 1:
-        middle = len(items) // 2
-        for half, part in enumerate((items[:middle], items[middle:])):
-            app.send_task(
-                TASK_INGEST, args=[job_id, f"{batch_id}.{half}", part, collection, source, tags]
-            )
-        log.warning("batch %s crashed a worker %d times; split in two", batch_id, crashes)
-    else:
-        path = str(items[0][0])
-        log.error("%s crashed a worker %d times; quarantined", path, crashes)
-        ctx.ledger.record_batch(
-            job_id, collection, stored={}, failed={path: QUARANTINED.format(n=crashes)}
-        )
-    ctx.ledger.end_delivery(job_id, batch_id)
-    return {"stored": 0, "failed": 0 if len(items) > 1 else 1, "near": 0, "exact": 0}
+    if len(batch.items) == 1:
+        return _fail(ctx, batch, reason)
+    middle = len(batch.items) // 2
+    for half, part in enumerate((batch.items[:middle], batch.items[middle:])):
+        args = [batch.job_id, f"{batch.batch_id}.{half}", part, batch.collection, batch.source]
+        app.send_task(TASK_INGEST, args=[*args, batch.tags])
+    log.warning("batch %s split in two (%s)", batch.batch_id, reason)
+    ctx.ledger.end_delivery(batch.job_id, batch.batch_id)
+    return {"stored": 0, "failed": 0, "near": 0, "exact": 0}
+
+
+def _fail(ctx: WorkerContext, batch: Batch, reason: str) -> dict[str, int]:
+    """Record every file of ``batch`` as failed with ``reason``."""
+    failed = {str(item[0]): reason for item in batch.items}
+    log.error("%d file(s) of job %s failed: %s", len(failed), batch.job_id, reason)
+    ctx.ledger.record_batch(batch.job_id, None, stored={}, failed=failed)
+    ctx.ledger.end_delivery(batch.job_id, batch.batch_id)
+    return {"stored": 0, "failed": len(failed), "near": 0, "exact": 0}
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a failure reason: ours say what failed; others name their type too."""
+    from services.errors import LookalikeError
+
+    return str(exc) if isinstance(exc, LookalikeError) else f"{type(exc).__name__}: {exc}"
 
 
 def _forget_delivery(ctx: WorkerContext, job_id: str, batch_id: str) -> None:

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     max_crashes: int = Field(
         default=2, ge=1, le=10, description="Deliveries of a batch that may crash a worker."
     )
+    stall_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="A job that has not moved for this long, with nothing queued or running, "
+        "is reported stalled (its unaccounted files named, `--resume` to re-send them).",
+    )
     dup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
     )

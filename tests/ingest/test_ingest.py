@@ -44,6 +44,59 @@ def test_folder_ingest_counts_add_up_and_rerun_skips(ingest_env: IngestEnv, tmp_
     assert ingest_env.store().count() == 160
 
 
+def test_skips_follow_milvus_not_a_cache_left_in_redis(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    """The Redis outlives the Milvus data (a system Redis; `.lookalike` deleted to start over):
+    the files cache of the old collection must not make the new one skip anything."""
+    from services.store import drop_collection
+
+    folder = tmp_path / "photos"
+    photos = photo_folder(folder, 40)
+    ingest_env.start_worker(concurrency=2)
+    first = ingest_env.ingest_json(str(folder), "--wait")
+    assert first["ingested"] == len(photos) and first["skipped"] == 0
+
+    drop_collection(ingest_env.milvus_uri, ingest_env.collection)  # the Milvus data is gone
+    again = ingest_env.ingest_json(str(folder), "--wait")
+    assert again["state"] == "done" and again["failed"] == []
+    assert again["skipped"] == 0 and again["queued"] == again["ingested"] == len(photos)
+    assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in photos)
+
+    # Rows removed behind the cache's back (another tool, a dedup --delete) are not skipped.
+    store = ingest_env.store()
+    gone = [r.id for r in store.iterate() if r.path in {str(p) for p in photos[:5]}]
+    store.delete(gone)
+    third = ingest_env.ingest_json(str(folder), "--wait")
+    assert third["queued"] == third["ingested"] == 5 and third["skipped"] == len(photos) - 5
+    assert ingest_env.store().count() == len(photos)
+
+
+def test_a_second_home_against_the_same_redis_ingests_everything(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    """Two Milvus servers (two LOOKALIKE_HOMEs), one Redis, the same folder and collection name."""
+    from services.embedded import EmbeddedMilvus
+
+    folder = tmp_path / "photos"
+    photos = photo_folder(folder, 30)
+    ingest_env.start_worker(concurrency=2)
+    assert ingest_env.ingest_json(str(folder), "--wait")["ingested"] == len(photos)
+
+    with EmbeddedMilvus(tmp_path / "second-home", free_port()) as second:
+        ingest_env.env["LOOKALIKE_MILVUS_URI"] = second.uri
+        ingest_env.milvus_uri = second.uri
+        for worker in ingest_env.workers:
+            ingest_env.kill_worker(worker)
+        ingest_env.start_worker(concurrency=2)
+        summary = ingest_env.ingest_json(str(folder), "--wait")
+        assert summary["skipped"] == 0 and summary["queued"] == summary["ingested"] == len(photos)
+        assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in photos)
+        for worker in ingest_env.workers:
+            if worker.poll() is None:
+                ingest_env.kill_worker(worker)
+
+
 def test_racing_producers_write_no_duplicate_rows(ingest_env: IngestEnv, tmp_path: Path) -> None:
     folder = tmp_path / "race"
     photos = photo_folder(folder, 120)
@@ -146,6 +199,59 @@ def test_poison_batch_is_split_and_quarantined(ingest_env: IngestEnv, tmp_path: 
     assert summary["ingested"] == 14
     assert ingest_env.store().count() == 14
     assert worker.poll() is None  # the worker survived its pool processes' deaths
+
+
+def test_an_unexpected_exception_fails_only_its_file_and_the_job_finishes(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    photos = photo_folder(folder, 20)
+    culprit = folder / "photo_0005_RAISE.jpg"
+    photos[5].rename(culprit)
+    ingest_env.start_worker(app="tests.ingest.raising_worker", concurrency=2)
+    summary = ingest_env.ingest_json(str(folder), "--wait", timeout=240)
+    assert summary["state"] == "done"
+    assert summary["queued"] == 20 and summary["ingested"] == 19
+    failures = summary["failed"]
+    assert isinstance(failures, list) and [f["path"] for f in failures] == [str(culprit)]
+    reason = failures[0]["error"]
+    assert "RuntimeError: injected fault on photo_0005_RAISE.jpg" in reason
+    assert f"--resume {summary['job_id']}" in reason
+    # The batch it was in was halved down to it: its neighbours are stored.
+    assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in photos if p != photos[5])
+
+
+def test_a_job_whose_messages_are_lost_is_reported_stalled_with_its_files(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    """Messages lost outside lookalike (a queue purged, a broker that dropped them): `ingest
+    --wait` and `status` stop waiting, name the files, and `--resume` finishes the job."""
+    import redis
+
+    from ingest.celery_app import QUEUE
+
+    folder = tmp_path / "photos"
+    photos = photo_folder(folder, 12)
+    ingest_env.env["LOOKALIKE_STALL_SECONDS"] = "2"
+    queued = ingest_env.ingest_json(str(folder))  # no worker yet: everything waits in the queue
+    job = str(queued["job_id"])
+    client = redis.Redis.from_url(ingest_env.env["LOOKALIKE_REDIS_URL"])
+    assert client.llen(QUEUE) == 2  # 12 files in batches of 8
+    client.delete(QUEUE)
+    time.sleep(2.5)  # quiet for LOOKALIKE_STALL_SECONDS
+
+    status = ingest_env.run_cli("status", job, "--json")
+    assert status.returncode == 1, status.stdout + status.stderr
+    reported = json.loads(status.stdout)
+    assert reported["state"] == "stalled"
+    assert reported["unaccounted"] == sorted(str(p) for p in photos)
+    shown = ingest_env.run_cli("status", job)
+    assert "stalled" in shown.stdout and f"--resume {job}" in " ".join(shown.stdout.split())
+
+    ingest_env.start_worker(concurrency=2)
+    resumed = ingest_env.ingest_json("--resume", job, "--wait")
+    assert resumed["state"] == "done" and resumed["ingested"] == len(photos)
+    assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in photos)
 
 
 def test_salted_folder_bad_files_fail_alone_with_reasons(
