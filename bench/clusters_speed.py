@@ -78,7 +78,7 @@ def ari(report: ClusterReport, order: dict[str, int], truth: np.ndarray) -> floa
 
 def run_size(uri: str, n: int, clusters: int, extras: bool) -> list[list[object]]:
     vectors, truth = planted(n, clusters)
-    store = MilvusStore(uri, f"bench_clusters_{n}", SchemaContract.current("bench", DIM))
+    store = MilvusStore.connect(uri, f"bench_clusters_{n}", SchemaContract.current("bench", DIM))
     rows: list[list[object]] = []
     try:
         insert_s = fill(store, vectors)

@@ -118,13 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         home = args.db or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         home.mkdir(parents=True, exist_ok=True)
         server = stack.enter_context(EmbeddedMilvus(home, free_port()))
-        store = MilvusStore(server.uri, "bench", SchemaContract.current(None, None), timeout=600)
+        store = MilvusStore.connect(
+            server.uri, "bench", SchemaContract.current(None, None), timeout=600
+        )
         stored = store.count()
         insert_s: float | None = None
         if stored != args.rows:
             if stored:
                 store.drop()
-                store = MilvusStore(
+                store = MilvusStore.connect(
                     server.uri, "bench", SchemaContract.current(None, None), timeout=600
                 )
             started = time.perf_counter()

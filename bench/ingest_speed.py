@@ -49,11 +49,11 @@ from PIL import Image
 
 from bench import _report
 from ingest.celery_app import create_app
-from ingest.ledger import JobLedger
-from ingest.producer import IngestRequest, Producer
 from ingest.redis_server import RedisServer
 from ingest.stack import Stack
 from services.embedded import EmbeddedMilvus, free_port
+from services.ledger import JobLedger
+from services.producer import IngestRequest, Producer
 from services.schema import SchemaContract
 from services.settings import Settings
 
@@ -199,7 +199,7 @@ class Bench:
         contract = SchemaContract.current(*(clip or (None, None)))
         from services.store import MilvusStore
 
-        store = MilvusStore(settings.effective_milvus_uri, collection, contract)
+        store = MilvusStore.connect(settings.effective_milvus_uri, collection, contract)
         roots = self.roots if files is None else tuple(str(p) for p in files)
         expected = self.distinct if files is None else distinct_contents(files)
         ledger = JobLedger.from_url(settings.redis_url)

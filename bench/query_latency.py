@@ -429,7 +429,7 @@ class RpcTimer:
 
     def __init__(self, store: MilvusStore) -> None:
         self.calls: dict[str, list[float]] = {"search": [], "get": []}
-        client = store._client
+        client = store.client
         for name in self.calls:
             setattr(client, name, self._timed(name, getattr(client, name)))
 
@@ -485,7 +485,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(uri: str, queries: list[Query], radius: int, top_k: int) -> None:
-    _WORKER["store"] = MilvusStore(uri, COLLECTION, SchemaContract.current(MODEL, DIM), timeout=60)
+    _WORKER["store"] = MilvusStore.connect(
+        uri, COLLECTION, SchemaContract.current(MODEL, DIM), timeout=60
+    )
     _WORKER["queries"] = queries
     _WORKER["embedder"] = TextVectors(queries)
     _WORKER["radius"], _WORKER["top_k"] = radius, top_k
@@ -589,7 +591,7 @@ class HashCache:
         quoted = ", ".join(f'"{key}"' for key in keys)
         expr = " and ".join(x for x in (f"id in [{quoted}]", compile_filter(where)) if x)
         fields = [f for f in self.store._output_fields(True) if f != "phash"]
-        rows = self.store._client.query(COLLECTION, filter=expr, output_fields=fields)
+        rows = self.store.client.query(COLLECTION, filter=expr, output_fields=fields)
         by_id = dict(zip(keys, distance[found].tolist(), strict=True))
         return _ranked(q, [(str(r["id"]), by_id[str(r["id"])], r) for r in rows], top_k)
 
@@ -634,13 +636,13 @@ def main(argv: list[str] | None = None) -> int:
         home = args.db or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         home.mkdir(parents=True, exist_ok=True)
         server = stack.enter_context(EmbeddedMilvus(home, free_port()))
-        store = MilvusStore(server.uri, COLLECTION, contract, timeout=600)
+        store = MilvusStore.connect(server.uri, COLLECTION, contract, timeout=600)
         stored = store.count()
         insert_s: float | None = None
         if stored != args.rows:
             if stored:
                 store.drop()
-                store = MilvusStore(server.uri, COLLECTION, contract, timeout=600)
+                store = MilvusStore.connect(server.uri, COLLECTION, contract, timeout=600)
             insert_s = build(store, world, args.rows, args.seed)
         print(f"{args.rows:,} rows stored; generating them in process", flush=True)
         rows = Rows.concat([part for _, part in all_rows(world, args.rows, args.seed)])
@@ -744,7 +746,7 @@ def time_probes(
     (a count(*) with it) and a tag filter alone, the range search with 1 and with 8 query
     variants (no filter), with 8 and the filter, a ``get`` of 1 and of 20 ids; and a search by
     a stored image's id (``services.search``: it reads the row's signals first)."""
-    client = store._client
+    client = store.client
     expr = compile_filter(FILTER)
     tag = compile_filter([has_tag(TAGS[0])])
     params = {"metric_type": "HAMMING", "params": {"radius": radius + 1}}

@@ -150,9 +150,9 @@ def index(
 ) -> Indexed:
     """Hash ``paths`` as hash-only ingestion does, attach the synthetic vectors, store them,
     record it all as one finished ledger job, then cluster and save the map."""
+    from services import cluster_map
     from services.clusters import cluster_collection
     from services.pipeline import analyze_batch
-    from ui import cluster_map
 
     vectors = vectors_for(paths)
     job = "bench-ui-render"
@@ -229,7 +229,7 @@ def new_app(page: str | None = None) -> Any:
 
     app = AppTest.from_file(str(APP), default_timeout=600)
     if page is not None:
-        app.switch_page(f"pages/{page}.py")
+        app.switch_page(f"views/{page}.py")
     return app
 
 
@@ -300,9 +300,9 @@ def scenarios(query_id: str) -> list[Scenario]:
 def _timed_view(app: Any, scenario: Scenario, *, switch: bool) -> float:
     """Lead ``app`` to the scenario's view; returns the seconds of its last run."""
     if switch and scenario.page is not None:
-        app.switch_page(f"pages/{scenario.page}.py")
+        app.switch_page(f"views/{scenario.page}.py")
     elif switch:
-        app.switch_page("pages/search.py")
+        app.switch_page("views/search.py")
     if not scenario.steps:
         return timed(app.run)
     app.run()
@@ -434,9 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
-    from ingest.ledger import JobLedger
     from ingest.redis_server import RedisServer
     from services.embedded import EmbeddedMilvus, free_port
+    from services.ledger import JobLedger
     from services.schema import SchemaContract
     from services.store import MilvusStore
 
@@ -463,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         redis = RedisServer(redis_url, root / "redis")
         redis.start()
         stack.callback(redis.stop)
-        store = MilvusStore(server.uri, COLLECTION, SchemaContract.current(MODEL, DIM), timeout=600)
+        store = MilvusStore.connect(
+            server.uri, COLLECTION, SchemaContract.current(MODEL, DIM), timeout=600
+        )
         indexed = index(store, JobLedger.from_url(redis_url), paths, home, max_pixels=100_000_000)
         store.close()
         print(

@@ -27,11 +27,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ingest.celery_app import QUEUE, create_app, live_workers, worker_argv
-from ingest.ledger import JobLedger, JobProgress
-from ingest.producer import IngestRequest, Producer
+from ingest.celery_app import create_app, worker_argv
 from ingest.stack import Stack
 from services.cli import app, console, fail, handle_errors, print_hits, settings_of
+from services.ledger import JobLedger, JobProgress
+from services.producer import IngestRequest, Producer
+from services.queue import QUEUE, celery_app, live_workers
 from services.settings import Settings
 from services.store import MilvusStore
 
@@ -68,7 +69,7 @@ def ingest(
     with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         ledger.ping()
-        producer = Producer(settings, ledger, create_app(settings), settings.effective_milvus_uri)
+        producer = Producer(settings, ledger, celery_app(settings), settings.effective_milvus_uri)
         if resume:
             producer.resume(resume)
             job_id = resume
@@ -254,18 +255,15 @@ def ui_command(ctx: typer.Context) -> None:
     Pages: Search, Duplicates, Clusters, Ingest, Collection. Milvus and Redis must be running
     (`lookalike up` runs everything, the UI included).
     """
-    import subprocess
-
-    from ingest.stack import child_env
-    from ui.launch import streamlit_argv, url
+    from ingest.stack import child_env, run_foreground
+    from ui.launch import process_spec, url
 
     settings = settings_of(ctx)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so Streamlit is stopped, never left orphaned.
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda *_: sys.exit(0))
     console.print(f"lookalike UI at {url(settings)} (collection {settings.collection!r})")
-    try:
-        code = subprocess.call(streamlit_argv(settings), env=child_env(settings, os.environ))
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    raise typer.Exit(run_foreground(process_spec(settings), child_env(settings, os.environ)))
 
 
 @app.command()
@@ -302,7 +300,7 @@ def demo(
             # Rebuilt each time: the model may differ from the last run's.
             drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=settings.milvus_secret)
             ledger = JobLedger.from_url(stack.redis_url)
-            producer = Producer(settings, ledger, create_app(settings), stack.milvus_uri)
+            producer = Producer(settings, ledger, celery_app(settings), stack.milvus_uri)
             request = IngestRequest(roots=(str(root),), source="demo", collection=DEMO_COLLECTION)
             job_id = producer.start(request)
             progress = _follow(ledger, job_id, quiet=False, stall_seconds=settings.stall_seconds)
@@ -324,14 +322,14 @@ def demo(
 
 def _demo_clusters(settings: Settings, uri: str, collection: str) -> None:
     """Cluster the demo collection so that the UI's Clusters page has a map to show."""
+    from services import cluster_map
     from services.clusters import cluster_collection
     from services.store import stored_contract
-    from ui import cluster_map
 
     contract = stored_contract(uri, collection, token=settings.milvus_secret)
     if contract is None or contract.clip_dim is None:
         return
-    store = MilvusStore(uri, collection, contract, token=settings.milvus_secret)
+    store = MilvusStore.connect(uri, collection, contract, token=settings.milvus_secret)
     try:
         report = cluster_collection(store, k=None, projection="pca")
     finally:
@@ -412,7 +410,7 @@ def dedup(
     By default no file changes. Groups are anchored on their keeper, so unrelated images are
     never chained together; resolved groups and groups marked not-duplicates do not come back.
     """
-    from ingest.decisions import RedisDecisions
+    from services.decisions import RedisDecisions
     from services.dedup import DedupOptions, find_duplicates, resolve
     from services.filters import compile_filter, parse_where
     from services.keepers import parse_policy
@@ -456,7 +454,7 @@ def decide(
     members: Annotated[list[str], typer.Argument(help="Ids of the other members.")],
 ) -> None:
     """Record a verdict on a duplicate group, so `lookalike dedup` does not show it again."""
-    from ingest.decisions import RedisDecisions
+    from services.decisions import RedisDecisions
 
     settings = settings_of(ctx)
     kinds: dict[str, Literal["not_duplicates", "resolved"]] = {
@@ -482,7 +480,7 @@ def _open_existing(settings: Settings) -> MilvusStore:
     contract = stored_contract(uri, settings.collection, token=token)
     if contract is None:
         raise StoreError(f"no collection {settings.collection!r} at {uri}; ingest images first")
-    return MilvusStore(uri, settings.collection, contract, token=token)
+    return MilvusStore.connect(uri, settings.collection, contract, token=token)
 
 
 def _write_csv(path: Path, report: DedupReport) -> None:
@@ -653,7 +651,7 @@ def clusters(
             )
         finally:
             store.close()
-    from ui import cluster_map
+    from services import cluster_map
 
     # The UI's Clusters page shows the last run's map.
     cluster_map.save(report, cluster_map.map_file(settings.home, settings.collection))

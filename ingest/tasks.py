@@ -19,17 +19,16 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from ingest.ledger import CachedFile, JobLedger, files_cache_name
 from services.app import connect
-from services.arrival import find_matches, with_matches
 from services.embed import Embedder, create_embedder
 from services.errors import (
     CollectionNotFoundError,
     LedgerUnavailableError,
     StoreUnavailableError,
 )
-from services.pipeline import analyze_batch
-from services.records import ImageRecord
+from services.ingestion import MatchPolicy, ingest_paths
+from services.ledger import CachedFile, JobLedger, files_cache_name
+from services.queue import TASK_INGEST
 from services.settings import Settings
 from services.store import MilvusStore
 
@@ -101,8 +100,6 @@ def backoff_seconds(retries: int) -> float:
 
 def register(app: Celery) -> None:
     """Register lookalike's tasks (and the per-process set-up) on ``app``."""
-    from ingest.celery_app import TASK_INGEST
-
     settings: Settings = app.conf.lookalike_settings
 
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
@@ -169,64 +166,34 @@ def run_batch(
     source: str,
     tags: Sequence[str],
 ) -> dict[str, int]:
-    """Analyze, match, upsert and record one batch. Safe to run twice on the same batch."""
+    """Store one batch through the core use case and record it. Safe to run twice."""
     settings = ctx.settings
-    paths = [str(item[0]) for item in items]
     stats = {str(item[0]): f"{item[1]}:{item[2]}" for item in items}
-    outcome = analyze_batch(
-        paths, ctx.embedder, max_pixels=settings.max_image_pixels, source=source, tags=tags
-    )
     store = ctx.store(collection)
-    with ctx.ledger.content_locks(collection, [r.id for r in outcome.records]):
-        stored = {r.id: r for r in store.get([r.id for r in outcome.records])}
-        fresh, fresh_variants, exact = _split_fresh(outcome.records, outcome.variants, stored)
-        matches = find_matches(
-            store,
-            fresh,
-            fresh_variants,
-            max_hamming=settings.dup_max_hamming,
-            min_cosine=settings.dup_min_cosine,
-        )
-        by_id = {r.id: r for r in with_matches(fresh, matches)}
-        store.upsert([by_id.get(r.id, r) for r in outcome.records], stored=stored)
-    near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
+    outcome = ingest_paths(
+        store,
+        ctx.embedder,
+        [str(item[0]) for item in items],
+        locks=ctx.ledger,
+        policy=MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine),
+        max_pixels=settings.max_image_pixels,
+        source=source,
+        tags=tags,
+    )
     ctx.ledger.record_batch(
         job_id,
         files_cache_name(collection, store.instance),
         stored={r.path: CachedFile(stats.get(r.path, ""), r.id).encode() for r in outcome.records},
         failed={f.path: f.error for f in outcome.failures},
-        near=near,
-        exact=exact,
+        near=outcome.near,
+        exact=outcome.exact,
     )
     return {
         "stored": len(outcome.records),
         "failed": len(outcome.failures),
-        "near": len(near),
-        "exact": len(exact),
+        "near": len(outcome.near),
+        "exact": len(outcome.exact),
     }
-
-
-def _split_fresh(
-    records: Sequence[ImageRecord],
-    variants: Sequence[Sequence[bytes]],
-    stored: dict[str, ImageRecord],
-) -> tuple[list[ImageRecord], list[Sequence[bytes]], list[str]]:
-    """New contents (first occurrence in the batch) and the paths that are exact duplicates."""
-    fresh: list[ImageRecord] = []
-    fresh_variants: list[Sequence[bytes]] = []
-    exact: list[str] = []
-    seen: set[str] = set()
-    for record, record_variants in zip(records, variants, strict=True):
-        if record.id in stored:
-            if record.path not in stored[record.id].all_paths:
-                exact.append(record.path)
-        elif record.id in seen:
-            exact.append(record.path)
-        else:
-            seen.add(record.id)
-            fresh.append(record)
-            fresh_variants.append(record_variants)
-    return fresh, fresh_variants, exact
 
 
 @dataclass(frozen=True)
@@ -244,8 +211,6 @@ class Batch:
 def _split_or_fail(app: Celery, ctx: WorkerContext, batch: Batch, reason: str) -> dict[str, int]:
     """A batch that keeps failing (or killing its worker): halve it, until the image that
     breaks it stands alone; that one fails with ``reason``."""
-    from ingest.celery_app import TASK_INGEST
-
     if len(batch.items) == 1:
         return _fail(ctx, batch, reason)
     middle = len(batch.items) // 2

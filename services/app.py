@@ -46,7 +46,7 @@ def connect(
     """
     if embedder is None and load_model:
         embedder = create_embedder(settings)
-    store = MilvusStore(
+    store = MilvusStore.connect(
         uri, collection or settings.collection, contract_for(embedder), token=settings.milvus_secret
     )
     return Lookalike(settings, store, embedder)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from services.hashing import hamming
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
-from services.store import MilvusStore
+from services.store import VectorStore
 
 DEFAULT_MAX_HAMMING = 8
 DEFAULT_MIN_COSINE = 0.95
@@ -34,7 +34,7 @@ class Match:
 
 
 def find_matches(
-    store: MilvusStore,
+    store: VectorStore,
     records: Sequence[ImageRecord],
     variants: Sequence[Sequence[bytes]],
     *,

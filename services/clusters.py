@@ -24,7 +24,7 @@ import numpy.typing as npt
 from services.errors import QueryError
 from services.records import ImageRecord
 from services.schema import UNASSIGNED_CLUSTER
-from services.store import MilvusStore
+from services.store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ClusterReport:
 
 
 def cluster_collection(
-    store: MilvusStore,
+    store: VectorStore,
     *,
     k: int | None,
     method: Method = "kmeans",
@@ -153,7 +153,7 @@ def cluster_collection(
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _pull(store: MilvusStore, where: str, report: Progress) -> tuple[list[ImageRecord], Matrix]:
+def _pull(store: VectorStore, where: str, report: Progress) -> tuple[list[ImageRecord], Matrix]:
     """Every matching record (vectors kept, for complete rows on write-back) and the normalised
     (N, dim) matrix of their CLIP vectors."""
     if not store.has_clip:
@@ -401,7 +401,7 @@ def _sample(rows: int, limit: int) -> npt.NDArray[np.int64]:
 
 
 def _write_back(
-    store: MilvusStore, records: Sequence[ImageRecord], labels: Labels, report: Progress
+    store: VectorStore, records: Sequence[ImageRecord], labels: Labels, report: Progress
 ) -> int:
     """Rewrite the rows whose cluster changed (whole rows, vectors included); returns how many."""
     changed = [

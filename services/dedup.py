@@ -26,7 +26,7 @@ from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.records import ImageRecord, clip_cosine
-from services.store import MilvusStore
+from services.store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class DedupOptions:
 
 
 def find_duplicates(
-    store: MilvusStore,
+    store: VectorStore,
     policy: Sequence[Criterion],
     options: DedupOptions,
     decisions: Decisions | None = None,
@@ -183,7 +183,7 @@ def find_duplicates(
 
 
 def _hash_links_from_scan(
-    store: MilvusStore, options: DedupOptions
+    store: VectorStore, options: DedupOptions
 ) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
     """pHash pairs from one scan of ids, hashes and keeper fields (as columns); records are made
     only for the rows in pairs: the whole collection never travels as records, and no row is
@@ -369,7 +369,7 @@ def _cosine(records: Sequence[ImageRecord], pair: tuple[int, int]) -> float | No
 
 
 def resolve(
-    store: MilvusStore,
+    store: VectorStore,
     groups: Sequence[DuplicateGroup],
     *,
     move_to: Path | None,
@@ -398,7 +398,7 @@ def resolve(
     return actions
 
 
-def _drop_paths(store: MilvusStore, ids: set[str], gone: set[str]) -> None:
+def _drop_paths(store: VectorStore, ids: set[str], gone: set[str]) -> None:
     records = store.get(sorted(ids), with_vectors=True)
     emptied = []
     changed = []

@@ -72,6 +72,15 @@ class ImageRecord:
             dup_cosine=stored.dup_cosine if stored.dup_of else self.dup_cosine,
         )
 
+    def adds_to(self, stored: ImageRecord) -> bool:
+        """Whether writing this record over ``stored`` (same content) would change the row: a
+        new path, a new tag, or a source where the row has none."""
+        return (
+            self.path not in stored.all_paths
+            or not set(self.tags) <= set(stored.tags)
+            or bool(self.source and not stored.source)
+        )
+
     @property
     def all_paths(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((self.path, *self.paths)))

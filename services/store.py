@@ -19,12 +19,8 @@ from typing import Any, Protocol, overload
 import numpy as np
 import numpy.typing as npt
 
-from services.errors import (
-    CollectionNotFoundError,
-    QueryError,
-    StoreError,
-    StoreUnavailableError,
-)
+from services.errors import CollectionNotFoundError, QueryError, StoreError
+from services.milvus_errors import is_unimplemented, mapped
 from services.records import FloatVector, ImageRecord, binary_vector, from_row, to_row
 from services.schema import (
     ARRAY_FIELDS,
@@ -188,15 +184,43 @@ class ClipHit:
 
 
 class VectorStore(Protocol):
-    """What lookalike needs from a vector database."""
+    """What the core needs from a vector database: everything it calls on a store.
 
+    :class:`MilvusStore` is the one backend; the core (search, arrival, dedup, clusters,
+    ingestion) is typed against this Protocol, so another backend is one class away."""
+
+    collection: str
+    uri: str
     contract: SchemaContract
+    instance: str
 
-    def upsert(self, records: Sequence[ImageRecord]) -> int: ...
-    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[ImageRecord]: ...
-    def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
-    def count(self) -> int: ...
+    @property
+    def profile(self) -> IndexProfile: ...
+    @property
+    def has_clip(self) -> bool: ...
+    def close(self) -> None: ...
+    def upsert(
+        self, records: Sequence[ImageRecord], *, stored: Mapping[str, ImageRecord] | None = None
+    ) -> int: ...
+    def replace(self, records: Sequence[ImageRecord]) -> None: ...
     def delete(self, ids: Sequence[str]) -> None: ...
+    def drop(self) -> None: ...
+    def get(
+        self, ids: Sequence[str], *, with_vectors: bool = False, light: bool = False
+    ) -> list[ImageRecord]: ...
+    def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
+    def count(self, expr: str = "") -> int: ...
+    def iterate(
+        self,
+        expr: str = "",
+        *,
+        with_vectors: bool = False,
+        batch_size: int = 1000,
+        light: bool = False,
+    ) -> Iterator[ImageRecord]: ...
+    def scan_hashes(
+        self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
+    ) -> HashScan: ...
     def search_phash(
         self,
         variants: Sequence[bytes],
@@ -207,46 +231,22 @@ class VectorStore(Protocol):
         whole: bool = False,
         with_vectors: bool = True,
     ) -> list[PhashHit]: ...
+    def search_phash_groups(
+        self,
+        groups: Sequence[Sequence[bytes]],
+        max_hamming: int,
+        expr: str,
+        limit: int,
+        *,
+        whole: bool = False,
+        with_vectors: bool = True,
+    ) -> list[list[PhashHit]]: ...
     def search_clip(
         self, vector: FloatVector, expr: str, limit: int, *, whole: bool = False
     ) -> list[ClipHit]: ...
-    def iterate(self, expr: str = "", *, with_vectors: bool = False) -> Iterator[ImageRecord]: ...
-
-
-def _is_unavailable(exc: Exception) -> bool:
-    text = str(exc).lower()
-    markers = ("fail connecting", "unavailable", "connection refused", "deadline", "timeout")
-    return any(marker in text for marker in markers)
-
-
-@contextmanager
-def _mapped(action: str, uri: str) -> Iterator[None]:
-    """Map pymilvus/gRPC failures to our errors, naming what we were doing and where."""
-    from pymilvus.exceptions import ErrorCode, MilvusException
-
-    try:
-        yield
-    except MilvusException as exc:
-        if exc.code == ErrorCode.COLLECTION_NOT_FOUND:
-            raise CollectionNotFoundError(
-                f"Milvus at {uri} has no such collection while trying to {action} "
-                f"(dropped meanwhile?): {exc.message}"
-            ) from exc
-        if _is_unavailable(exc):
-            raise StoreUnavailableError(
-                f"Milvus at {uri} is unreachable while trying to {action}: {exc.message}. "
-                "Start it (`lookalike milvus`) or check LOOKALIKE_MILVUS_URI"
-            ) from exc
-        raise StoreError(f"Milvus failed to {action}: {exc.message}") from exc
-    except Exception as exc:
-        # grpc raises its own RpcError subclasses; anything else unexpected is a store failure.
-        if type(exc).__module__.startswith("grpc"):
-            if _is_unavailable(exc):
-                raise StoreUnavailableError(
-                    f"Milvus at {uri} is unreachable while trying to {action}: {exc}"
-                ) from exc
-            raise StoreError(f"Milvus failed to {action}: {exc}") from exc
-        raise
+    def search_clip_many(
+        self, vectors: Sequence[FloatVector], expr: str, limit: int, *, whole: bool = False
+    ) -> list[list[ClipHit]]: ...
 
 
 @contextmanager
@@ -263,10 +263,9 @@ def _quiet(logger_name: str) -> Iterator[None]:
 
 def drop_collection(uri: str, collection: str, *, token: str | None = None) -> bool:
     """Drop ``collection`` whatever its contract; True when it existed."""
-    from pymilvus import MilvusClient
 
-    with _mapped(f"drop collection {collection}", uri):
-        client = MilvusClient(uri=uri, token=token or "")
+    client = milvus_client(uri, token=token)
+    with mapped(f"drop collection {collection}", uri):
         try:
             existed = bool(client.has_collection(collection))
             if existed:
@@ -280,10 +279,9 @@ def stored_contract(
     uri: str, collection: str, *, token: str | None = None, timeout: float = 10.0
 ) -> SchemaContract | None:
     """The contract of an existing lookalike collection, None when there is no such collection."""
-    from pymilvus import MilvusClient
 
-    with _mapped(f"describe collection {collection}", uri):
-        client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    client = milvus_client(uri, token=token, timeout=timeout)
+    with mapped(f"describe collection {collection}", uri):
         try:
             if not client.has_collection(collection, timeout=timeout):
                 return None
@@ -295,11 +293,45 @@ def stored_contract(
     return SchemaContract.from_description(collection, description)
 
 
+def milvus_client(uri: str, *, token: str | None = None, timeout: float = 10.0) -> Any:
+    """A pymilvus client for ``uri`` (no request is sent yet)."""
+    from pymilvus import MilvusClient
+
+    with mapped("connect", uri):
+        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+
+
 class MilvusStore:
-    """:class:`VectorStore` over one Milvus collection, created on first use."""
+    """:class:`VectorStore` over one Milvus collection.
+
+    Made from a client (any object with pymilvus ``MilvusClient``'s methods) without a request;
+    :meth:`open` then checks, or creates, and loads the collection. :meth:`connect` does both.
+    """
+
+    instance: str  # the collection instance (SchemaContract.instance_of), known once opened
 
     def __init__(
         self,
+        client: Any,
+        collection: str,
+        contract: SchemaContract,
+        *,
+        uri: str = "",
+        timeout: float = 10.0,
+        profile: IndexProfile | None = None,
+    ) -> None:
+        self.uri = uri
+        self.collection = collection
+        self.contract = contract
+        self._client = client
+        self._timeout = timeout
+        self._profile = profile
+        self._with_clip = contract.clip_dim is not None
+        self._clip_dim = contract.clip_dim
+
+    @classmethod
+    def connect(
+        cls,
         uri: str,
         collection: str,
         contract: SchemaContract,
@@ -307,19 +339,36 @@ class MilvusStore:
         token: str | None = None,
         timeout: float = 10.0,
         profile: IndexProfile | None = None,
-    ) -> None:
-        from pymilvus import MilvusClient
+        create: bool = True,
+    ) -> MilvusStore:
+        """A store over ``collection`` at ``uri``, opened (and created when ``create``)."""
+        client = milvus_client(uri, token=token, timeout=timeout)
+        store = cls(client, collection, contract, uri=uri, timeout=timeout, profile=profile)
+        try:
+            return store.open(create=create)
+        except BaseException:
+            client.close()
+            raise
 
-        self.uri = uri
-        self.collection = collection
-        self.contract = contract
-        self._timeout = timeout
-        with _mapped("connect", uri):
-            self._client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
-            self.profile = profile or self._detect_profile()
-            self._ensure_collection()
-        self._with_clip = contract.clip_dim is not None
-        self._clip_dim = contract.clip_dim
+    def open(self, *, create: bool = True) -> MilvusStore:
+        """Check the collection's contract (creating the collection first when it does not
+        exist and ``create``), wait for its indexes, and load it. Returns ``self``."""
+        with mapped(f"open collection {self.collection}", self.uri):
+            if self._profile is None:
+                self._profile = self._detect_profile()
+            self._ensure_collection(create=create)
+        return self
+
+    @property
+    def client(self) -> Any:
+        """The pymilvus client (for probes that time Milvus itself, e.g. the benchmarks)."""
+        return self._client
+
+    @property
+    def profile(self) -> IndexProfile:
+        if self._profile is None:
+            raise StoreError(f"collection {self.collection!r} is not open yet (call open())")
+        return self._profile
 
     @property
     def has_clip(self) -> bool:
@@ -330,24 +379,24 @@ class MilvusStore:
 
     def _detect_profile(self) -> IndexProfile:
         # Milvus Lite does not implement GetVersion; every Milvus server does.
-        from pymilvus.exceptions import MilvusException
-
         # pymilvus logs every failed RPC at ERROR; this one failing is the expected answer.
         try:
             with _quiet("pymilvus.decorators"):
                 version = self._client.get_server_version(timeout=self._timeout)
-        except MilvusException:
-            raise
         except Exception as exc:
-            if "UNIMPLEMENTED" in str(exc):
+            if is_unimplemented(exc):
                 return IndexProfile.lite()
             raise
         log.info("Milvus server %s at %s", version, self.uri)
         return IndexProfile.server()
 
-    def _ensure_collection(self) -> None:
+    def _ensure_collection(self, *, create: bool) -> None:
         client, timeout = self._client, self._timeout
         if not client.has_collection(self.collection, timeout=timeout):
+            if not create:
+                raise CollectionNotFoundError(
+                    f"no collection {self.collection!r} at {self.uri}; ingest images first"
+                )
             self._create_collection()
         # Read back, not assumed: another process may have created it first.
         description = client.describe_collection(self.collection, timeout=timeout).get(
@@ -509,7 +558,7 @@ class MilvusStore:
             )
             for i in unique
         ]
-        with _mapped(f"upsert {len(rows)} rows", self.uri):
+        with mapped(f"upsert {len(rows)} rows", self.uri):
             self._client.upsert(self.collection, rows, timeout=self._timeout)
         return len(rows)
 
@@ -519,7 +568,7 @@ class MilvusStore:
             self._check_clip(record)
         rows = [to_row(r, with_clip=self._with_clip, max_paths=MAX_PATHS) for r in records]
         if rows:
-            with _mapped(f"replace {len(rows)} rows", self.uri):
+            with mapped(f"replace {len(rows)} rows", self.uri):
                 self._client.upsert(self.collection, rows, timeout=self._timeout)
 
     def _check_clip(self, record: ImageRecord) -> None:
@@ -535,11 +584,11 @@ class MilvusStore:
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
-        with _mapped(f"delete {len(ids)} rows", self.uri):
+        with mapped(f"delete {len(ids)} rows", self.uri):
             self._client.delete(self.collection, ids=list(ids), timeout=self._timeout)
 
     def drop(self) -> None:
-        with _mapped(f"drop collection {self.collection}", self.uri):
+        with mapped(f"drop collection {self.collection}", self.uri):
             self._client.drop_collection(self.collection, timeout=self._timeout)
 
     # -- reads --------------------------------------------------------------------------------
@@ -566,7 +615,7 @@ class MilvusStore:
         records: list[ImageRecord] = []
         for start in range(0, len(ids), _GET_BATCH):
             chunk = list(ids[start : start + _GET_BATCH])
-            with _mapped(f"get {len(chunk)} rows", self.uri):
+            with mapped(f"get {len(chunk)} rows", self.uri):
                 rows = self._client.get(
                     self.collection,
                     ids=chunk,
@@ -580,7 +629,7 @@ class MilvusStore:
         found: set[str] = set()
         for start in range(0, len(ids), _GET_BATCH):
             chunk = list(ids[start : start + _GET_BATCH])
-            with _mapped(f"look up {len(chunk)} ids", self.uri):
+            with mapped(f"look up {len(chunk)} ids", self.uri):
                 rows = self._client.get(
                     self.collection, ids=chunk, output_fields=["id"], timeout=self._timeout
                 )
@@ -589,7 +638,7 @@ class MilvusStore:
 
     def count(self, expr: str = "") -> int:
         """Rows matching ``expr`` (a compiled filter; "" for all)."""
-        with _mapped("count rows", self.uri):
+        with mapped("count rows", self.uri):
             rows = self._client.query(
                 self.collection, filter=expr, output_fields=["count(*)"], timeout=self._timeout
             )
@@ -616,7 +665,7 @@ class MilvusStore:
     def _batches(self, expr: str, fields: list[str], batch_size: int) -> Iterator[Any]:
         """The rows matching ``expr`` as the query iterator's batches (lists of row dicts)."""
         # Milvus Lite has no MVCC timestamp to give; pymilvus warns and uses the client's.
-        with _mapped("start a query iterator", self.uri), _quiet("pymilvus.orm.iterator"):
+        with mapped("start a query iterator", self.uri), _quiet("pymilvus.orm.iterator"):
             iterator = self._client.query_iterator(
                 self.collection,
                 batch_size=batch_size,
@@ -626,7 +675,7 @@ class MilvusStore:
             )
         try:
             while True:
-                with _mapped("read a query batch", self.uri):
+                with mapped("read a query batch", self.uri):
                     batch = iterator.next()
                 if not batch:
                     return
@@ -782,7 +831,7 @@ class MilvusStore:
         with_vectors: bool,
         whole: bool,
     ) -> Any:
-        with _mapped(f"run a {field} search", self.uri):
+        with mapped(f"run a {field} search", self.uri):
             return self._client.search(
                 self.collection,
                 data=data,
@@ -804,3 +853,8 @@ def _hit_row(hit: Any) -> dict[str, Any]:
 
 def _hit_record(hit: Any) -> ImageRecord:
     return from_row(_hit_row(hit))
+
+
+def _conforms(store: MilvusStore) -> VectorStore:
+    """mypy checks here that MilvusStore implements every method of the Protocol."""
+    return store

@@ -48,7 +48,9 @@ def make_store(milvus_uri: str) -> Iterator[StoreFactory]:
         clip_model: str | None = "test-model", clip_dim: int | None = 8, name: str | None = None
     ) -> MilvusStore:
         collection = name or f"t_{uuid.uuid4().hex[:12]}"
-        store = MilvusStore(milvus_uri, collection, SchemaContract.current(clip_model, clip_dim))
+        store = MilvusStore.connect(
+            milvus_uri, collection, SchemaContract.current(clip_model, clip_dim)
+        )
         opened.append(store)
         return store
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from ingest.decisions import RedisDecisions
-from ingest.ledger import JobLedger
+from services.decisions import RedisDecisions
 from services.embed import Embedder, create_embedder
 from services.errors import LookalikeError, ModelError, StoreError
+from services.ledger import JobLedger
 from services.schema import SchemaContract
 from services.settings import Settings
 from services.store import MilvusStore, stored_contract
@@ -49,7 +49,7 @@ def _store(uri: str, collection: str, token: str | None) -> MilvusStore:
             f"no collection {collection!r} at {uri} yet: ingest images first "
             "(the Ingest page, or `lookalike ingest FOLDER`)"
         )
-    return MilvusStore(uri, collection, contract, token=token)
+    return MilvusStore.connect(uri, collection, contract, token=token)
 
 
 @st.cache_resource(show_spinner="Loading the CLIP model…")

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ingest.celery_app import QUEUE
+from services.queue import QUEUE
 from services.settings import Settings
 from tests.deploy.files import (
     DEPLOY,

@@ -111,7 +111,7 @@ def test_init_roles_is_idempotent_and_never_prints_a_password(roles_output: list
 @pytest.fixture(scope="module")
 def written(secured_milvus: SecuredMilvus, names: Names, roles_output: list[str]) -> int:
     """Rows the writer stored through lookalike's own store (which also creates the indexes)."""
-    store = MilvusStore(
+    store = MilvusStore.connect(
         secured_milvus.uri,
         names.collection,
         SchemaContract.current("test-model", 8),

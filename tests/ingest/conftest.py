@@ -108,10 +108,10 @@ class IngestEnv:
     def wait_for_worker(
         self, name: str, process: subprocess.Popen[bytes], timeout: float = 60
     ) -> None:
-        from ingest.celery_app import create_app
+        from services.queue import celery_app
         from services.settings import Settings
 
-        app = create_app(Settings.from_env(self.env))
+        app = celery_app(Settings.from_env(self.env))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert process.poll() is None, self.worker_logs()
@@ -128,10 +128,12 @@ class IngestEnv:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
 
     def store(self) -> MilvusStore:
-        return MilvusStore(self.milvus_uri, self.collection, SchemaContract.current(None, None))
+        return MilvusStore.connect(
+            self.milvus_uri, self.collection, SchemaContract.current(None, None)
+        )
 
     def ledger_progress(self, job_id: str):  # type: ignore[no-untyped-def]
-        from ingest.ledger import JobLedger
+        from services.ledger import JobLedger
 
         return JobLedger.from_url(self.env["LOOKALIKE_REDIS_URL"]).progress(job_id)
 

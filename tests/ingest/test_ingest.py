@@ -228,7 +228,7 @@ def test_a_job_whose_messages_are_lost_is_reported_stalled_with_its_files(
     --wait` and `status` stop waiting, name the files, and `--resume` finishes the job."""
     import redis
 
-    from ingest.celery_app import QUEUE
+    from services.queue import QUEUE
 
     folder = tmp_path / "photos"
     photos = photo_folder(folder, 12)
@@ -301,7 +301,7 @@ def test_clip_worker_records_duplicates_on_arrival(
     contract = stored_contract(ingest_env.milvus_uri, ingest_env.collection)
     assert contract is not None
     assert (contract.clip_model, contract.clip_dim) == (str(tiny_clip_dir), 32)
-    store = MilvusStore(ingest_env.milvus_uri, ingest_env.collection, contract)
+    store = MilvusStore.connect(ingest_env.milvus_uri, ingest_env.collection, contract)
     rows = {r.path: r for r in store.iterate(with_vectors=True)}
     for original, mirror in zip(originals, mirrored, strict=True):
         copy, source = rows[str(mirror)], rows[str(original)]

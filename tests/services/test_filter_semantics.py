@@ -24,9 +24,9 @@ _ORDERED = ("==", "!=", "<", "<=", ">", ">=")
 def stored(milvus_uri: str) -> tuple[MilvusStore, dict[str, dict[str, Any]]]:
     from services.schema import SchemaContract
 
-    store = MilvusStore(milvus_uri, "filter_semantics", SchemaContract.current(None, None))
+    store = MilvusStore.connect(milvus_uri, "filter_semantics", SchemaContract.current(None, None))
     store.drop()
-    store = MilvusStore(milvus_uri, "filter_semantics", SchemaContract.current(None, None))
+    store = MilvusStore.connect(milvus_uri, "filter_semantics", SchemaContract.current(None, None))
     records = random_records(400, dim=None, seed=3)
     odd = [
         replace(records[0], source="Ünïcode ☃", tags=("a b", 'say "hi"'), camera_model="X100V"),

@@ -25,9 +25,9 @@ DIM = 32
 def populated(milvus_uri: str) -> tuple[MilvusStore, list[ImageRecord]]:
     from services.schema import SchemaContract
 
-    store = MilvusStore(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
+    store = MilvusStore.connect(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
     store.drop()
-    store = MilvusStore(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
+    store = MilvusStore.connect(milvus_uri, "search_bruteforce", SchemaContract.current("m", DIM))
     records = random_records(N_ROWS, dim=DIM, seed=7, groups=40)
     for start in range(0, N_ROWS, 500):
         store.upsert(records[start : start + 500])

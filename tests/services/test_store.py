@@ -51,14 +51,14 @@ def test_upserts_are_idempotent_and_merge_paths(make_store: StoreFactory) -> Non
 def test_contract_recorded_and_mismatch_refused(make_store: StoreFactory, milvus_uri: str) -> None:
     store = make_store(clip_model="model-a", clip_dim=8)
     name = store.collection
-    reopened = MilvusStore(milvus_uri, name, SchemaContract.current("model-a", 8))
+    reopened = MilvusStore.connect(milvus_uri, name, SchemaContract.current("model-a", 8))
     assert reopened.count() == 0
     with pytest.raises(SchemaMismatchError, match="CLIP model 'model-a', configured 'model-b'"):
-        MilvusStore(milvus_uri, name, SchemaContract.current("model-b", 8))
+        MilvusStore.connect(milvus_uri, name, SchemaContract.current("model-b", 8))
     with pytest.raises(SchemaMismatchError, match="CLIP dimension 8, the model gives 16"):
-        MilvusStore(milvus_uri, name, SchemaContract.current("model-a", 16))
+        MilvusStore.connect(milvus_uri, name, SchemaContract.current("model-a", 16))
     with pytest.raises(SchemaMismatchError, match="CLIP model 'model-a', configured None"):
-        MilvusStore(milvus_uri, name, SchemaContract.current(None, None))
+        MilvusStore.connect(milvus_uri, name, SchemaContract.current(None, None))
 
 
 def test_foreign_collection_refused(milvus_uri: str) -> None:
@@ -68,7 +68,9 @@ def test_foreign_collection_refused(milvus_uri: str) -> None:
     client.create_collection("foreign_collection", dimension=4)
     try:
         with pytest.raises(SchemaMismatchError, match="not created by lookalike"):
-            MilvusStore(milvus_uri, "foreign_collection", SchemaContract.current(None, None))
+            MilvusStore.connect(
+                milvus_uri, "foreign_collection", SchemaContract.current(None, None)
+            )
     finally:
         client.drop_collection("foreign_collection")
         client.close()
@@ -106,7 +108,9 @@ def test_iterate_streams_everything(make_store: StoreFactory) -> None:
 def test_unreachable_milvus_is_a_clear_error() -> None:
     port = free_port()  # nothing listens here
     with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}.*unreachable"):
-        MilvusStore(f"http://127.0.0.1:{port}", "x", SchemaContract.current(None, None), timeout=2)
+        MilvusStore.connect(
+            f"http://127.0.0.1:{port}", "x", SchemaContract.current(None, None), timeout=2
+        )
 
 
 def test_hash_scan_reads_hashes_and_keeper_columns_as_stored(make_store: StoreFactory) -> None:

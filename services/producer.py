@@ -21,10 +21,10 @@ from typing import Any
 
 from celery import Celery
 
-from ingest.celery_app import QUEUE, TASK_INGEST
-from ingest.ledger import CachedFile, JobLedger, files_cache_name
 from services.discovery import Found, discover
 from services.errors import StoreError, UnknownJobError
+from services.ledger import CachedFile, JobLedger, files_cache_name
+from services.queue import QUEUE, TASK_INGEST
 from services.records import ImageRecord
 from services.settings import Settings
 from services.store import MilvusStore, stored_contract
@@ -214,7 +214,7 @@ class Producer:
             contract = stored_contract(self.milvus_uri, collection, token=secret, timeout=5.0)
             if contract is None:
                 return None
-            store = MilvusStore(self.milvus_uri, collection, contract, token=secret)
+            store = MilvusStore.connect(self.milvus_uri, collection, contract, token=secret)
             return store if store.count() > 0 else None
         except StoreError as exc:
             log.warning("cannot check Milvus for stored files (%s); enqueueing everything", exc)

@@ -18,7 +18,7 @@ from typing import Literal
 
 import redis
 
-from ingest.ledger import PREFIX, mapped_redis_errors
+from services.ledger import PREFIX, mapped_redis_errors
 
 
 class RedisDecisions:

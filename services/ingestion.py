@@ -1,0 +1,121 @@
+"""The one use case that stores images: decode, hash, embed, match against what is stored,
+merge paths and tags, upsert. Celery workers and ``lookalike add`` both call
+:func:`ingest_paths`; each adds only its own bookkeeping (the job ledger, retries).
+
+A content already stored under the same path, with nothing new to add, is not written again:
+an upsert is a delete and an insert, so rewriting a stored row would let readers miss it for a
+moment, and a re-delivered batch would do just that.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.arrival import find_matches, with_matches
+from services.embed import Embedder
+from services.pipeline import Failure, analyze_batch
+from services.records import ImageRecord
+from services.store import VectorStore
+
+
+class ContentLocks(Protocol):
+    """Mutual exclusion per content id across every process that writes one collection."""
+
+    def content_locks(
+        self, collection: str, ids: Sequence[str]
+    ) -> AbstractContextManager[None]: ...
+
+
+class ProcessLocks:
+    """:class:`ContentLocks` for one process with no shared lock service (``lookalike add``
+    without Redis): one lock for the whole collection, held while a batch is merged."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def content_locks(self, collection: str, ids: Sequence[str]) -> Iterator[None]:
+        with self._lock:
+            yield
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    """When an arriving image counts as a near-duplicate of one already stored."""
+
+    max_hamming: int
+    min_cosine: float
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What one batch did: every decodable file's record (as stored), the failures, the paths
+    that arrived with a near-duplicate stored, and those whose exact bytes were already stored
+    under another path."""
+
+    records: list[ImageRecord]
+    failures: list[Failure]
+    near: list[str]
+    exact: list[str]
+    written: int  # rows written (contents that were new, or gained a path, tag or source)
+
+
+def ingest_paths(
+    store: VectorStore,
+    embedder: Embedder | None,
+    paths: Sequence[str],
+    *,
+    locks: ContentLocks,
+    policy: MatchPolicy,
+    max_pixels: int,
+    source: str = "",
+    tags: Sequence[str] = (),
+) -> IngestOutcome:
+    """Store ``paths`` in ``store``: safe to run twice on the same paths, and concurrently with
+    other processes that hold the same ``locks``."""
+    outcome = analyze_batch(paths, embedder, max_pixels=max_pixels, source=source, tags=tags)
+    records = outcome.records
+    with locks.content_locks(store.collection, [r.id for r in records]):
+        stored = {r.id: r for r in store.get([r.id for r in records])}
+        fresh, fresh_variants, exact = _split_fresh(records, outcome.variants, stored)
+        matches = find_matches(
+            store,
+            fresh,
+            fresh_variants,
+            max_hamming=policy.max_hamming,
+            min_cosine=policy.min_cosine,
+        )
+        by_id = {r.id: r for r in with_matches(fresh, matches)}
+        changed = [
+            by_id.get(r.id, r) for r in records if r.id not in stored or r.adds_to(stored[r.id])
+        ]
+        written = store.upsert(changed, stored=stored) if changed else 0
+    near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
+    return IngestOutcome(records, outcome.failures, near, exact, written)
+
+
+def _split_fresh(
+    records: Sequence[ImageRecord],
+    variants: Sequence[Sequence[bytes]],
+    stored: dict[str, ImageRecord],
+) -> tuple[list[ImageRecord], list[Sequence[bytes]], list[str]]:
+    """New contents (first occurrence in the batch) and the paths that are exact duplicates."""
+    fresh: list[ImageRecord] = []
+    fresh_variants: list[Sequence[bytes]] = []
+    exact: list[str] = []
+    seen: set[str] = set()
+    for record, record_variants in zip(records, variants, strict=True):
+        if record.id in stored:
+            if record.path not in stored[record.id].all_paths:
+                exact.append(record.path)
+        elif record.id in seen:
+            exact.append(record.path)
+        else:
+            seen.add(record.id)
+            fresh.append(record)
+            fresh_variants.append(record_variants)
+    return fresh, fresh_variants, exact
