@@ -381,8 +381,12 @@ def dedup(
         list[str] | None, typer.Option(help="Only rows matching FIELD OP VALUE (repeatable).")
     ] = None,
     max_hamming: Annotated[
-        int, typer.Option(help="pHash radius (inclusive), over flips and rotations.")
-    ] = 8,
+        int | None,
+        typer.Option(
+            help="pHash radius (inclusive), over flips and rotations "
+            "[default: LOOKALIKE_DEDUP_MAX_HAMMING, 8]."
+        ),
+    ] = None,
     min_cosine: Annotated[
         float | None,
         typer.Option(help="Also pair images with CLIP cosine >= this (collections with CLIP)."),
@@ -425,7 +429,8 @@ def dedup(
         policy = parse_policy(keep or [])
         store = _open_existing(settings)
         decisions = RedisDecisions.from_url(settings.redis_url, settings.collection)
-        options = DedupOptions(max_hamming, min_cosine, exact_only, expr)
+        radius = settings.dedup_max_hamming if max_hamming is None else max_hamming
+        options = DedupOptions(radius, min_cosine, exact_only, expr)
         report = find_duplicates(store, policy, options, decisions)
         actions = resolve(
             store, report.groups, move_to=move_to, delete_files=delete, decisions=decisions

@@ -15,8 +15,6 @@ from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
 from services.store import VectorStore
 
-DEFAULT_MAX_HAMMING = 8
-DEFAULT_MIN_COSINE = 0.95
 _CANDIDATES = 4
 
 
@@ -38,8 +36,8 @@ def find_matches(
     records: Sequence[ImageRecord],
     variants: Sequence[Sequence[bytes]],
     *,
-    max_hamming: int = DEFAULT_MAX_HAMMING,
-    min_cosine: float = DEFAULT_MIN_COSINE,
+    max_hamming: int,
+    min_cosine: float,
 ) -> list[Match | None]:
     """For each record, its best near-duplicate (another content) in the store or the batch."""
     if not records:

@@ -26,7 +26,7 @@ from services.app import Lookalike, connect
 from services.embedded import EmbeddedMilvus, milvus_uri
 from services.errors import ConfigError, LookalikeError
 from services.filters import Condition, parse_where
-from services.search import DEFAULT_MAX_HAMMING, SearchQuery, SearchResult, search
+from services.search import SearchQuery, SearchResult, search
 from services.settings import Settings
 
 app = typer.Typer(
@@ -275,8 +275,12 @@ def search_command(
         ),
     ] = None,
     max_hamming: Annotated[
-        int, typer.Option(help="pHash pre-filter radius (inclusive), over flips and rotations.")
-    ] = DEFAULT_MAX_HAMMING,
+        int | None,
+        typer.Option(
+            help="pHash pre-filter radius (inclusive), over flips and rotations "
+            "[default: LOOKALIKE_SEARCH_MAX_HAMMING, 10]."
+        ),
+    ] = None,
     clip_only: Annotated[
         bool, typer.Option("--clip-only", help="Skip the Hamming stage: nearest by CLIP alone.")
     ] = False,
@@ -303,7 +307,9 @@ def search_command(
                     text=text,
                     id=id_,
                     where=tuple(conditions),
-                    max_hamming=None if clip_only else max_hamming,
+                    max_hamming=None
+                    if clip_only
+                    else (settings.search_max_hamming if max_hamming is None else max_hamming),
                     top_k=top_k,
                 )
                 result = search(lookalike.store, lookalike.embedder, query)

@@ -26,6 +26,7 @@ from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.records import ImageRecord, clip_cosine
+from services.settings import setting_default
 from services.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class DedupReport:
 
 @dataclass(frozen=True)
 class DedupOptions:
-    max_hamming: int = 8
+    max_hamming: int = setting_default("dedup_max_hamming")
     min_cosine: float | None = None  # None: no CLIP pairs
     exact_only: bool = False
     where: str = ""

@@ -21,10 +21,11 @@ from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
 from services.hashing import phash_variants
 from services.records import FloatVector, ImageRecord
+from services.settings import setting_default
 from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
 
 Mode = Literal["hybrid", "phash", "clip", "text"]
-DEFAULT_MAX_HAMMING = 10
+DEFAULT_MAX_HAMMING: int = setting_default("search_max_hamming")
 # Up to this radius a range search returns few hits (near-duplicates), so they come with their
 # paths and tags in the same request; a wider radius reads light hits and then the top-k rows.
 WHOLE_HITS_MAX_HAMMING = 12

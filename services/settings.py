@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     )
     dup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
+    )
+    dedup_max_hamming: int = Field(
+        default=8, ge=0, le=63, description="pHash radius of `lookalike dedup` and the UI."
+    )
+    search_max_hamming: int = Field(
+        default=10, ge=0, le=63, description="pHash radius of the Hamming stage of a search."
     )
     dup_min_cosine: float = Field(
         default=0.95, ge=-1.0, le=1.0, description="CLIP cosine of dedup on arrival."
@@ -168,6 +174,11 @@ class Settings(BaseSettings):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from exc
+
+
+def setting_default(name: str) -> Any:
+    """The default of setting ``name``: for the core's own defaults, kept in this one place."""
+    return Settings.model_fields[name].default
 
 
 def _describe(exc: ValidationError) -> str:
