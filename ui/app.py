@@ -1,28 +1,25 @@
 """The lookalike UI: ``lookalike ui`` runs ``streamlit run ui/app.py``.
 
-Pages: Search, Duplicates, Clusters, Ingest, Collection. Settings come from the environment
-(LOOKALIKE_*), read once per server process.
+Pages: Search, Duplicates, Clusters, Ingest, Collection (``ui.navigation``), reachable only
+through this navigation. While a password is set and not given, the navigation holds only the
+login form, so no page runs for the session, whatever URL it opens. Settings come from the
+environment (LOOKALIKE_*), read once per server process.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from ui.auth import require_password
-
-PAGES = Path(__file__).resolve().parent / "pages"
+from ui import auth
+from ui.navigation import login_pages, pages
 
 st.set_page_config(page_title="lookalike", page_icon=":material/search:", layout="wide")
-require_password()
-navigation = st.navigation(
-    [
-        st.Page(PAGES / "search.py", title="Search", icon=":material/search:", default=True),
-        st.Page(PAGES / "duplicates.py", title="Duplicates", icon=":material/content_copy:"),
-        st.Page(PAGES / "clusters.py", title="Clusters", icon=":material/scatter_plot:"),
-        st.Page(PAGES / "ingest.py", title="Ingest", icon=":material/upload:"),
-        st.Page(PAGES / "collection.py", title="Collection", icon=":material/database:"),
-    ]
-)
+if auth.admitted():
+    navigation = st.navigation(pages())
+    if auth.required():
+        st.sidebar.button(
+            "Log out", icon=":material/logout:", key="auth-log-out", on_click=auth.log_out
+        )
+else:
+    navigation = st.navigation(login_pages(), position="hidden")
 navigation.run()

@@ -4,10 +4,17 @@ the demo photos (originals and transformed copies) with a tiny CLIP saved locall
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -16,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from ingest.redis_server import RedisServer
 from services.demo import build_demo_collection
 from services.embed import ClipEmbedder
+from services.errors import StoreUnavailableError
 from services.pipeline import index_batch
 from services.schema import SchemaContract
 from services.store import MilvusStore, drop_collection
@@ -23,6 +31,8 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+TITLES = ["Search", "Duplicates", "Clusters", "Ingest", "Collection"]  # the navigation's
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
 
@@ -40,7 +50,7 @@ class UiStack:
 
         contract = stored_contract(self.milvus_uri, self.collection)
         assert contract is not None
-        return MilvusStore(self.milvus_uri, self.collection, contract)
+        return MilvusStore.connect(self.milvus_uri, self.collection, contract)
 
     def app(self, page: str | None = None) -> AppTest:
         """A fresh AppTest of ui/app.py (caches cleared: settings are read anew), on ``page``."""
@@ -49,7 +59,7 @@ class UiStack:
         test = AppTest.from_file(str(APP), default_timeout=120)
         test.run()
         if page is not None:
-            test.switch_page(f"pages/{page}.py").run()
+            test.switch_page(f"views/{page}.py").run()
         return test
 
 
@@ -66,7 +76,7 @@ def ui_stack(
     redis.start()
     collection = f"ui_{uuid.uuid4().hex[:10]}"
     embedder = ClipEmbedder.load(str(tiny_clip_dir), device="cpu", precision="fp32")
-    store = MilvusStore(
+    store = MilvusStore.connect(
         milvus_uri, collection, SchemaContract.current(embedder.model_id, embedder.dim)
     )
     outcome = index_batch(store, embedder, files, max_pixels=100_000_000, source="demo")
@@ -93,4 +103,69 @@ def ui_stack(
         os.environ.update(saved)
         st.cache_resource.clear()
         redis.stop()
-        drop_collection(milvus_uri, collection)
+        try:
+            drop_collection(milvus_uri, collection)
+        except StoreUnavailableError:
+            # pymilvus keeps one channel per server for the whole process; idle through a long
+            # browser test, it was closed by milvus-lite (GOAWAY "too_many_pings" in answer to
+            # its keepalive pings), and the first call after that fails once.
+            drop_collection(milvus_uri, collection)
+
+
+@contextmanager
+def running_ui(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``lookalike ui`` as a real process on a free port with ``env`` (LOOKALIKE_* over
+    os.environ), its output in ``log``; yields its URL and the process once it answers, and
+    stops it with SIGTERM (as a service manager does) afterwards."""
+    port = free_port()
+    env = dict(os.environ) | env | {"LOOKALIKE_UI_PORT": str(port), "PYTHONPATH": str(ROOT)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "ui"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the UI did not start:\n" + log.read_text()
+            time.sleep(0.3)
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        finally:
+            # Whatever happened, leave nothing running (test_ui_process checks the stop itself).
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium through Playwright (no browser is downloaded)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+def nav_titles(page: Any) -> list[str]:
+    """The entries of a browser page's sidebar navigation, without their icons' names."""
+    links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+    return [text.splitlines()[-1] for text in links]

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from services import cluster_map
 from services.clusters import cluster_collection
-from tests.conftest import free_port
-from tests.ui.conftest import ROOT, UiStack
-from ui import cluster_map
+from tests.ui.conftest import TITLES, UiStack, nav_titles, running_ui
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -36,35 +28,8 @@ def ui_url(ui_stack: UiStack, tmp_path_factory: pytest.TempPathFactory) -> Itera
     store = ui_stack.store()
     report = cluster_collection(store, k=6, projection="pca")
     cluster_map.save(report, cluster_map.map_file(ui_stack.home, ui_stack.collection))
-    port = free_port()
-    env = dict(os.environ) | {"LOOKALIKE_UI_PORT": str(port), "PYTHONPATH": str(ROOT)}
-    log = tmp_path_factory.mktemp("ui-log") / "ui.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "ui"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the UI did not start:\n" + log.read_text()
-            time.sleep(0.3)
+    with running_ui({}, tmp_path_factory.mktemp("ui-log") / "ui.log") as (url, _):
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(20)
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +38,6 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
     target.mkdir(parents=True, exist_ok=True)
     return target
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 def results_count(page: object) -> int:
@@ -148,3 +101,19 @@ def test_browser_searches_opens_duplicates_and_a_cluster(
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / f"ui-{name}.png"), full_page=True)
     assert page.get_by_text("Schema contract").count() == 1
+
+
+def test_without_a_password_direct_urls_show_the_titled_navigation(
+    ui_url: str, browser: object
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        for path, heading in (("duplicates", "Duplicates"), ("collection", "Collection")):
+            page.goto(f"{ui_url}/{path}")  # a fresh session each time
+            page.get_by_role("heading", name=heading).first.wait_for()
+            assert nav_titles(page) == TITLES
+            assert page.get_by_label("Password", exact=True).count() == 0
+    finally:
+        context.close()

@@ -8,7 +8,7 @@ import streamlit as st
 
 from services.decode import load_image_bytes
 from services.records import ImageRecord
-from services.search import DEFAULT_MAX_HAMMING, SearchQuery, SearchResult, search
+from services.search import SearchQuery, SearchResult, search
 from ui import runtime
 from ui.widgets import Tile, filter_widgets, image_grid
 
@@ -45,7 +45,12 @@ def _query() -> SearchQuery | None:
         disabled=mode == "Text",
     )
     radius = middle.slider(
-        "Hamming radius", 0, 32, DEFAULT_MAX_HAMMING, key="search-radius", disabled=not use_hamming
+        "Hamming radius",
+        0,
+        32,
+        runtime.settings().search_max_hamming,
+        key="search-radius",
+        disabled=not use_hamming,
     )
     top_k = right.number_input("Top k", 1, 200, 20, key="search-top-k")
     where = tuple(filter_widgets("search"))

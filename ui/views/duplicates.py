@@ -48,7 +48,13 @@ def _controls() -> tuple[DedupOptions, tuple[str, ...]]:
     config = runtime.settings()
     with st.expander("Options", expanded=False):
         left, middle, right = st.columns(3)
-        radius = left.slider("pHash radius (flips and rotations included)", 0, 20, 8, key="dups-r")
+        radius = left.slider(
+            "pHash radius (flips and rotations included)",
+            0,
+            20,
+            runtime.settings().dedup_max_hamming,
+            key="dups-r",
+        )
         exact_only = left.checkbox("Byte-identical files only", key="dups-exact")
         use_clip = middle.checkbox(
             "Also CLIP pairs", key="dups-use-clip", disabled=runtime.collection().embedder is None

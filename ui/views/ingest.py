@@ -9,10 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from ingest.celery_app import QUEUE, create_app, live_workers
-from ingest.ledger import JobLedger, JobProgress
-from ingest.producer import IngestRequest, Producer, new_job_id
 from services.errors import LookalikeError
+from services.ledger import JobLedger, JobProgress
+from services.producer import IngestRequest, Producer, new_job_id
+from services.queue import QUEUE, celery_app, live_workers
 from services.settings import Settings
 from ui import runtime
 
@@ -37,7 +37,7 @@ def _produce(
     """The producer, in a thread of its own: it walks the folder while the page follows the job.
     Everything it needs is passed in (Streamlit's caches belong to the script's thread)."""
     try:
-        producer = Producer(config, ledger, create_app(config), config.effective_milvus_uri)
+        producer = Producer(config, ledger, celery_app(config), config.effective_milvus_uri)
         producer.start(request, job_id)
     except LookalikeError as exc:
         errors[job_id] = str(exc)

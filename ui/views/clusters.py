@@ -11,10 +11,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from services import cluster_map
+from services.cluster_map import ClusterMap
 from services.clusters import cluster_collection
 from services.records import ImageRecord
-from ui import cluster_map, runtime
-from ui.cluster_map import ClusterMap
+from ui import runtime
 from ui.widgets import Tile, image_grid
 
 SHOWN = 40  # images shown for a selection
