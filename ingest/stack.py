@@ -12,8 +12,10 @@ Each service is started only when it is needed::
 
 Every child runs in its own process group, so a terminal's Ctrl-C reaches only the CLI, which
 stops the children in reverse start order: extras, workers (warm shutdown), Redis, Milvus. What
-the stack did not start, it never stops. Children read their settings from the environment; the
-stack writes its Settings back into that environment so that every child sees the same ones.
+the stack did not start, it never stops. ``run_foreground`` runs one such child alone
+(``lookalike ui``), stopped the same way when the command is. Children read their settings from
+the environment; the stack writes its Settings back into that environment so that every child
+sees the same ones.
 """
 
 from __future__ import annotations
@@ -112,29 +114,38 @@ def redacted(url: str) -> str:
 
 
 class _Child:
-    """A child process in its own process group, its output appended to ``log_file``."""
+    """A child process in its own process group, its output appended to ``log_file`` (None:
+    this process's own output, for a child run in the foreground)."""
 
     def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_file: Path
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_file: Path | None
     ) -> None:
         self.name = name
         self.log_file = log_file
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("ab") as output:
+        with contextlib.ExitStack() as opened:
+            output = None
+            if log_file is not None:
+                log_file.parent.mkdir(parents=True, exist_ok=True)
+                output = opened.enter_context(log_file.open("ab"))
             self.process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
             )
-        log.info("started %s (pid %d), log %s", name, self.process.pid, log_file)
+        log.info("started %s (pid %d), log %s", name, self.process.pid, log_file or "stdout")
+
+    def output_tail(self) -> str:
+        """Where to read what the child printed, for an error message."""
+        if self.log_file is None:
+            return "its output is above"
+        return f"its log {self.log_file} ends with:\n{log_tail(self.log_file)}"
 
     def exited_error(self, what: str) -> IngestError:
         return IngestError(
-            f"{self.name} exited with code {self.process.returncode} {what}; its log "
-            f"{self.log_file} ends with:\n{log_tail(self.log_file)}"
+            f"{self.name} exited with code {self.process.returncode} {what}; {self.output_tail()}"
         )
 
     def stop(self, grace: float) -> None:
@@ -148,8 +159,9 @@ class _Child:
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
             self._kill()
-        except KeyboardInterrupt:
-            # A second Ctrl-C means "now": cold shutdown, then go on stopping the rest.
+        except (KeyboardInterrupt, SystemExit):
+            # A second Ctrl-C (or SIGTERM) means "now": cold shutdown, then go on stopping the
+            # rest; letting it propagate would leave this child running.
             log.warning("interrupted while %s stops; killing it", self.name)
             self._kill()
 
@@ -157,6 +169,22 @@ class _Child:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+
+
+def run_foreground(spec: ProcessSpec, env: Mapping[str, str]) -> int:
+    """Run ``spec`` alone with this process's output until it exits, and return its code.
+
+    Ctrl-C (KeyboardInterrupt) or a SystemExit (the CLI turns SIGTERM into one) stops it as the
+    stack stops its children (SIGTERM, then SIGKILL after ``spec.stop_grace``) and returns 0: the
+    child never outlives the command. ``spec.ready`` is not polled.
+    """
+    child = _Child(spec.name, spec.argv, {**env, **spec.env}, None)
+    try:
+        return child.process.wait()
+    except (KeyboardInterrupt, SystemExit):
+        return 0
+    finally:
+        child.stop(spec.stop_grace)
 
 
 class Stack:
@@ -329,8 +357,8 @@ class Stack:
         finally:
             app.close()
         raise IngestError(
-            f"the Celery worker did not answer a ping in {self.worker_ready_timeout:.0f}s; its "
-            f"log {worker.log_file} ends with:\n{log_tail(worker.log_file)}"
+            f"the Celery worker did not answer a ping in {self.worker_ready_timeout:.0f}s; "
+            f"{worker.output_tail()}"
         )
 
     def _start_extra(self, spec: ProcessSpec) -> None:
