@@ -43,7 +43,7 @@ def build_vit_b32(directory: Path) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from tests.tinyclip import build_tiny_tokenizer
+    from testkit.tinyclip import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     config = CLIPConfig(  # type: ignore[no-untyped-call]

@@ -148,7 +148,7 @@ def build_set(images: Path | None, limit: int | None, folder: Path) -> list[Entr
         files = sorted(images.glob("ukbench*.jpg"))
         objects = len(files) // VIEWS if limit is None else min(limit, len(files) // VIEWS)
     else:
-        from tests.imagegen import make_photo_like
+        from testkit.imagegen import make_photo_like
 
         objects = 8 if limit is None else limit
     for obj in range(objects):

@@ -67,7 +67,7 @@ def _copies_in_group(group: int) -> int:
 def generate(folder: Path, count: int) -> list[Path]:
     """``count`` JPEGs in ``folder``: ``NNNNNN.jpg``, and ``NNNNNN_<copy>.jpg`` for the copies of
     base NNNNNN (the first image of every run of STRIDE)."""
-    from tests.imagegen import make_photo_like
+    from testkit.imagegen import make_photo_like
 
     folder.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

@@ -31,7 +31,7 @@ def milvus_uri(milvus_server: EmbeddedMilvus) -> str:
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP (config, weights, tokenizer, processor) saved locally: the real
     from_pretrained path without a model hub."""
-    from tests.tinyclip import build_tiny_clip
+    from testkit.tinyclip import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 
 def photo_folder(root: Path, count: int, *, size: tuple[int, int] = (160, 120)) -> list[Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 
 def _jpeg(seed: int, size: tuple[int, int] = (96, 72), **save: object) -> bytes:

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from services import decode
 from services.decode import LoadedImage, load_image, load_image_bytes
 from services.errors import DecodeError, ImageTooLargeError, UnsupportedImageError
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 LIMIT = 50_000_000
 WHITE = (255, 255, 255)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from services.discovery import discover
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 
 def _jpeg(path: Path, seed: int = 0) -> Path:

@@ -24,7 +24,7 @@ from services.embed import (
 )
 from services.errors import ModelError
 from services.settings import Settings
-from tests.tinyclip import build_tiny_clip
+from testkit.tinyclip import build_tiny_clip
 
 DIM = 32
 

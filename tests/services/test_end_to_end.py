@@ -19,7 +19,7 @@ from services.filters import eq
 from services.pipeline import index_batch, load_for_signals
 from services.search import SearchQuery, search
 from services.settings import Settings
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 pytestmark = pytest.mark.integration
 

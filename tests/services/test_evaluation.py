@@ -24,7 +24,7 @@ from services.evaluation import (
 )
 from services.hashing import hamming, int_to_phash, phash_variants
 from services.records import ImageRecord
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 
 def _item(path: str, code: int, clip: list[float] | None = None) -> EvalItem:

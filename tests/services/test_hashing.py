@@ -19,7 +19,7 @@ from services.hashing import (
     phash_to_int,
     phash_variants,
 )
-from tests.imagegen import make_photo_like, sample_photos
+from testkit.imagegen import make_photo_like, sample_photos
 
 T = Image.Transpose
 # The PIL transposes that produce each entry of phash_variants, in its documented order.

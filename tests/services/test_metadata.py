@@ -15,7 +15,7 @@ from PIL import Image, TiffImagePlugin
 from services.decode import LoadedImage, load_image, load_image_bytes
 from services.errors import DecodeError
 from services.metadata import ImageMetadata, extract_metadata, sha256_hex
-from tests.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like
 
 LIMIT = 50_000_000
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825

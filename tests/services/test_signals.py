@@ -20,8 +20,8 @@ from services.signals import (
     query_signals,
     stored_variants,
 )
+from testkit.imagegen import make_photo_like
 from tests.conftest import StoreFactory
-from tests.imagegen import make_photo_like
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -2,7 +2,7 @@
 
 ``make_photo_like`` draws smooth colour gradients plus random shapes and a little noise, so
 perceptual hashes are meaningful (not all-flat) and differ between seeds. Helpers here are
-shared by tests in several packages; keep them free of assertions.
+shared by the tests and the benchmarks; keep them free of assertions.
 """
 
 from __future__ import annotations
