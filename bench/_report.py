@@ -1,7 +1,9 @@
-"""Write one benchmark's table into its own section of docs/benchmarks.md.
+"""Write one benchmark's tables into its own section of docs/benchmarks.md.
 
-Each script owns a section delimited by ``<!-- BEGIN name -->`` / ``<!-- END name -->``; running it
-again replaces that section only, so every table stays reproducible by its one command.
+Each script owns the part of the page between ``<!-- BEGIN name -->`` and ``<!-- END name -->``:
+its tables, its figures and how they were made. Running it again replaces that part only, so
+every table stays reproducible by its one command. The heading and the prose around the markers
+(what is measured, what the figures mean) are written by a person and never touched here.
 """
 
 from __future__ import annotations
@@ -57,9 +59,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def write_section(name: str, title: str, body: str, packages: Sequence[str]) -> None:
-    """Replace (or append) section ``name`` of docs/benchmarks.md with ``body`` and provenance."""
-    command = "python -m bench." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:])
+def write_section(
+    name: str, title: str, body: str, packages: Sequence[str], argv: Sequence[str] | None = None
+) -> None:
+    """Replace the generated part of section ``name`` of docs/benchmarks.md with ``body`` and its
+    provenance; a new section is appended under the heading ``title``. ``argv``: the options
+    credited in the command line (default: this process's)."""
+    options = " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"python -m bench.{name} {options}".strip()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -67,20 +74,20 @@ def write_section(name: str, title: str, body: str, packages: Sequence[str]) -> 
     except OSError:
         commit = ""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     section = (
-        f"<!-- BEGIN {name} -->\n### {title}\n\n{body.strip()}\n\n"
+        f"{begin}\n{body.strip()}\n\n"
         f"- Machine: {machine_line()}\n- Versions: {versions(packages)}\n"
-        f"- Command: `{command.strip()}`\n- Run: {stamp}"
+        f"- Command: `{command}`\n- Run: {stamp}"
         + (f" at commit {commit}" if commit else "")
-        + f"\n<!-- END {name} -->"
+        + f"\n{end}"
     )
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
-        text = text.rstrip() + "\n\n" + section + "\n"
+        text = text.rstrip() + f"\n\n### {title}\n\n" + section + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
