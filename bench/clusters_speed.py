@@ -76,7 +76,7 @@ def ari(report: ClusterReport, order: dict[str, int], truth: np.ndarray) -> floa
     return float(adjusted_rand_score(truth[kept], labels[kept]))
 
 
-def run_size(uri: str, n: int, clusters: int, extras: bool) -> list[list[object]]:
+def run_size(uri: str, n: int, clusters: int, extras: bool, projection: str) -> list[list[object]]:
     vectors, truth = planted(n, clusters)
     store = MilvusStore.connect(uri, f"bench_clusters_{n}", SchemaContract.current("bench", DIM))
     rows: list[list[object]] = []
@@ -96,7 +96,7 @@ def run_size(uri: str, n: int, clusters: int, extras: bool) -> list[list[object]
                 k=k,
                 method=method,
                 write=write,
-                projection=None if write else "pca",
+                projection="pca" if projection == "pca" or not write else None,
             )
             total = time.perf_counter() - started
             stats = report.stats
@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clusters", type=int, default=20, help="planted clusters (--auto tries 2..30)"
     )
+    parser.add_argument(
+        "--projection",
+        choices=["auto", "pca"],
+        default="auto",
+        help="the map of the k-means run: UMAP when installed (auto), or PCA",
+    )
     parser.add_argument("--no-extras", action="store_true", help="k-means with the planted k only")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args(argv)
@@ -146,17 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         server = EmbeddedMilvus(Path(home), free_port())
         with server:
             for n in args.n:
-                rows += run_size(server.uri, n, args.clusters, not args.no_extras)
+                rows += run_size(server.uri, n, args.clusters, not args.no_extras, args.projection)
+    body = f"{args.clusters} planted centres.\n\n" + _report.markdown_table(header, rows)
+    print(body)
     if args.no_write:
         return 0
-    body = (
-        f"Synthetic 512-d CLIP-like vectors around {args.clusters} planted centres, stored in "
-        "Milvus Lite and clustered by `services.clusters.cluster_collection`. Stages: pull "
-        "(read rows and vectors), cluster, map (2-D), write-back (cluster ids into Milvus); "
-        "--auto and density runs read again but do not write, and map with PCA. The first UMAP "
-        "call of a process includes numba's compilation (about 30 s).\n\n"
-        + _report.markdown_table(header, rows)
-    )
     _report.write_section(
         "clusters_speed",
         "Clustering CLIP vectors",

@@ -348,110 +348,69 @@ def main(argv: list[str] | None = None) -> int:
             negatives.append([label, f"{fp} of {total:,}"])
 
     header = ["method", "threshold", "TP", "FP", "FN", "precision", "recall", "F1"]
-    summary = f"{len(entries)} images; hashing {hash_s:.1f} s (lookalike, one process)" + (
+    timing = f"hashing {hash_s:.1f} s (lookalike, one process)" + (
         f", {dedup_s:.1f} s (imagededup encode + find_duplicates)" if dedup_items else ""
     )
-    print(summary)
-    print(_report.markdown_table(header, overall))
-    print(_report.markdown_table(header, survivable))
-    print(
-        _report.markdown_table(
-            ["transform", "survivable", "lookalike r=8", "identity r=8", "imagededup 10"],
-            per_transform,
-        )
-    )
-    print(_report.markdown_table(["method", "hard-negative pairs predicted"], negatives))
-    print(f"measured survivable: {', '.join(measured)}; target met: {met}", flush=True)
+    tables = Tables(header, overall, survivable, per_transform, negatives)
+    body = _body(images, entries, timing, tables, met, measured)
+    print(body, flush=True)
     if args.no_write:
         return 0
     plot = pr_curve_png(
         curves, PNG, title="Copy detection on UKBench: duplicate pairs, radius 0-16"
     )
-    body = _body(
-        images,
-        entries,
-        summary,
-        header,
-        overall,
-        survivable,
-        per_transform,
-        negatives,
-        met,
-        measured,
-        plot,
-    )
+    body += f"\n\n![PR curve](img/{plot.name})"
     title = "Copy detection on UKBench: lookalike vs imagededup"
     packages = ["imagehash", "imagededup", "pillow", "numpy"]
     _report.write_section("copy_detection", title, body, packages=packages)
     return 0
 
 
+@dataclass(frozen=True)
+class Tables:
+    header: list[str]
+    overall: list[list[str]]
+    survivable: list[list[str]]
+    per_transform: list[list[str]]
+    negatives: list[list[str]]
+
+
 def _body(
     images: Path | None,
     entries: Sequence[Entry],
-    summary: str,
-    header: list[str],
-    overall: list[list[str]],
-    survivable: list[list[str]],
-    per_transform: list[list[str]],
-    negatives: list[list[str]],
+    timing: str,
+    tables: Tables,
     met: dict[str, bool],
     measured: Sequence[str],
-    plot: Path,
 ) -> str:
     bases = sum(1 for e in entries if not e.transform and "-view" not in e.group)
     source = (
-        f"{bases} UKBench objects (`{images.name}`): view 0 of each is the base"
+        f"{bases} UKBench objects (`{images.name}`)"
         if images is not None
         else f"{bases} generated photo-like bases (UKBench folder missing: no hard negatives)"
     )
-
-    def verdict(label: str) -> str:
-        return "met" if met[label] else "**not met**"
-
+    verdict = {label: "met" if ok else "**not met**" for label, ok in met.items()}
+    transform_header = ["transform", "survivable", "lookalike r<=8", "lookalike identity only r<=8"]
+    if len(tables.per_transform[0]) > len(transform_header):
+        transform_header.append("imagededup <=10")
     return "\n\n".join(
         [
-            f"{source}; each base has {len(TRANSFORMS)} transformed copies (one group: base + "
-            "copies) and views 1-3 of the same object are hard negatives, each its own group. "
-            f"{summary}. Every unordered pair of images is a question, a positive when both are in "
-            "one group (so copy-to-copy pairs count too, e.g. a crop against a screenshot).",
-            "lookalike's signals are computed exactly as ingestion does "
-            "(`services.pipeline.load_for_signals`, JPEG draft decode, then "
-            "`services.hashing.phash_variants`) and its pairs come from `services.evaluation`, "
-            "which runs the same `pairs_within` search as `lookalike dedup` (no Milvus needed). "
-            "imagededup's `PHash.encode_images` + `find_duplicates(max_distance_threshold=10)` "
-            "run on the same files; its curve is its own hashes swept over 0-16 (equal to "
-            "`find_duplicates` at 10, checked). **CLIP is not compared: no CLIP weights exist "
-            "on this machine**, so lookalike runs hash-only here.",
+            f"{source}, {len(TRANSFORMS)} transformed copies of each base; {len(entries)} "
+            f"images; {timing}.",
             "All transforms:",
-            _report.markdown_table(header, overall),
-            "Over the originals, the hard negatives and the copies a pHash should survive. "
-            f"*Expected* is the set decided before the run from how a pHash works (the signs of "
-            f"the 8x8 lowest DCT frequencies of the whole frame survive edits that keep the "
-            f"frame: {', '.join(SURVIVABLE)}); *measured* keeps those of them whose copies "
-            f"lookalike finds at >= {TARGET_RECALL:.0%} at radius 8 in the per-transform table "
-            f"({', '.join(measured)}). Target precision >= {TARGET_PRECISION} with recall >= "
-            f"{TARGET_RECALL} at the default radius: expected set {verdict('expected')}, "
-            f"measured set {verdict('measured')}.",
-            _report.markdown_table(header, survivable),
-            "Per transform: (base, copy) pairs found and recall R; precision P over the "
-            "predicted pairs that involve a copy made by the transform (a pair is right when "
-            "both images are in one group); F1 of the two. Each method at its default "
-            "threshold.",
-            _report.markdown_table(
-                ["transform", "survivable", "lookalike r<=8", "lookalike identity only r<=8"]
-                + (["imagededup <=10"] if len(per_transform[0]) > 4 else []),
-                per_transform,
-            ),
-            "Copies are made of the image as displayed. 31 UKBench bases carry an EXIF "
-            "orientation: lookalike applies it when decoding (as viewers do), imagededup hashes "
-            "the stored pixels, which is why imagededup misses about 31 copies per transform and "
-            "finds 31 of the 90-degree turns. A crop of 10% (5% off each side) already moves the "
-            "whole-frame DCT beyond radius 8 for most photos: the one expected transform that "
-            "failed; crops need CLIP.",
+            _report.markdown_table(tables.header, tables.overall),
+            f"Expected survivable: {', '.join(SURVIVABLE)}. Measured survivable (lookalike "
+            f"recall >= {TARGET_RECALL:.0%} at radius {DEFAULT_RADIUS}): {', '.join(measured)}. "
+            f"Target precision >= {TARGET_PRECISION} with recall >= {TARGET_RECALL} at the "
+            f"default radius: expected set {verdict['expected']}, measured set "
+            f"{verdict['measured']}.",
+            _report.markdown_table(tables.header, tables.survivable),
+            "Per transform, each method at its default threshold:",
+            _report.markdown_table(transform_header, tables.per_transform),
             "Hard negatives (another photo of the same object) predicted as duplicates:",
-            _report.markdown_table(["method", "pairs predicted / same-object pairs"], negatives),
-            f"![PR curve](img/{plot.name})",
+            _report.markdown_table(
+                ["method", "pairs predicted / same-object pairs"], tables.negatives
+            ),
         ]
     )
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._report import markdown_table, write_section
+from bench import _report
+from bench._report import markdown_table
 from bench.dedup_scale import measured
 from services.dedup import DedupOptions, DedupReport, find_duplicates
 from services.embedded import EmbeddedMilvus, free_port
@@ -185,36 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(header, rows)
     print(table)
     if not args.no_write:
-        body = (
-            "Synthetic rows in an embedded Milvus Lite server, each row "
-            "with its pHash and 7 random flip/rotation variants; one planted group of 2-6 near "
-            "copies (0-5 bits from the base) per 50 rows. `find_duplicates` as `lookalike dedup` "
-            "runs it: one scan of ids, hashes and keeper fields (query iterator), the all-pairs "
-            "join with variants, keeper-anchored grouping. The end-to-end "
-            "time includes its own hash scan. Peak memory: the rise of this process's peak RSS "
-            "during the dedup, and the process's peak (the Milvus Lite server is another "
-            "process). A planted copy is *in a group* when any reported group holds it, and "
-            "*with a sibling* when that group also holds another member of its planted group. "
-            "Duplicates beyond the planted ones are chance matches among "
-            "random codes and their random variants: every pair of rows is compared over their "
-            "flips and rotations, so their number grows with N² and steeply with the radius "
-            "(P(distance <= r) for two random 64-bit codes is 1.0e-8 at r = 10, 2.8e-10 at "
-            "r = 8). Each planted original is the largest file of its group (originals are larger "
-            "than their resized and recompressed copies), so the keeper policy keeps it and its "
-            "copies anchor on it; a chance link to an unrelated image adds that image to a group "
-            "only when it is itself within the radius of the keeper (keeper anchoring never "
-            "chains through a weak link). The few planted copies not found with their siblings "
-            "are within the radius of another group's original by chance, an original that "
-            "outranks their own: at that radius they are duplicates of both. Radius 10 is the "
-            "target's; lookalike's default is 8. An earlier run on the same hashes with file sizes "
-            "unrelated to originality split 19% of the planted groups at radius 10 and 10% at "
-            "radius 8 (a chance-linked image, or a copy more than the radius from its sibling, "
-            "became the keeper): the keeper policy matters as much as the radius.\n\n" + table
-        )
-        write_section(
+        _report.write_section(
             "dedup_collection",
             "Whole-collection dedup from Milvus Lite",
-            body,
+            table,
             packages=["pymilvus", "milvus-lite", "numba"],
         )
     return 0 if all_found else 1

@@ -212,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         f"base finds copy: Hamming <= {DEFAULT_MAX_HAMMING}",
         f"base finds copy: exhaustive proxy top-{k}",
     ]
-    print(_report.markdown_table(header, table))
-    print(f"exhaustive proxy search: copies in top-{k} {exh_copies:.3f}")
-    print(_report.markdown_table(transform_header, transforms))
+    tables = (header, table, transform_header, transforms)
+    body = _body(images, entries, k, exh_copies, tables)
+    print(body)
     if not args.no_write:
-        tables = (header, table, transform_header, transforms)
-        body = _body(images, entries, k, exh_copies, per_radius, tables)
         _report.write_section(
             "hybrid_recall",
             "Cost of the hybrid design: Hamming pre-filter + rerank vs exhaustive search",
@@ -232,7 +230,6 @@ def _body(
     entries: Sequence[Entry],
     k: int,
     exh_copies: float,
-    per_radius: Sequence[RadiusRow],
     tables: tuple[list[str], list[list[str]], list[str], list[list[str]]],
 ) -> str:
     header, table, transform_header, transforms = tables
@@ -245,74 +242,16 @@ def _body(
         else f"{bases} generated photo-like bases with {len(TRANSFORMS)} copies each (UKBench "
         "folder missing: no other views)"
     )
-    at = {row.radius: row for row in per_radius}
-    default = at[DEFAULT_MAX_HAMMING]
-    wide = at[max(at)]
-    facts = {
-        "k": k,
-        "source": source,
-        "queries": queries,
-        "exh": exh_copies,
-        "r": DEFAULT_MAX_HAMMING,
-        "copies": default.copy_recall_at_k,
-        "agree": default.recall_vs_exhaustive,
-        "cands": default.candidates,
-        "views": default.views_at_k,
-        "wide_r": wide.radius,
-        "wide_agree": wide.recall_vs_exhaustive,
-        "wide_cands": wide.candidates,
-        "wide_rate": wide.unrelated_rate * 1e6,
-    }
-    return "\n\n".join([BODY.format(**facts), _report.markdown_table(header, table),
-                        TRANSFORM_TEXT.format(**facts),
-                        _report.markdown_table(transform_header, transforms),
-                        READING.format(**facts)])  # fmt: skip
-
-
-BODY = """\
-{source}; {queries} queries (every base and every copy; the collection is all the images, the
-query left out). The question: the hybrid search keeps only the images within the Hamming radius
-of the query's pHash (any of its 8 flips/turns), then orders them by cosine; an exhaustive search
-orders every image by cosine. What does the pre-filter lose?
-
-**What stands for CLIP.** No CLIP weights can be loaded on this machine, and a synthetic
-"CLIP-like" vector would only measure the correlation we chose to give it. So two stand-ins, both
-computed from the real photos: (1) *labels*: the copies of a photo (same base) are the neighbours
-that any good embedding puts first, so "copies in top-{k}" is the share of a query's group-mates
-(base and the other copies, at most {k}) in its top {k}; (2) a *proxy embedding* with CLIP's shape:
-a 512-d colour histogram (8 levels per RGB channel of a 128-pixel thumbnail, square-rooted and
-L2-normalised), blind to flips, turns, rescaling, JPEG and blur like CLIP, but with none of its
-semantics and, unlike CLIP, thrown by brightness and contrast edits. "Hybrid top-{k} vs
-exhaustive top-{k}" is the share of the proxy's exhaustive top {k} that the hybrid returns: the
-literal cost of the pre-filter for that embedding. The Hamming side is real: pHashes computed as
-ingestion computes them, distance and inclusive radius as `MilvusStore.search_phash` computes
-them (checked equal to Milvus in the query-latency section). Every pHash has exactly 32 bits set
-(each bit is "above the median of the 64 DCT terms"), so distances are even: odd radii find what
-the even radius below finds and are left out. "Copies among candidates": the share of all
-(query, group-mate) pairs within the radius; "copies in hybrid top-{k}": group-mates among the
-{k} the hybrid returns, per query, out of min({k}, group-mates). "Unrelated within radius": the
-share of pairs of different objects within the radius, and what that makes per query in a
-collection of 1,000,000 such photos: the candidates the rerank would have to read there."""
-
-TRANSFORM_TEXT = """\
-Per transform (the base as the query, its copy as the answer): found by the pre-filter at the
-default radius {r}, and found in the exhaustive proxy top-{k}:"""
-
-READING = """\
-**Reading.** At the default radius {r} the hybrid puts {copies:.1%} of a query's copies in its top
-{k} (exhaustive proxy search: {exh:.1%}), from {cands:.1f} candidates per query, but returns only
-{agree:.1%} of the proxy's exhaustive top {k}: what the pre-filter drops is everything that is not a
-near copy of the frame: other photos of the same object ({views:.2f} per query in the hybrid top {k}
-against the exhaustive search's figure in the header), crops of 25% and screenshots, which move the
-whole-frame DCT, and photos that merely look alike. Widening the radius buys little: at {wide_r}
-bits the agreement is still {wide_agree:.1%} while the candidates grow to {wide_cands:.1f} per query
-here and about {wide_rate:,.0f} per query at 1,000,000 photos, far past what a rerank should read.
-So the hybrid mode is a near-duplicate search with a semantic order among the duplicates, not a
-cheaper semantic search: "similar photos" is the CLIP-only mode (`max_hamming=None`), and copies
-that a pHash cannot see (heavy crops, screenshots) can only be found there (the proxy, no CLIP,
-finds most 25% crops and few screenshots). The two stand-ins disagree where their blind spots differ
-(the proxy misses brightness and contrast edits, which the pHash sees; CLIP is expected to see both,
-untested here): the cost of the pre-filter for real CLIP vectors still needs CLIP vectors."""
+    return "\n\n".join(
+        [
+            f"{source}; {queries} queries (every base and every copy).",
+            _report.markdown_table(header, table),
+            f"Exhaustive proxy search: copies in top-{k} {exh_copies:.3f}.",
+            f"Per transform, the base as the query and its copy as the answer (pre-filter at "
+            f"radius {DEFAULT_MAX_HAMMING}):",
+            _report.markdown_table(transform_header, transforms),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -479,119 +479,70 @@ def _body(
 ) -> str:
     header = ["Configuration", "Worker processes", "Batch", "seconds", "images/s", "CPU share"]
     hash_best = max(v for c, v in rates.items() if not c.clip)
-    verdicts = [
-        f"- Hash-only, best: {hash_best:.0f} images/s; target {HASH_TARGET:.0f}: "
-        + ("met." if hash_best >= HASH_TARGET else "**not met** (see the CPU share: the worker, "
-           "Milvus Lite and Redis share the same cores).")
-    ]  # fmt: skip
+    facts = [f"Hash-only, best: {hash_best:.0f} images/s; target {HASH_TARGET:.0f}: "
+             f"{_verdict(hash_best >= HASH_TARGET)}."]  # fmt: skip
     for precision, clip_rate in clip_rates.items():
-        ran = {c: v for c, v in rates.items() if c.clip and c.precision == precision}
-        best_config = max(ran, key=ran.__getitem__)
-        end_to_end = ran[best_config]
+        end_to_end = max(v for c, v in rates.items() if c.clip and c.precision == precision)
         share = end_to_end / clip_rate
-        verdict = f"- CLIP {precision} end to end, best: {end_to_end:.0f} images/s; target "
-        if end_to_end >= CLIP_TARGET:
-            verdict += f"{CLIP_TARGET:.0f}: met."
-        elif clip_rate < CLIP_TARGET:
-            verdict += (
-                f"{CLIP_TARGET:.0f}: **not met**, and out of reach on this CPU: the model alone "
-                f"(CLIP-only, decoded images in memory) embeds {clip_rate:.0f} images/s, so the "
-                "forward pass, not the queue, the decode or Milvus, bounds ingest"
-                + (f" ({precision} GEMM here: {gemm[precision]:.0f} GFLOP/s)." if gemm else ".")
-            )
-        else:
-            verdict += f"{CLIP_TARGET:.0f}: **not met**."
-        verdict += (
-            f" It runs at {100 * share:.0f}% of CLIP-only {precision} {clip_rate:.0f} images/s; "
-            f"target {100 * CLIP_SHARE_TARGET:.0f}%: "
-            + ("met." if share >= CLIP_SHARE_TARGET else "**not met**.")
+        facts.append(
+            f"CLIP {precision} end to end, best: {end_to_end:.0f} images/s; target "
+            f"{CLIP_TARGET:.0f}: {_verdict(end_to_end >= CLIP_TARGET)}; CLIP-only {precision}: "
+            f"{clip_rate:.0f} images/s; end to end / CLIP-only: {100 * share:.0f}%; target "
+            f"{100 * CLIP_SHARE_TARGET:.0f}%: {_verdict(share >= CLIP_SHARE_TARGET)}."
         )
-        if share > 1 and best_config.concurrency > 1:
-            verdict += (
-                " Above 100%: the worker's processes (one torch thread each) overlap one's "
-                "decode and preprocessing with another's forward pass, where CLIP-only "
-                "preprocesses and runs the model in turn in one process."
-            )
-        verdicts.append(verdict)
     if "phash" in outside:
-        verdicts.append(
-            _versus("Hash-only", hash_best, "imagededup PHash", outside["phash"], files)
-        )
+        facts.append(_versus("Hash-only", hash_best, "imagededup PHash", outside["phash"], files))
     if "cnn" in outside and clip_rates:
         precision = next(iter(clip_rates))
         best = max(v for c, v in rates.items() if c.clip and c.precision == precision)
         label = f"CLIP {precision} end to end"
-        verdicts.append(_versus(label, best, "imagededup CNN", outside["cnn"], files))
+        facts.append(_versus(label, best, "imagededup CNN", outside["cnn"], files))
+    setup = [
+        f"{source}; images/s = {files} files / seconds, best of {repeat} job(s) after one "
+        "warm-up job",
+        f"native bf16: {_bf16_native()}",
+        f"load average (1 min) {load[0]:.1f} before, {load[1]:.1f} after",
+    ]
+    if gemm:
+        setup.append(
+            "GEMM of ViT-B shape (1600x768 @ 768x3072) on this host: "
+            f"{gemm['bf16']:.0f} GFLOP/s in bf16, {gemm['fp32']:.0f} in fp32"
+        )
+    if outside:
+        setup.append(
+            f"imagededup: best of {repeat} call(s) after one untimed call on "
+            f"{IMAGEDEDUP_WARMUP} files"
+        )
     cnn = outside.get("cnn")
-    cnn_text = ""
     if cnn is not None and cnn.details:
         versions = cnn.details["versions"]
         assert isinstance(versions, dict)
-        cnn_text = (
-            f" The CNN row ran in another interpreter (torch {versions['torch']}, torchvision "
+        setup.append(
+            f"the CNN row in another interpreter: torch {versions['torch']}, torchvision "
             f"{versions['torchvision']}, imagededup {versions['imagededup']}; model built in "
-            f"{cnn.details['init_seconds']:.1f} s, not counted)."
+            f"{cnn.details['init_seconds']:.1f} s, not counted"
         )
-    imagededup_text = (
-        f"""\
-imagededup rows: the same files (a folder of symlinks to them), `encode_images(image_dir=...)`
-at imagededup's defaults, best of {repeat} call(s) after one untimed call on
-{IMAGEDEDUP_WARMUP} files; their output is a dict in memory (no queue, no database, nothing
-queryable), so they time encoding only. PHash's default `num_enc_workers=cpu_count()` runs a
-multiprocessing pool, created inside each call and counted; only its progress bar is off
-(`verbose=False`). CNN: imagededup's default MobileNetV3-small with random weights (the real
-architecture, nothing downloaded), its default batch of 64 and no loader workers.{cnn_text}
-imagededup is optional and not in the `dev` extra: `pip install imagededup` pulls torchvision,
-which requires a newer torch than the pinned one and would replace it; PHash runs from
-`pip install --no-deps imagededup PyWavelets`, the CNN only in a separate venv.
-"""
-        if outside
-        else ""
+    return (
+        "; ".join(setup)
+        + ".\n\n"
+        + _report.markdown_table(header, rows)
+        + "\n\n"
+        + "\n".join(f"- {fact}" for fact in facts)
+        + "\n"
     )
-    return f"""\
-{source}, ingested by the real producer (in process) through Redis and a Celery worker into
-Milvus Lite, one fresh collection per job; seconds run from the producer's start until the
-ledger says the job finished and `store.count()` equals the distinct contents; images/s =
-{files} files / seconds, best of {repeat} job(s) after one warm-up job. CPU share: CPU seconds
-spent during the best job by the worker (all its processes), Milvus Lite, Redis, and this
-process (producer and polling). CLIP: random-weight ViT-B/32 (the real architecture), in the
-precision named (`LOOKALIKE_CLIP_PRECISION` of the worker; this CPU has native bf16:
-{_bf16_native()}); CLIP-only embeds the same files already decoded to RGB, in this
-process.{_gemm_text(gemm)}
 
-{imagededup_text}Load average (1 min): {load[0]:.1f} before the run, {load[1]:.1f} after;
-other processes on these cores lower every figure.
 
-{_report.markdown_table(header, rows)}
-
-{chr(10).join(verdicts)}
-"""
+def _verdict(met: bool) -> str:
+    return "met" if met else "**not met**"
 
 
 def _versus(label: str, ours: float, name: str, run: Outside, files: int) -> str:
     if run.seconds is None:
-        return f"- {name}: not run ({run.reason})."
+        return f"{name}: not run (see the table)."
     theirs = files / run.seconds
     return (
-        f"- {label}, best {ours:.0f} images/s into Milvus, against {name} {theirs:.0f} "
+        f"{label}, best {ours:.0f} images/s into Milvus, against {name} {theirs:.0f} "
         f"images/s into memory: {ours / theirs:.2f}x."
-    )
-
-
-def _gemm_text(gemm: dict[str, float] | None) -> str:
-    """This host's GEMM throughput: CPUs sold under one name differ (the name here is masked)."""
-    if not gemm:
-        return ""
-    cpu = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            cpu.setdefault(key.strip(), value.strip())
-    family = f"CPU family {cpu.get('cpu family', '?')} model {cpu.get('model', '?')}; "
-    return (
-        f"\nThis host ({family}measured in the same run, as `bench.clip_speed` does): a GEMM of "
-        f"ViT-B shape (1600x768 @ 768x3072) runs at {gemm['bf16']:.0f} GFLOP/s in bf16, "
-        f"{gemm['fp32']:.0f} in fp32."
     )
 
 

@@ -488,19 +488,17 @@ def main(argv: list[str] | None = None) -> int:
                 for row in rows[1:]
                 if args.profile or row in slow
             }
-    table = _table(rows)
-    print(table)
+    body = _body(source, indexed, _table(rows), rows)
+    print(body)
     for page, text in profiles.items():
         print(f"\n== profile of a warm re-render of {page} ==\n{text}")
-    all_fast = not slow
     if not args.no_write:
         _report.write_section(
             "ui_render",
             "UI page render times",
-            _body(source, indexed, table, rows),
+            body,
             packages=["streamlit", "pymilvus", "milvus-lite"],
         )
-    print("every page under 1 s warm" if all_fast else f"over 1 s warm: {[r.page for r in slow]}")
     return 0
 
 
@@ -549,44 +547,13 @@ def _body(source: str, indexed: Indexed, table: str, rows: Sequence[Row]) -> str
     slow_warm = [r.page for r in rows if r.warm_median > TARGET_S]
     slow_cold = [r.page for r in rows if r.cold_s > TARGET_S]
     verdict = (
-        "Every page re-renders in under a second"
-        if not slow_warm
-        else "Over a second warm: " + ", ".join(slow_warm)
-    ) + (
-        "; every first render too."
-        if not slow_cold
-        else "; over a second on first render: " + ", ".join(slow_cold) + "."
+        f"Over {TARGET_S:.0f} s warm: {', '.join(slow_warm) or 'none'}; over {TARGET_S:.0f} s "
+        f"on first render: {', '.join(slow_cold) or 'none'}."
     )
     return (
-        f"The Streamlit pages of `ui/app.py` on a collection of {indexed.rows:,} images in an "
-        f"embedded Milvus Lite server: {source}, hashed as hash-only ingestion does, each with "
-        f"a synthetic clustered {DIM}-d CLIP-like vector (copies close to their base), "
-        "clustered (k-means, k=20, PCA map) and the map saved; the indexing recorded in a Redis "
-        "ledger as one finished job. Each page is driven with `streamlit.testing`'s AppTest, "
-        "which times the server-side script run and its messages, not the browser's paint (the "
-        "Clusters map's 10,000 points are drawn by the browser in WebGL, not measured). "
-        "**First render**: the page's first run in the server process (Milvus and Redis "
-        "connections are opened by the first page, Search; the Duplicates page runs the dedup; "
-        "thumbnails are generated from the originals and cached on disk). **New session**: "
-        "the page's first run for a new browser session once those caches are warm (the "
-        "Duplicates page's dedup is per session, so it runs again). **Warm re-render**: the same "
-        "session running the page again, which is what every click costs. The first row is "
-        "AppTest's own cost for a one-line script, included in every other figure. "
-        "`LOOKALIKE_CLIP_MODEL=none`: no model is loaded, so model loading is excluded; the "
-        "stored-image search is hybrid (pHash radius 10, then a rerank by the stored vector) "
-        "or, with the Hamming pre-filter off, the top 20 by the stored vector alone; "
-        "embedding an uploaded image or a text is measured in *CLIP embedding speed* "
-        "(bench/clip_speed). Setup, not timed here: hashing "
-        f"{indexed.analyze_s:.0f} s, Milvus upserts {indexed.insert_s:.0f} s, clustering "
-        f"{indexed.cluster_s:.0f} s.\n\n{table}\n\n{verdict} Where the time goes (cProfile, "
-        "`--profile`): the Duplicates page's first render is mostly the dedup (the hash scan "
-        "from Milvus and, once per server process, numba loading the pairing kernels from its "
-        "on-disk cache, about half a second) plus the thumbnails of its first 10 groups; the "
-        "Clusters page rebuilds its Plotly figure (20 Scattergl traces over the map's points, "
-        "validated and deep-copied by Plotly) on every run, about two thirds of its re-render; "
-        "the Ingest page's first render waits up to 0.5 s for Celery workers to answer a ping "
-        "(then cached for 5 s). First renders are single measurements: they vary with the "
-        "machine's load more than the medians do."
+        f"{indexed.rows:,} images: {source}. Setup, not timed: hashing {indexed.analyze_s:.0f} s, "
+        f"Milvus upserts {indexed.insert_s:.0f} s, clustering {indexed.cluster_s:.0f} s."
+        f"\n\n{table}\n\n{verdict}"
     )
 
 
