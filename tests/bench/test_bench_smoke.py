@@ -1,14 +1,20 @@
-"""Every benchmark script runs on tiny inputs, so none of them rots. Figures come from full runs."""
+"""Every benchmark script runs on tiny inputs, so none of them rots, and prints the tables it
+would write; each test reads them back and checks a figure that a broken script gets wrong.
+The published figures come from full runs (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from bench import _report
+from tests.bench.markdown import Table, fraction, number, tables
 
 pytestmark = pytest.mark.slow
+
+RATE_LIMIT = 1e6  # images (or queries) per second: anything above is a broken clock
 
 
 @pytest.fixture(autouse=True)
@@ -21,65 +27,198 @@ def _docs_untouched(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_report, "write_section", refuse)
 
 
-def test_phash_speed_smoke() -> None:
+def printed(capsys: pytest.CaptureFixture[str], expected: int) -> tuple[str, list[Table]]:
+    out = capsys.readouterr().out
+    found = tables(out)
+    assert len(found) == expected, out
+    return out, found
+
+
+def rate(cell: str) -> float:
+    value = number(cell)
+    assert 0 < value < RATE_LIMIT, cell
+    return value
+
+
+def test_phash_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import phash_speed
 
     assert phash_speed.main(["--generate", "5", "--repeat", "1", "--no-write"]) == 0
+    out, [table] = printed(capsys, 1)
+    assert [row[:3] for row in table.column("method")] == ["(a)", "(b)", "(c)", "(d)"]
+    for cell in table.column("images/s"):
+        rate(cell)
+    assert table.rows[0]["vs imagehash"] == "1.00x"
+    # Generated JPEGs carry no EXIF rotation: a full decode hashes exactly as imagehash does.
+    assert "equals imagehash (a) bit for bit on 5/5 files" in out
 
 
-def test_clip_speed_smoke() -> None:
+def test_clip_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import clip_speed
 
-    assert clip_speed.main(["--n", "4", "--batch-size", "2", "--repeat", "1", "--no-write"]) == 0
+    argv = ["--n", "4", "--batch-size", "2", "--repeat", "1", "--texts", "4", "--no-write"]
+    assert clip_speed.main(argv) == 0
+    _, [table] = printed(capsys, 1)
+    modes = [(row["Mode"], row["Batch"]) for row in table.rows]
+    cast, autocast = "bf16, weights cast", "bf16, autocast"
+    assert modes == [("fp32", "2"), (cast, "2"), (autocast, "2"), (cast, "4")]
+    for row in table.rows:
+        assert math.isclose(number(row["ms/image"]) * rate(row["images/s"]), 1000, rel_tol=0.1)
+        rate(row["texts/s"])
+    cosines = [number(cell) for cell in table.column("min cos vs fp32")]
+    assert cosines[0] == 1.0
+    assert all(0.99 < cosine <= 1.0 for cosine in cosines), cosines  # bf16 keeps the vectors
 
 
-def test_ingest_speed_smoke() -> None:
+def test_ingest_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import ingest_speed
 
     assert ingest_speed.main(["--limit", "20", "--no-clip", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    hash_only = [row for row in table.rows if row["Configuration"] == "hash-only"]
+    assert [(row["Worker processes"], row["Batch"]) for row in hash_only] == [
+        ("2", "32"),
+        ("1", "32"),
+        ("2", "64"),
+        ("2", "128"),
+    ]
+    for row in hash_only:
+        seconds, images_per_s = number(row["seconds"]), rate(row["images/s"])
+        assert math.isclose(seconds * images_per_s, 20, rel_tol=0.05), row  # 20 files a job
+        assert 0 < number(row["CPU share"]) < 16, row["CPU share"]  # cores busy during the job
 
 
-def test_dedup_scale_smoke() -> None:
+def test_dedup_scale_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import dedup_scale
 
     assert dedup_scale.main(["--sizes", "2000", "--no-imagededup", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert row["codes"] == "2,000"
+    assert 0 < number(row["identity: pairs"]) <= number(row["+ 7 variants: pairs"])
+    for found in row["planted pairs found (identity / variants)"].split(" / "):
+        hit, planted = fraction(found)
+        assert hit == planted > 0, row
+    for sample in row["sample = brute force"].split(" / "):
+        equal, checked = fraction(sample.replace(" equal", ""))
+        assert equal == checked > 0, row
 
 
-def test_dedup_collection_smoke() -> None:
+def test_dedup_collection_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import dedup_collection
 
     assert dedup_collection.main(["--rows", "500", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert (row["rows"], row["radius"]) == ("500", "10")
+    found, planted = fraction(row["planted copies in a group"])
+    assert found == planted > 0
+    whole, groups = fraction(row["planted groups found whole"])
+    assert groups == 10 and whole >= 9, row  # one group per 50 rows
+    assert number(row["pairs"]) >= planted
 
 
-def test_copy_detection_smoke(tmp_path: Path) -> None:
+def test_copy_detection_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import copy_detection
 
     # A folder that does not exist: the script generates its base photos (a clone has no data).
     missing = tmp_path / "no-ukbench-here"
     assert copy_detection.main(["--images", str(missing), "--limit", "4", "--no-write"]) == 0
+    _, (overall, survivable, per_transform, negatives) = printed(capsys, 4)
+    for table in (overall, survivable):
+        for row in table.rows:
+            for name in ("precision", "recall", "F1"):
+                assert 0 <= number(row[name]) <= 1, row
+    default = overall.row("lookalike, default radius")
+    assert number(default["precision"]) >= 0.99 and number(default["recall"]) >= 0.5
+    assert per_transform.column("transform") == list(copy_detection.TRANSFORMS)
+    # The 8 flips/turns are why lookalike finds mirrored and rotated copies; identity alone not.
+    for name in ("resize 50%", "JPEG q=30", "mirror", "rotate 90", "blur r=2"):
+        assert per_transform.row(name)["lookalike r<=8"].startswith("4/4"), name
+    assert per_transform.row("mirror")["lookalike identity only r<=8"].startswith("0/4")
+    assert negatives.column("method") == ["lookalike, radius 8", "identity only, radius 8"]
 
 
-def test_clusters_speed_smoke() -> None:
+def test_clusters_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import clusters_speed
 
-    assert clusters_speed.main(["--n", "1000", "--no-extras", "--no-write"]) == 0
+    argv = ["--n", "1000", "--no-extras", "--projection", "pca", "--no-write"]
+    assert clusters_speed.main(argv) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert (row["images"], row["run"], row["k"]) == ("1,000", "k-means k=20", "20")
+    assert number(row["ARI"]) >= 0.9, row  # 20 well separated planted centres
+    stages = sum(number(row[name]) for name in ("pull s", "cluster s", "map s", "write-back s"))
+    assert 0 < stages <= number(row["total s"]) + 0.1, row
 
 
-def test_query_latency_smoke() -> None:
+def test_query_latency_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import query_latency
 
     argv = ["--rows", "300", "--queries", "6", "--clients", "2", "--no-write"]
-    assert query_latency.main(argv) == 0
+    assert query_latency.main(argv) == 0  # 1 when Milvus disagrees with the exact answers
+    _, (main, probes, stages, lean) = printed(capsys, 4)
+    assert len(main.rows) == 6
+    for row in main.rows:
+        assert 0 < number(row["p50 ms"]) <= number(row["p99 ms"]) < 10_000, row
+        rate(row["QPS, 2 clients"])
+        assert row["recall@20 vs exact (faiss)"] == "1.0000 (1.0000)", row
+    assert len(probes.rows) == 8 and all(number(cell) > 0 for cell in probes.column("p50 ms"))
+    assert (
+        stages.column("mode")
+        == lean.column("mode")
+        == [
+            "hybrid + metadata filter (the target)",
+            "hybrid, no filter",
+        ]
+    )
+    for cell in [*lean.column(lean.header[2]), *lean.column(lean.header[3])]:
+        assert cell.endswith("(1.0000)"), cell  # the other paths find the same answers
 
 
-def test_hybrid_recall_smoke(tmp_path: Path) -> None:
+def test_query_latency_renders_the_stored_sizes() -> None:
+    """docs/data/query_latency.json renders into the section docs/benchmarks.md shows."""
+    import json
+
+    from bench.query_latency import report
+
+    stored = json.loads(report.RESULTS.read_text())
+    docs = _report.DOCS.read_text()
+    for size in stored.values():
+        for paragraph in report.render(size):
+            assert paragraph in docs
+
+
+def test_hybrid_recall_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import hybrid_recall
 
     missing = tmp_path / "no-ukbench-here"
     assert hybrid_recall.main(["--images", str(missing), "--limit", "3", "--no-write"]) == 0
+    _, (radii, transforms) = printed(capsys, 2)
+    assert radii.column("radius") == [str(r) for r in hybrid_recall.RADII]
+    candidates = [number(cell) for cell in radii.column("candidates / query")]
+    assert candidates == sorted(candidates), "a wider radius cannot find fewer candidates"
+    for row in radii.rows:
+        for name in radii.header[3:6]:
+            assert 0 <= number(row[name]) <= 1, row
+    found = transforms.header[2]  # "base finds copy: Hamming <= <the default radius>"
+    at_default = radii.row(str(int(number(found))))
+    assert number(at_default["copies in hybrid top-10"]) >= 0.5
+    for name in ("resize 50%", "JPEG q=30", "mirror", "rotate 90"):
+        assert transforms.row(name)[found] == "1.000", name
 
 
-def test_ui_render_smoke() -> None:
+def test_ui_render_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import ui_render
 
     assert ui_render.main(["--images", "60", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    assert table.column("page")[1:] == [s.label for s in ui_render.scenarios("any")]
+    warm = table.header[3]
+    for row in table.rows:
+        assert 0 <= number(row[warm]) < 60, row
+    hybrid = table.row("Search by stored image (hybrid)")["shown"]
+    assert number(hybrid) >= 1 and "(hybrid)" in hybrid, hybrid  # the query's planted copies
+    assert "60 images" in table.row("Collection")["shown"]
+    duplicates = table.row("Duplicates")["shown"]
+    assert number(duplicates) >= 3, duplicates  # 3 planted groups in 60 images
