@@ -26,8 +26,9 @@ import numpy.typing as npt
 from sklearn.metrics import adjusted_rand_score
 
 from bench import _report
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
 from services.clusters import ClusterReport, Method, cluster_collection
-from services.embedded import EmbeddedMilvus, free_port
 from services.records import ImageRecord
 from services.schema import SchemaContract
 from services.store import MilvusStore

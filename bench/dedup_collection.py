@@ -23,8 +23,9 @@ import numpy as np
 from bench import _report
 from bench._report import markdown_table
 from bench.dedup_scale import measured
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
 from services.dedup import DedupOptions, DedupReport, find_duplicates
-from services.embedded import EmbeddedMilvus, free_port
 from services.keepers import parse_policy
 from services.records import ImageRecord
 from services.schema import SchemaContract

@@ -1,7 +1,7 @@
 """End-to-end ingest throughput: files on disk to rows queryable in Milvus, via Redis and a worker.
 
 Milvus Lite and Redis are started once on free ports (LOOKALIKE_HOME in a temporary directory);
-each configuration then gets its own ``ingest.stack.Stack``, which finds them running and starts
+each configuration then gets its own ``cli.stack.stack.Stack``, which finds them running and starts
 only its Celery worker (``--concurrency`` as configured). The real producer runs in this process
 (``Producer(...).start(IngestRequest(...))``), into a fresh collection per run; the clock runs
 from the producer's start until the ledger says the job finished and ``store.count()`` equals the
@@ -48,10 +48,11 @@ import numpy as np
 from PIL import Image
 
 from bench import _report
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
+from cli.stack.redis_server import RedisServer
+from cli.stack.stack import Stack
 from ingest.celery_app import create_app
-from ingest.redis_server import RedisServer
-from ingest.stack import Stack
-from services.embedded import EmbeddedMilvus, free_port
 from services.ledger import JobLedger
 from services.producer import IngestRequest, Producer
 from services.schema import SchemaContract

@@ -434,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
-    from ingest.redis_server import RedisServer
-    from services.embedded import EmbeddedMilvus, free_port
+    from cli.stack.milvus_lite import EmbeddedMilvus
+    from cli.stack.net import free_port
+    from cli.stack.redis_server import RedisServer
     from services.ledger import JobLedger
     from services.schema import SchemaContract
     from services.store import MilvusStore

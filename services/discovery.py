@@ -33,6 +33,9 @@ IMAGE_SUFFIXES = frozenset(
         ".avif",
     }
 )
+# Camera RAW formats, decoded through libraw (services.raw): DNG, Canon CR2/CR3, Nikon NEF,
+# Sony ARW, Fujifilm RAF, Olympus ORF, Panasonic RW2. Taken by name: many are TIFF inside.
+RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})
 _MAGIC = (
     b"\xff\xd8\xff",  # JPEG
     b"\x89PNG\r\n\x1a\n",

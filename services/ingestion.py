@@ -89,9 +89,11 @@ def ingest_paths(
             max_hamming=policy.max_hamming,
             min_cosine=policy.min_cosine,
         )
-        by_id = {r.id: r for r in with_matches(fresh, matches)}
+        # The first path of each new content carries its match; a second path of the same
+        # content in this batch is its own record (its path must not be lost), merged on upsert.
+        matched = {id(r): m for r, m in zip(fresh, with_matches(fresh, matches), strict=True)}
         changed = [
-            by_id.get(r.id, r) for r in records if r.id not in stored or r.adds_to(stored[r.id])
+            matched.get(id(r), r) for r in records if r.id not in stored or r.adds_to(stored[r.id])
         ]
         written = store.upsert(changed, stored=stored) if changed else 0
     near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]

@@ -19,7 +19,6 @@ from services.errors import DecodeError
 from services.hashing import hashes_and_variants
 from services.metadata import extract_metadata
 from services.records import ImageRecord
-from services.store import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +105,3 @@ def analyze_batch(
             )
         )
     return BatchOutcome(records, failures, variants)
-
-
-def index_batch(
-    store: VectorStore,
-    embedder: Embedder | None,
-    paths: Sequence[str | Path],
-    *,
-    max_pixels: int,
-    source: str = "",
-    tags: Sequence[str] = (),
-) -> BatchOutcome:
-    """Analyze ``paths`` and upsert the records; returns what was stored and what failed."""
-    outcome = analyze_batch(paths, embedder, max_pixels=max_pixels, source=source, tags=tags)
-    store.upsert(outcome.records)
-    return outcome

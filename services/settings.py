@@ -21,6 +21,8 @@ ENV_PREFIX = "LOOKALIKE_"
 _TEST_PREFIX = "LOOKALIKE_TEST_"
 HASH_ONLY = "none"
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
+# The embedded Milvus Lite server keeps its data in this file under LOOKALIKE_HOME.
+EMBEDDED_DB_FILE = "milvus.db"
 
 
 class Settings(BaseSettings):
@@ -119,6 +121,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("ui_password")
+    @classmethod
+    def _check_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty: give a password, or unset it for no password")
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.milvus_token is not None and self.milvus_uri is None:
@@ -137,6 +146,11 @@ class Settings(BaseSettings):
     def milvus_secret(self) -> str | None:
         """The Milvus token in clear, for the client; None when unset."""
         return self.milvus_token.get_secret_value() if self.milvus_token else None
+
+    @property
+    def embedded_db_file(self) -> Path:
+        """The data file of the embedded Milvus Lite server."""
+        return self.home / EMBEDDED_DB_FILE
 
     @property
     def embedded_milvus(self) -> bool:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.embedded import EmbeddedMilvus, free_port
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
 from services.schema import SchemaContract
 from services.store import MilvusStore
 

@@ -116,9 +116,7 @@ def login_form() -> None:
 
 def _try(given: str) -> None:
     secret = runtime.settings().ui_password
-    if secret is None or not secret.get_secret_value():
-        # Set but empty: an empty field would match it. Closed rather than open.
-        st.error("LOOKALIKE_UI_PASSWORD is set but empty: set a password, or unset it.")
+    if secret is None:  # admitted() lets every session in; a stale form does nothing
         return
     session, server = _session_failures(), _server_failures()
     wait = max(session.retry_after(), server.retry_after())

@@ -28,7 +28,8 @@ from bench.query_latency.workload import (
     make_queries,
     records,
 )
-from services.embedded import EmbeddedMilvus, free_port
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
 from services.store import MilvusStore
 
 INSERT_BATCH = 2_000

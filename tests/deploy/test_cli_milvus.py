@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from ingest.cli import app
+from cli.app import app
 
 SERVER = {"LOOKALIKE_MILVUS_URI": "http://127.0.0.1:9", "LOOKALIKE_MILVUS_TOKEN": "root:Milvus"}
 

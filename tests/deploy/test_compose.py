@@ -106,7 +106,7 @@ def test_redis_keeps_the_queue(services: dict[str, dict[str, Any]]) -> None:
     args = redis["command"]
     options = dict(zip(args[1::2], args[2::2], strict=True))
     assert options["--appendonly"] == "yes"
-    assert options["--appendfsync"] == "everysec"
+    assert options["--appendfsync"] == "always"
     assert options["--maxmemory-policy"] == "noeviction"
     assert any(v.endswith(":/data") for v in redis["volumes"])
 

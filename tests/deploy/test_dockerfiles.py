@@ -86,3 +86,19 @@ def test_everything_copied_is_in_the_build_context(dockerfile: Path) -> None:
         for source in sources.split():
             assert (ROOT / source).exists(), source
             assert source.rstrip("/") in allowed, f"{source} is excluded by the .dockerignore"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_packaged_folder_is_copied(dockerfile: Path) -> None:
+    """What pyproject.toml packages (the console command's cli/ among them) is in the image."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packaged = {p.rstrip("*") for p in config["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {
+        source.rstrip("/")
+        for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile.read_text(), flags=re.M)
+        for source in sources.split()
+    }
+    assert "cli" in packaged
+    assert packaged <= copied, f"{sorted(packaged - copied)} not copied into the image"

@@ -143,7 +143,7 @@ def test_redis_is_durable_and_never_evicts() -> None:
         if line.strip()
     }
     assert lines["appendonly"] == "yes"
-    assert lines["appendfsync"] == "everysec"
+    assert lines["appendfsync"] == "always"
     assert lines["maxmemory-policy"] == "noeviction"
     redis = of_kind("StatefulSet")[0]
     assert re.fullmatch(r"redis:7\.\d+\.\d+(-alpine)?", containers(redis)[0]["image"])

@@ -178,7 +178,7 @@ def test_a_refused_login_is_told_from_an_unreachable_server() -> None:
 def test_init_roles_on_milvus_lite_says_it_has_no_access_control(milvus_uri: str) -> None:
     from typer.testing import CliRunner
 
-    from ingest.cli import app
+    from cli.app import app
 
     env = {
         "LOOKALIKE_MILVUS_URI": milvus_uri,

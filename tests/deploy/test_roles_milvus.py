@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ingest.cli import app
+from cli.app import app
 from services.records import to_row
 from services.roles import AccessPlan, authentication_enforced
 from services.schema import SchemaContract

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.redis_server import RedisServer
+from cli.stack.redis_server import RedisServer
 from services.schema import SchemaContract
 from services.store import MilvusStore, drop_collection
 from tests.conftest import free_port
@@ -38,7 +38,7 @@ class IngestEnv:
     def run_cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """``lookalike ARGS`` in its own process (a real producer)."""
         return subprocess.run(
-            [sys.executable, "-m", "ingest", *args],
+            [sys.executable, "-m", "cli", *args],
             env=self.env,
             capture_output=True,
             text=True,

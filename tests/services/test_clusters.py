@@ -177,7 +177,7 @@ def test_bad_k_and_empty_selection_are_refused(make_store):
 def test_cli_clusters_json(make_store, milvus_uri, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from ingest.cli import app
+    from cli.app import app
 
     store = make_store(clip_dim=DIM)
     records, truth = planted(seed=7)

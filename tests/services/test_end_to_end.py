@@ -12,11 +12,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from cli.app import app
 from services.app import Lookalike, connect
-from services.cli import app
 from services.embed import ClipEmbedder
 from services.filters import eq
-from services.pipeline import index_batch, load_for_signals
+from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
+from services.pipeline import load_for_signals
 from services.search import SearchQuery, search
 from services.settings import Settings
 from testkit.imagegen import make_photo_like
@@ -63,8 +64,15 @@ def indexed(env: dict[str, str], photo_dir: Path) -> Iterator[Lookalike]:
     lookalike = connect(settings, env["LOOKALIKE_MILVUS_URI"])
     assert isinstance(lookalike.embedder, ClipEmbedder)
     files = sorted(photo_dir.iterdir())
-    outcome = index_batch(
-        lookalike.store, lookalike.embedder, files, max_pixels=10**8, source="e2e", tags=["t"]
+    outcome = ingest_paths(
+        lookalike.store,
+        lookalike.embedder,
+        [str(f) for f in files],
+        locks=ProcessLocks(),
+        policy=MatchPolicy(max_hamming=8, min_cosine=0.95),
+        max_pixels=10**8,
+        source="e2e",
+        tags=["t"],
     )
     assert {Path(f.path).name for f in outcome.failures} == {"broken.jpg", "notes.jpg"}
     assert all(f.error for f in outcome.failures)

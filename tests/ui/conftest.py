@@ -20,11 +20,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from ingest.redis_server import RedisServer
-from services.demo import build_demo_collection
+from cli.demo import build_demo_collection
+from cli.stack.redis_server import RedisServer
 from services.embed import ClipEmbedder
 from services.errors import StoreUnavailableError
-from services.pipeline import index_batch
+from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
 from services.schema import SchemaContract
 from services.store import MilvusStore, drop_collection
 from tests.conftest import free_port
@@ -79,7 +79,15 @@ def ui_stack(
     store = MilvusStore.connect(
         milvus_uri, collection, SchemaContract.current(embedder.model_id, embedder.dim)
     )
-    outcome = index_batch(store, embedder, files, max_pixels=100_000_000, source="demo")
+    outcome = ingest_paths(
+        store,
+        embedder,
+        [str(f) for f in files],
+        locks=ProcessLocks(),
+        policy=MatchPolicy(max_hamming=8, min_cosine=0.95),
+        max_pixels=100_000_000,
+        source="demo",
+    )
     assert not outcome.failures, outcome.failures
     store.close()
     env = {
@@ -121,7 +129,7 @@ def running_ui(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess
     env = dict(os.environ) | env | {"LOOKALIKE_UI_PORT": str(port), "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "ui"],
+            [sys.executable, "-m", "cli", "ui"],
             env=env,
             cwd=ROOT,
             stdout=out,

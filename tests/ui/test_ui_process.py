@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.embedded import port_open
+from cli.stack.net import port_open
 from tests.ui.conftest import running_ui
 
 pytestmark = pytest.mark.slow

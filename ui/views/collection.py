@@ -7,7 +7,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from services.embedded import DB_FILE
 from services.filters import Condition, compile_filter
 from services.schema import FILTERABLE_FIELDS
 from ui import runtime
@@ -23,7 +22,7 @@ def _storage() -> str:
     config = runtime.settings()
     if config.milvus_uri is not None:
         return f"Milvus server at {config.milvus_uri} (storage is the server's)"
-    database = config.home / DB_FILE
+    database = config.embedded_db_file
     if not database.exists():
         return f"embedded Milvus Lite; no database at {database}"
     return f"embedded Milvus Lite, {database}: {_size_of(database) / 2**20:,.1f} MiB"

@@ -12,10 +12,9 @@ Each service is started only when it is needed::
 
 Every child runs in its own process group, so a terminal's Ctrl-C reaches only the CLI, which
 stops the children in reverse start order: extras, workers (warm shutdown), Redis, Milvus. What
-the stack did not start, it never stops. ``run_foreground`` runs one such child alone
-(``lookalike ui``), stopped the same way when the command is. Children read their settings from
-the environment; the stack writes its Settings back into that environment so that every child
-sees the same ones.
+the stack did not start, it never stops. Every child is a ``supervisor.Child``. Children read
+their settings from the environment; the stack writes its Settings back into that environment so
+that every child sees the same ones.
 """
 
 from __future__ import annotations
@@ -24,9 +23,7 @@ import contextlib
 import logging
 import os
 import queue
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -38,9 +35,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from ingest.redis_server import RedisServer, local_address, log_tail, redis_answers
-from services.embedded import EmbeddedMilvus, milvus_healthy, port_open
+from cli.stack.milvus_lite import EmbeddedMilvus, milvus_healthy
+from cli.stack.net import port_open
+from cli.stack.redis_server import RedisServer, local_address, redis_answers, redis_persists
+from cli.stack.supervisor import Child
 from services.errors import IngestError, LedgerUnavailableError
+from services.queue import celery_app
 from services.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 STARTED = "started here"
 GIVEN = "given by URI"
 RUNNING = "already running"
+NOT_PERSISTENT = (
+    "no persistence: jobs and dedup decisions are lost when it restarts; set appendonly yes"
+)
 
 WORKER_READY_TIMEOUT = 120.0  # loading a CLIP model on a slow machine takes a while
 WORKER_STOP_GRACE = 30.0  # warm shutdown: running batches finish or are re-delivered
@@ -113,80 +116,6 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-class _Child:
-    """A child process in its own process group, its output appended to ``log_file`` (None:
-    this process's own output, for a child run in the foreground)."""
-
-    def __init__(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], log_file: Path | None
-    ) -> None:
-        self.name = name
-        self.log_file = log_file
-        with contextlib.ExitStack() as opened:
-            output = None
-            if log_file is not None:
-                log_file.parent.mkdir(parents=True, exist_ok=True)
-                output = opened.enter_context(log_file.open("ab"))
-            self.process = subprocess.Popen(
-                list(argv),
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-                start_new_session=True,
-            )
-        log.info("started %s (pid %d), log %s", name, self.process.pid, log_file or "stdout")
-
-    def output_tail(self) -> str:
-        """Where to read what the child printed, for an error message."""
-        if self.log_file is None:
-            return "its output is above"
-        return f"its log {self.log_file} ends with:\n{log_tail(self.log_file)}"
-
-    def exited_error(self, what: str) -> IngestError:
-        return IngestError(
-            f"{self.name} exited with code {self.process.returncode} {what}; {self.output_tail()}"
-        )
-
-    def stop(self, grace: float) -> None:
-        """SIGTERM to the process, then SIGKILL to its whole group after ``grace`` seconds."""
-        if self.process.poll() is not None:
-            return
-        log.info("stopping %s (pid %d)", self.name, self.process.pid)
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", self.name, grace)
-            self._kill()
-        except (KeyboardInterrupt, SystemExit):
-            # A second Ctrl-C (or SIGTERM) means "now": cold shutdown, then go on stopping the
-            # rest; letting it propagate would leave this child running.
-            log.warning("interrupted while %s stops; killing it", self.name)
-            self._kill()
-
-    def _kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-
-def run_foreground(spec: ProcessSpec, env: Mapping[str, str]) -> int:
-    """Run ``spec`` alone with this process's output until it exits, and return its code.
-
-    Ctrl-C (KeyboardInterrupt) or a SystemExit (the CLI turns SIGTERM into one) stops it as the
-    stack stops its children (SIGTERM, then SIGKILL after ``spec.stop_grace``) and returns 0: the
-    child never outlives the command. ``spec.ready`` is not polled.
-    """
-    child = _Child(spec.name, spec.argv, {**env, **spec.env}, None)
-    try:
-        return child.process.wait()
-    except (KeyboardInterrupt, SystemExit):
-        return 0
-    finally:
-        child.stop(spec.stop_grace)
-
-
 class Stack:
     """Milvus, Redis and the workers for ``settings`` on this machine; a context manager.
 
@@ -212,8 +141,8 @@ class Stack:
         self.worker_hostname = f"lookalike@{socket.gethostname()}-{os.getpid()}"
         self.milvus: EmbeddedMilvus | None = None
         self.redis: RedisServer | None = None
-        self.worker: _Child | None = None
-        self.extras: list[_Child] = []
+        self.worker: Child | None = None
+        self.extras: list[Child] = []
         self._info: list[ServiceInfo] = []
         self._exits: queue.Queue[ChildExit] = queue.Queue()
         self._stopping = threading.Event()
@@ -297,7 +226,11 @@ class Stack:
             self._info.append(ServiceInfo("Redis", GIVEN, redacted(url)))
             return
         if redis_answers(url):
-            self._info.append(ServiceInfo("Redis", RUNNING, redacted(url)))
+            address = redacted(url)
+            if redis_persists(url) is False:
+                log.warning("the Redis at %s keeps no append-only file", address)
+                address += f" ({NOT_PERSISTENT})"
+            self._info.append(ServiceInfo("Redis", RUNNING, address))
             return
         server = RedisServer(url, self.home / "redis", log_file=self.logs / "redis.log")
         server.start()
@@ -318,11 +251,11 @@ class Stack:
             *worker_argv(self.settings, hostname=self.worker_hostname),
         ]
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
-        worker = _Child("the Celery worker", argv, env, self.logs / "worker.log")
+        worker = Child("the Celery worker", argv, env, self.logs / "worker.log")
         self.worker = worker
         self._cleanup.callback(worker.stop, self.worker_stop_grace)
         self._wait_worker(worker)
-        self._watch(worker.name, worker.process.wait)
+        self._watch(worker.name, worker.wait)
         processes = self.settings.worker_concurrency or os.cpu_count() or 1
         self._info.append(
             ServiceInfo(
@@ -332,51 +265,47 @@ class Stack:
             )
         )
 
-    def _wait_worker(self, worker: _Child) -> None:
+    def _wait_worker(self, worker: Child) -> None:
         """Ping the worker through the broker until it answers; fail early if it exits."""
+        import redis
         from kombu.exceptions import OperationalError
 
-        from ingest.celery_app import create_app
+        app = celery_app(self.settings)
+        failures: list[Exception] = []
 
-        app = create_app(self.settings)
-        deadline = time.monotonic() + self.worker_ready_timeout
+        def answers() -> bool:
+            try:
+                replies = app.control.ping(destination=[self.worker_hostname], timeout=1.0)
+            except (OperationalError, redis.ConnectionError) as exc:
+                # A connection pooled from before a restart of Redis fails once; a Redis that
+                # stays away fails every ping, and the wait below says so.
+                failures.append(exc)
+                time.sleep(0.2)
+                return False
+            return any(self.worker_hostname in reply for reply in replies)
+
         try:
-            while time.monotonic() < deadline:
-                if worker.process.poll() is not None:
-                    raise worker.exited_error("at start")
-                try:
-                    replies = app.control.ping(destination=[self.worker_hostname], timeout=1.0)
-                except OperationalError as exc:
-                    raise LedgerUnavailableError(
-                        f"cannot reach Redis at {redacted(self.redis_url)} to ping the worker: "
-                        f"{exc}"
-                    ) from exc
-                if any(self.worker_hostname in reply for reply in replies):
-                    log.info("worker %s is ready", self.worker_hostname)
-                    return
+            worker.wait_ready(answers, self.worker_ready_timeout, IngestError, every=0.0)
+        except IngestError as exc:
+            if failures and not redis_answers(self.redis_url):
+                raise LedgerUnavailableError(
+                    f"cannot reach Redis at {redacted(self.redis_url)} to ping the worker: "
+                    f"{failures[-1]}"
+                ) from exc
+            raise
         finally:
             app.close()
-        raise IngestError(
-            f"the Celery worker did not answer a ping in {self.worker_ready_timeout:.0f}s; "
-            f"{worker.output_tail()}"
-        )
+        log.info("worker %s is ready", self.worker_hostname)
 
     def _start_extra(self, spec: ProcessSpec) -> None:
-        child = _Child(
+        child = Child(
             spec.name, spec.argv, {**self.env, **spec.env}, self.logs / f"{spec.name}.log"
         )
         self.extras.append(child)
         self._cleanup.callback(child.stop, spec.stop_grace)
-        deadline = time.monotonic() + spec.ready_timeout
-        while spec.ready is not None and not spec.ready():
-            if child.process.poll() is not None:
-                raise child.exited_error("at start")
-            if time.monotonic() > deadline:
-                raise IngestError(
-                    f"{spec.name} was not ready in {spec.ready_timeout:.0f}s; see {child.log_file}"
-                )
-            time.sleep(0.2)
-        self._watch(spec.name, child.process.wait)
+        if spec.ready is not None:
+            child.wait_ready(spec.ready, spec.ready_timeout, IngestError, every=0.2)
+        self._watch(spec.name, child.wait)
         self._info.append(ServiceInfo(spec.name, STARTED, spec.address or spec.argv[0]))
 
     def _watch(self, name: str, wait: Callable[[], int]) -> None:

@@ -10,38 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
-import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cli.stack.net import LOCALHOST, port_open
+from cli.stack.supervisor import Child
 from services.errors import StoreUnavailableError
-from services.settings import Settings
+from services.settings import EMBEDDED_DB_FILE, Settings
 
 log = logging.getLogger(__name__)
-
-DB_FILE = "milvus.db"
-_HOST = "127.0.0.1"
-
-
-def free_port(host: str = _HOST) -> int:
-    """A TCP port nothing listens on right now (for servers started by tests and benchmarks)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = _HOST, timeout: float = 0.2) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def milvus_healthy(uri: str, timeout: float = 2.0) -> bool:
@@ -66,16 +45,16 @@ class EmbeddedMilvus:
         self.home = home.resolve()
         self.port = port
         self.log_level = log_level
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
         self._lock: int | None = None
 
     @property
     def uri(self) -> str:
-        return f"http://{_HOST}:{self.port}"
+        return f"http://{LOCALHOST}:{self.port}"
 
     @property
     def db_file(self) -> Path:
-        return self.home / DB_FILE
+        return self.home / EMBEDDED_DB_FILE
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers; raise StoreUnavailableError otherwise."""
@@ -84,61 +63,49 @@ class EmbeddedMilvus:
             warnings.simplefilter("ignore", UserWarning)
             from milvus_lite.server import Server
 
-        if self._process is not None:
+        if self._child is not None:
             return
         if port_open(self.port):
             raise StoreUnavailableError(
-                f"port {self.port} on {_HOST} is already in use; is another `lookalike milvus` "
+                f"port {self.port} on {LOCALHOST} is already in use; is another `lookalike milvus` "
                 "running? Set LOOKALIKE_MILVUS_PORT or LOOKALIKE_MILVUS_URI"
             )
         self.home.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_file(self.home / ".milvus.lock")
-        server = Server(str(self.db_file), address=f"{_HOST}:{self.port}")
+        server = Server(str(self.db_file), address=f"{LOCALHOST}:{self.port}")
         binary = Path(server.milvus_bin)
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = f"{binary.parent}:{env.get('LD_LIBRARY_PATH', '')}"
-        self._process = subprocess.Popen(
-            [str(binary), str(self.db_file), f"{_HOST}:{self.port}", self.log_level],
+        self._child = Child(
+            "the embedded Milvus Lite server",
+            [str(binary), str(self.db_file), f"{LOCALHOST}:{self.port}", self.log_level],
+            env,
+            self.home / "logs" / "milvus.log",
             cwd=self.home,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            # Its own process group: Ctrl-C in a terminal reaches us, and we stop it in order.
-            start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._release()
-                raise StoreUnavailableError(
-                    f"the embedded Milvus Lite server exited with code {code} at start "
-                    f"(data: {self.db_file})"
-                )
-            if milvus_healthy(self.uri, timeout=1.0):
-                log.info("Milvus Lite serving %s on %s", self.db_file, self.uri)
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise StoreUnavailableError(f"the embedded Milvus Lite server did not answer in {timeout}s")
+        try:
+            self._child.wait_ready(
+                lambda: milvus_healthy(self.uri, timeout=1.0), timeout, StoreUnavailableError
+            )
+        except BaseException:
+            self.stop()
+            raise
+        log.info("Milvus Lite serving %s on %s", self.db_file, self.uri)
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                log.warning("Milvus Lite did not stop in %.0fs; killing it", grace)
-                process.kill()
-                process.wait()
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(grace)
         self._release()
 
     def wait(self) -> int:
         """Block until the server exits; returns its exit code."""
-        if self._process is None:
-            return 0
-        return self._process.wait()
+        return self._child.wait() if self._child is not None else 0
 
     def _release(self) -> None:
         if self._lock is not None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.redis_server import RedisServer
-from services.embedded import port_open
+from cli.stack.net import port_open
+from cli.stack.redis_server import RedisServer
 from tests.conftest import free_port
 from tests.ingest.conftest import ROOT
 
@@ -36,7 +36,7 @@ def test_demo_with_clip_two_workers_and_a_lasting_redis_finishes_every_time(
     with RedisServer(redis_url, tmp_path / "system-redis"):
         for run in range(2):  # the second run finds the first run's ledger and files cache
             result = subprocess.run(
-                [sys.executable, "-m", "ingest", "demo", "--no-serve"],
+                [sys.executable, "-m", "cli", "demo", "--no-serve"],
                 env=env,
                 cwd=ROOT,
                 capture_output=True,

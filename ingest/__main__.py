@@ -1,5 +1,0 @@
-"""``python -m ingest`` runs the ``lookalike`` command line."""
-
-from ingest.cli import app
-
-app()
