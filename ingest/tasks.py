@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Milvus or Redis out of reach: retried with backoff (about 10 minutes in all).
 MAX_RETRIES = 10
+# Redis out of reach: a retry is sent once it answers again, waiting this long at most.
+REDIS_WAIT_SECONDS = 120.0
 # Anything else a batch raises: retried this often, then each of its files fails with the reason.
 UNEXPECTED_RETRIES = 2
 QUARANTINED = "crashed the worker {n} times while being processed; quarantined, not retried"
@@ -138,6 +140,12 @@ def register(app: Celery) -> None:
             )
             limit = MAX_RETRIES if transient else UNEXPECTED_RETRIES
             attempts = self.request.retries + 1
+            if isinstance(exc, LedgerUnavailableError) and not ctx.ledger.wait_until_reachable(
+                REDIS_WAIT_SECONDS
+            ):
+                # Redis is the broker too: a retry cannot be sent, and Celery would drop the
+                # message. Left unacknowledged, it is delivered again once Redis is back.
+                raise exc
             if self.request.retries < limit:
                 log.warning(
                     "batch %s of job %s failed (attempt %d of %d): %s; retrying",

@@ -131,6 +131,18 @@ class JobLedger:
         with mapped_redis_errors("reach Redis"):
             self._redis.ping()
 
+    def wait_until_reachable(self, timeout: float, *, every: float = 0.5) -> bool:
+        """Block until Redis answers PING (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.ping()
+                return True
+            except LedgerUnavailableError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(every)
+
     # -- producer side --------------------------------------------------------------------------
 
     def create_job(

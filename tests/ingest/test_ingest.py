@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import free_port
@@ -76,7 +80,7 @@ def test_a_second_home_against_the_same_redis_ingests_everything(
     ingest_env: IngestEnv, tmp_path: Path
 ) -> None:
     """Two Milvus servers (two LOOKALIKE_HOMEs), one Redis, the same folder and collection name."""
-    from services.embedded import EmbeddedMilvus
+    from cli.stack.milvus_lite import EmbeddedMilvus
 
     folder = tmp_path / "photos"
     photos = photo_folder(folder, 30)
@@ -103,7 +107,7 @@ def test_racing_producers_write_no_duplicate_rows(ingest_env: IngestEnv, tmp_pat
     ingest_env.start_worker(concurrency=2)
     producers = [
         subprocess.Popen(
-            [sys.executable, "-m", "ingest", "ingest", str(folder), "--wait", "--json"],
+            [sys.executable, "-m", "cli", "ingest", str(folder), "--wait", "--json"],
             env=ingest_env.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -146,8 +150,9 @@ def test_redis_restart_then_resume_loses_nothing(ingest_env: IngestEnv, tmp_path
     started = ingest_env.ingest_json(str(tmp_path / "heavy"))
     job_id = str(started["job_id"])
     wait_for(lambda: ingest_env.ledger_progress(job_id).ingested >= 8, 60, "for the first batch")
-    # Redis restarts without persistence: the queue and the ledger are gone.
+    # Redis restarts with its data lost (a Redis without persistence, or its volume gone).
     ingest_env.redis.stop()
+    shutil.rmtree(ingest_env.redis.data_dir)
     ingest_env.redis.start()
     unknown = ingest_env.run_cli("status", job_id, "--json")
     assert unknown.returncode == 1 and f"no job {job_id!r}" in unknown.stderr
@@ -159,8 +164,36 @@ def test_redis_restart_then_resume_loses_nothing(ingest_env: IngestEnv, tmp_path
     assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in photos)
 
 
+def test_redis_killed_mid_job_and_restarted_the_job_finishes_by_itself(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    """SIGKILL of Redis (queue, ledger) in the middle of a job; started again on its data, the
+    job ends with every content stored once and its counts adding up, with no --resume."""
+    photos = heavy_folder(tmp_path / "heavy", 48)
+    copies = copy_exact(photos[:6], tmp_path / "heavy" / "again")
+    ingest_env.start_worker(concurrency=2)
+    started = ingest_env.ingest_json(str(tmp_path / "heavy"))
+    job_id = str(started["job_id"])
+    wait_for(lambda: ingest_env.ledger_progress(job_id).ingested >= 8, 60, "for the first batch")
+    pid = ingest_env.redis.pid
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    ingest_env.redis.stop()
+    time.sleep(1)
+    ingest_env.redis.start()
+
+    wait_for(lambda: ingest_env.ledger_progress(job_id).state == "done", 180, "for the job")
+    status = ingest_env.run_cli("status", job_id, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    done = json.loads(status.stdout)
+    assert done["failed"] == []
+    assert done["ingested"] == done["queued"] == len(photos) + len(copies)
+    assert ingest_env.store().count() == len(photos)  # one row per distinct content
+    assert sorted(stored_paths(ingest_env)) == sorted(str(p) for p in (*photos, *copies))
+
+
 def test_milvus_outage_is_retried_with_backoff(ingest_env: IngestEnv, tmp_path: Path) -> None:
-    from services.embedded import EmbeddedMilvus
+    from cli.stack.milvus_lite import EmbeddedMilvus
 
     port = free_port()
     ingest_env.env["LOOKALIKE_MILVUS_URI"] = f"http://127.0.0.1:{port}"
@@ -310,3 +343,42 @@ def test_clip_worker_records_duplicates_on_arrival(
         assert copy.clip is not None and source.clip is not None
         assert copy.dup_cosine == pytest.approx(float(np.dot(copy.clip, source.clip)), abs=1e-4)
         assert source.dup_of == ""  # it arrived first, with nothing like it stored
+
+
+def test_add_records_a_near_copy_exactly_as_a_worker_does(
+    ingest_env: IngestEnv, tiny_clip_dir: Path, tmp_path: Path
+) -> None:
+    """`lookalike add` and a worker run one use case: the same copy, stored either way, gets the
+    same `dup_of`, Hamming and cosine (with a CLIP model, as users run it)."""
+    from services.store import MilvusStore, stored_contract
+
+    ingest_env.env["LOOKALIKE_CLIP_MODEL"] = str(tiny_clip_dir)
+    ingest_env.env["LOOKALIKE_DUP_MIN_COSINE"] = "0.9999"  # random weights: pHash decides
+    originals = photo_folder(tmp_path / "photos", 6)
+    mirrored = mirror_copies(originals, tmp_path / "edits")
+    ingest_env.start_worker(concurrency=2)
+    assert ingest_env.ingest_json(str(tmp_path / "photos"), "--wait")["ingested"] == 6
+
+    by_worker = ingest_env.ingest_json(str(mirrored[0]), "--wait")
+    assert by_worker["ingested"] == 1 and by_worker["near_duplicates"] == 1
+    added = ingest_env.run_cli("add", *(str(p) for p in mirrored[1:]), "--json")
+    assert added.returncode == 0, added.stdout + added.stderr
+    summary = json.loads(added.stdout)
+    assert summary["stored"] == 5 and summary["near_duplicates"] == 5 and summary["failed"] == []
+
+    contract = stored_contract(ingest_env.milvus_uri, ingest_env.collection)
+    assert contract is not None
+    store = MilvusStore.connect(ingest_env.milvus_uri, ingest_env.collection, contract)
+    rows = {r.path: r for r in store.iterate(with_vectors=True)}
+    for original, mirror in zip(originals, mirrored, strict=True):
+        copy, source = rows[str(mirror)], rows[str(original)]
+        assert copy.dup_of == source.id, mirror
+        assert 0 <= copy.dup_hamming <= 8
+        assert copy.dup_cosine == pytest.approx(float(np.dot(copy.clip, source.clip)), abs=1e-4)
+    # What the worker wrote for its copy is what add wrote for the others, field for field.
+    worker_copy = rows[str(mirrored[0])]
+    for mirror in mirrored[1:]:
+        assert rows[str(mirror)].dup_hamming == worker_copy.dup_hamming == 0  # the mirror variant
+
+    again = ingest_env.run_cli("add", str(mirrored[1]), "--json")
+    assert json.loads(again.stdout)["stored"] == 1 and store.count() == 12  # nothing twice
