@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import clusters, dedup, jobs, milvus, search, serve
+from cli import clusters, dedup, jobs, milvus, search, serve, watch
 from cli.common import console, handle_errors
 from services import __version__
 from services.settings import Settings
@@ -60,8 +60,11 @@ for name, command in (
     ("info", search.info),
     ("dedup", dedup.dedup),
     ("decide", dedup.decide),
+    ("undo", dedup.undo),
     ("eval", dedup.eval_command),
     ("clusters", clusters.clusters),
+    ("sync", watch.sync),
+    ("watch", watch.watch),
     ("version", version),
 ):
     app.command(name)(command)

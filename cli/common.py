@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import NoReturn
 
 import typer
@@ -11,7 +14,16 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
-from services.errors import CollectionNotFoundError, ConfigError, LookalikeError
+from services.app import Lookalike
+from services.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    LedgerUnavailableError,
+    LookalikeError,
+)
+from services.ingestion import ContentLocks, MatchPolicy, ProcessLocks, ingest_paths
+from services.ledger import JobLedger
+from services.pipeline import Failure
 from services.search import SearchResult
 from services.settings import Settings
 from services.store import MilvusStore, stored_contract
@@ -76,3 +88,56 @@ def existing_collection(settings: Settings) -> Iterator[MilvusStore]:
             yield store
         finally:
             store.close()
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """What indexing files in this process did."""
+
+    stored: int
+    near: int
+    failures: list[Failure]
+
+
+def index_in_process(
+    settings: Settings,
+    lookalike: Lookalike,
+    files: Sequence[str],
+    *,
+    source: str,
+    tags: Sequence[str],
+) -> Indexed:
+    """Store ``files`` through the one use case the workers run, a CLIP batch at a time, holding
+    the workers' Redis locks when Redis answers (they may store the same contents), else a
+    lock of this process alone."""
+    ledger = JobLedger.from_url(settings.redis_url)
+    try:
+        ledger.ping()
+        locks: ContentLocks = ledger
+    except LedgerUnavailableError:
+        locks = ProcessLocks()
+    policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)
+    stored = near = 0
+    failures: list[Failure] = []
+    for start in range(0, len(files), settings.clip_batch_size):
+        outcome = ingest_paths(
+            lookalike.store,
+            lookalike.embedder,
+            files[start : start + settings.clip_batch_size],
+            locks=locks,
+            policy=policy,
+            max_pixels=settings.max_image_pixels,
+            source=source,
+            tags=tags,
+        )
+        stored += len(outcome.records)
+        near += len(outcome.near)
+        failures.extend(outcome.failures)
+    return Indexed(stored, near, failures)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every child is stopped, never left orphaned,
+    and a long-running command (up, ui, demo, watch) exits 0."""
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda *_: sys.exit(0))

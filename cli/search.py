@@ -11,14 +11,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors, print_hits, settings_of
+from cli.common import console, handle_errors, index_in_process, print_hits, settings_of
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike, connect
-from services.errors import LedgerUnavailableError
 from services.filters import Condition, parse_where
-from services.ingestion import ContentLocks
 from services.search import SearchQuery, search
-from services.settings import Settings
 
 
 def add(
@@ -32,7 +29,6 @@ def add(
     """Index images in this process (no queue), exactly as a worker does: decode, hash, embed,
     match against what is stored (its `dup_of`), merge, upsert."""
     from services.discovery import discover
-    from services.ingestion import MatchPolicy, ingest_paths
     from services.pipeline import Failure
 
     settings = settings_of(ctx)
@@ -41,24 +37,10 @@ def add(
         files = [str(f.path) for f in found if f.problem is None]
         failures = [Failure(str(f.path), f.problem) for f in found if f.problem is not None]
         lookalike = connect(settings, uri)
-        locks = _content_locks(settings)
-        policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)
-        stored = near = 0
         with console.status(f"indexing {len(files)} files") if not as_json else _nothing():
-            for start in range(0, len(files), settings.clip_batch_size):
-                outcome = ingest_paths(
-                    lookalike.store,
-                    lookalike.embedder,
-                    files[start : start + settings.clip_batch_size],
-                    locks=locks,
-                    policy=policy,
-                    max_pixels=settings.max_image_pixels,
-                    source=source,
-                    tags=tag or [],
-                )
-                stored += len(outcome.records)
-                near += len(outcome.near)
-                failures.extend(outcome.failures)
+            indexed = index_in_process(settings, lookalike, files, source=source, tags=tag or [])
+        failures += indexed.failures
+        stored, near = indexed.stored, indexed.near
         summary = {
             "files": len(found),
             "stored": stored,
@@ -77,20 +59,6 @@ def add(
     )
     for failure in failures:
         console.print(f"  [red]failed[/] {failure.path}: {failure.error}")
-
-
-def _content_locks(settings: Settings) -> ContentLocks:
-    """The workers' Redis locks when Redis answers (workers may be storing the same contents),
-    else a lock of this process alone."""
-    from services.ingestion import ProcessLocks
-    from services.ledger import JobLedger
-
-    ledger = JobLedger.from_url(settings.redis_url)
-    try:
-        ledger.ping()
-    except LedgerUnavailableError:
-        return ProcessLocks()
-    return ledger
 
 
 @contextmanager

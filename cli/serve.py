@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated
@@ -12,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, fail, handle_errors, print_hits, settings_of
+from cli.common import console, fail, handle_errors, print_hits, settings_of, stop_on_signals
 from cli.jobs import follow, report
 from cli.stack.net import port_open
 from cli.stack.stack import ProcessSpec, Stack, child_env
@@ -43,7 +41,7 @@ def ui_command(ctx: typer.Context) -> None:
     (`lookalike up` runs everything, the UI included).
     """
     settings = settings_of(ctx)
-    _stop_on_signals()
+    stop_on_signals()
     console.print(f"lookalike UI at {url(settings)} (collection {settings.collection!r})")
     spec = ui_process(settings)
     env = child_env(settings, os.environ)
@@ -61,12 +59,6 @@ def ui_process(settings: Settings, env: Mapping[str, str] | None = None) -> Proc
         ready=lambda: port_open(settings.ui_port, host),
         ready_timeout=60.0,
     )
-
-
-def _stop_on_signals() -> None:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every child is stopped, never left orphaned."""
-    for stop in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop, lambda *_: sys.exit(0))
 
 
 def demo(
@@ -144,7 +136,7 @@ def _running_stack(
     settings: Settings, *, ui: bool = False, ui_env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
     """The embedded stack, started (with a spinner) and always stopped in order."""
-    _stop_on_signals()
+    stop_on_signals()
     stack = Stack(settings, extra_processes=[ui_process(settings, ui_env)] if ui else ())
     try:
         with console.status("starting Milvus, Redis, the workers" + (" and the UI" if ui else "")):

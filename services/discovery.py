@@ -1,10 +1,11 @@
 """Finding the image files under the folders a user points at.
 
-Rules: hidden files and folders are skipped; files are taken by image extension, and files
-without a known extension by sniffing their first bytes; symbolic links are followed only to
-files inside the given roots (folder links are not followed, so nothing is walked twice or
-outside); what looks like an image but cannot be one (a broken link, a folder named
-``x.jpg``) is reported with the reason, so it lands in the job's failure list.
+Rules: hidden files and folders are skipped; files are taken by image extension (camera RAW
+extensions included), and files without a known extension by sniffing their first bytes;
+symbolic links are followed only to files inside the given roots (folder links are not
+followed, so nothing is walked twice or outside); what looks like an image but cannot be one
+(a broken link, a folder named ``x.jpg``) is reported with the reason, so it lands in the
+job's failure list.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ IMAGE_SUFFIXES = frozenset(
 # Camera RAW formats, decoded through libraw (services.raw): DNG, Canon CR2/CR3, Nikon NEF,
 # Sony ARW, Fujifilm RAF, Olympus ORF, Panasonic RW2. Taken by name: many are TIFF inside.
 RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2"})
+# What the walk takes by name.
+_TAKEN_SUFFIXES = IMAGE_SUFFIXES | RAW_SUFFIXES
 _MAGIC = (
     b"\xff\xd8\xff",  # JPEG
     b"\x89PNG\r\n\x1a\n",
@@ -98,7 +101,7 @@ def _walk(root: Path, roots: Sequence[Path], recursive: bool) -> Iterator[Found]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in dirnames:
             path = here / name
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.suffix.lower() in _TAKEN_SUFFIXES:
                 yield Found(path, "is a folder named like an image, not an image file")
         for name in sorted(filenames):
             if not name.startswith("."):
@@ -112,7 +115,7 @@ def _walk(root: Path, roots: Sequence[Path], recursive: bool) -> Iterator[Found]
 
 
 def _classify(path: Path, roots: Sequence[Path]) -> Found | None:
-    named_like_image = path.suffix.lower() in IMAGE_SUFFIXES
+    named_like_image = path.suffix.lower() in _TAKEN_SUFFIXES
     if path.is_symlink():
         target = path.resolve()
         if not target.exists():

@@ -142,6 +142,12 @@ def _quote(field: str, text: str) -> str:
     return f'"{escaped}"'
 
 
+def listing_any_path(paths: Sequence[str]) -> str:
+    """A filter for the rows that list any of ``paths`` (as first path or among ``paths``)."""
+    literals = "[" + ", ".join(_quote("path", p) for p in paths) + "]"
+    return f"path in {literals} or array_contains_any(paths, {literals})"
+
+
 def _epoch(moment: date | datetime, *, end_of_day: bool) -> int:
     if not isinstance(moment, datetime):
         clock = datetime.max.time() if end_of_day else datetime.min.time()

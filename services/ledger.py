@@ -243,6 +243,12 @@ class JobLedger:
             values = self._redis.hmget(files_cache, list(paths))
         return [None if v is None else CachedFile.parse(_text(v)) for v in values]
 
+    def forget_files(self, files_cache: str, paths: Sequence[str]) -> None:
+        """Drop ``paths`` from a files cache (they left the collection)."""
+        if paths:
+            with mapped_redis_errors("update the files cache"):
+                self._redis.hdel(files_cache, *paths)
+
     def record_sent(self, job_id: str, paths: Sequence[str]) -> None:
         """Paths the producer has enqueued for ``job_id``."""
         if paths:

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="A job that has not moved for this long, with nothing queued or running, "
         "is reported stalled (its unaccounted files named, `--resume` to re-send them).",
     )
+    watch_quiet_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="`lookalike watch` ingests a file once it has not changed for this long.",
+    )
     dup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
     )
