@@ -6,6 +6,8 @@ Contract of :func:`load_image` / :func:`load_image_bytes`:
 - the image is fully decoded inside the guard, so truncation is detected here, not later;
 - every mode is normalised to 8-bit RGB (alpha composited over white, 16-bit scaled, not
   clipped), EXIF orientation is applied, and animated images give their first frame;
+- camera RAW files (by name: services.discovery.RAW_SUFFIXES) go through services.raw, which
+  gives the same contract (``format`` is the RAW kind, e.g. ``NEF``);
 - images with more than ``max_pixels`` pixels are refused from their header, before any pixel
   is decoded;
 - every failure is a :class:`~services.errors.DecodeError` (or subclass) naming the file and the
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from services.errors import DecodeError, ImageTooLargeError, UnsupportedImageError
+from services.raw import decode_raw, is_raw_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ def load_image_bytes(
         raise DecodeError(name, "empty file")
     _register_heif_once()
     try:
+        if is_raw_name(name):
+            return _decode_raw(data, name, max_pixels, draft_size)
         return _decode(data, name, max_pixels, draft_size)
     except DecodeError:
         raise
@@ -177,6 +182,21 @@ def _decode(
         height=full_height,
         format=image_format,
         exif=exif,
+    )
+
+
+def _decode_raw(
+    data: bytes, name: str, max_pixels: int, draft_size: tuple[int, int] | None
+) -> LoadedImage:
+    decoded = decode_raw(data, name, max_pixels=max_pixels, draft_size=draft_size)
+    return LoadedImage(
+        path=name,
+        data=data,
+        image=decoded.image,
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        exif=decoded.exif,
     )
 
 
