@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from enum import Enum
+from typing import Any
 
-from services.errors import SchemaMismatchError
+from services.errors import QueryError, SchemaMismatchError
 
 SCHEMA_VERSION = 1
 PHASH_BITS = 64
@@ -171,3 +172,16 @@ class SchemaContract:
 # the batch), so bulk reads (searches, all-row scans) leave them out; ``path_count`` says which
 # rows have more than one path, to fetch their ``paths`` by id.
 ARRAY_FIELDS = frozenset({"paths", "tags"})
+
+
+def phash_search_params(max_hamming: int) -> dict[str, Any]:
+    """``search_params`` of a range search on ``phash`` that returns the rows within
+    ``max_hamming`` bits, inclusive (Milvus's radius is exclusive)."""
+    if not 0 <= max_hamming < PHASH_BITS:
+        raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
+    return {"metric_type": PHASH_METRIC, "params": {"radius": max_hamming + 1}}
+
+
+def clip_search_params(ef: int = 64) -> dict[str, Any]:
+    """``search_params`` of a search on ``clip``: cosine, HNSW's ``ef`` (at least ``limit``)."""
+    return {"metric_type": CLIP_METRIC, "params": {"ef": ef}}

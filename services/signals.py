@@ -16,10 +16,24 @@ from services.embed import Embedder
 from services.errors import QueryError
 from services.hashing import hashes_and_variants
 from services.pipeline import draft_size
-from services.schema import CLIP_METRIC, DIHEDRAL_VARIANTS, PHASH_BITS, PHASH_METRIC
+from services.schema import (
+    DIHEDRAL_VARIANTS,
+    PHASH_BITS,
+    clip_search_params,
+    phash_search_params,
+)
 from services.search import QuerySignals
+from services.settings import setting_default
 
-DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_PIXELS: int = setting_default("max_image_pixels")
+# Re-exported: the search parameters that match the contract, for apps.
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "clip_search_params",
+    "phash_search_params",
+    "query_signals",
+    "stored_variants",
+]
 
 
 def query_signals(
@@ -52,16 +66,3 @@ def stored_variants(row: Mapping[str, Any]) -> tuple[bytes, ...]:
             "hashes: read it with output_fields=['phash', 'phash_dihedral']"
         )
     return (own, *(bytes.fromhex(dihedral[i : i + 16]) for i in range(0, len(dihedral), 16)))
-
-
-def phash_search_params(max_hamming: int) -> dict[str, Any]:
-    """``search_params`` of a range search on ``phash`` that returns the rows within
-    ``max_hamming`` bits, inclusive (Milvus's radius is exclusive)."""
-    if not 0 <= max_hamming < PHASH_BITS:
-        raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
-    return {"metric_type": PHASH_METRIC, "params": {"radius": max_hamming + 1}}
-
-
-def clip_search_params(ef: int = 64) -> dict[str, Any]:
-    """``search_params`` of a search on ``clip``: cosine, HNSW's ``ef`` (at least ``limit``)."""
-    return {"metric_type": CLIP_METRIC, "params": {"ef": ef}}

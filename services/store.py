@@ -34,6 +34,8 @@ from services.schema import (
     PHASH_BITS,
     SCALAR_FIELDS,
     SchemaContract,
+    clip_search_params,
+    phash_search_params,
 )
 
 log = logging.getLogger(__name__)
@@ -768,10 +770,7 @@ class MilvusStore:
             raise QueryError("a pHash search needs at least one query hash")
         if any(len(v) != PHASH_BITS // 8 for v in flat):
             raise QueryError("query pHashes must be 8 bytes (64 bits) each")
-        if not 0 <= max_hamming < PHASH_BITS:
-            raise QueryError(f"max Hamming distance must be in 0..{PHASH_BITS - 1}")
-        # Milvus's radius is exclusive for HAMMING: distance < radius.
-        params = {"metric_type": self.contract.phash_metric, "params": {"radius": max_hamming + 1}}
+        params = phash_search_params(max_hamming)
         results = self._search(
             "phash", flat, params, expr, limit, with_vectors=with_vectors, whole=whole
         )
@@ -813,7 +812,7 @@ class MilvusStore:
                     f"query vector has shape {query.shape}, the collection stores "
                     f"({self._clip_dim},)"
                 )
-        params = {"metric_type": self.contract.clip_metric, "params": {"ef": max(64, limit)}}
+        params = clip_search_params(ef=max(64, limit))
         data = [query.tolist() for query in queries]
         results = self._search("clip", data, params, expr, limit, with_vectors=False, whole=whole)
         return [
