@@ -2,7 +2,8 @@
 
 Moves keep each file's path relative to the common folder of everything moved in one run; a
 target never lies outside the quarantine folder (no ``..``, no symbolic link on the way) and an
-existing file is never overwritten: such a file is skipped and reported, not moved.
+existing file is never overwritten: such a file is skipped and reported, not moved. The same
+holds when a quarantined file is restored to where it came from (:func:`restore`).
 """
 
 from __future__ import annotations
@@ -77,24 +78,50 @@ def _move_one(source: Path, target: Path, quarantine: Path) -> FileAction:
     problem = _unsafe_target(target, quarantine)  # again: mkdir may have raced with a link
     if problem:
         return FileAction(str(source), error=problem)
+    problem = _move_exclusive(source, target)
+    if problem:
+        return FileAction(str(source), error=problem)
+    log.info("moved %s to %s", source, target)
+    return FileAction(str(source), target=str(target))
+
+
+def restore(quarantined: Path, original: Path) -> FileAction:
+    """Move a quarantined file back to ``original`` (its folders made again), never over a file
+    that is there now. The action's ``path`` is the original path, ``target`` where it came from."""
+    if not quarantined.is_file() or quarantined.is_symlink():
+        return FileAction(str(original), error=f"{quarantined} is gone (or not a regular file)")
+    if original.exists() or original.is_symlink():
+        return FileAction(str(original), error=f"{original} exists; not overwritten")
+    try:
+        original.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return FileAction(str(original), error=f"cannot make {original.parent}: {exc.strerror}")
+    problem = _move_exclusive(quarantined, original)
+    if problem:
+        return FileAction(str(original), error=problem)
+    log.info("restored %s from %s", original, quarantined)
+    return FileAction(str(original), target=str(quarantined))
+
+
+def _move_exclusive(source: Path, target: Path) -> str | None:
+    """Move ``source`` to ``target`` unless ``target`` exists; why not, or None when moved."""
     try:
         # A hard link fails if the target exists: the no-overwrite check and the move are atomic.
         os.link(source, target)
         source.unlink()
     except FileExistsError:
-        return FileAction(str(source), error=f"{target} exists; not overwritten")
+        return f"{target} exists; not overwritten"
     except OSError as exc:
         if exc.errno != errno.EXDEV:
-            return FileAction(str(source), error=f"cannot move: {exc.strerror}")
+            return f"cannot move: {exc.strerror}"
         try:  # another filesystem: copy to a new file (exclusive create), then remove
             with source.open("rb") as reader, target.open("xb") as writer:
                 shutil.copyfileobj(reader, writer)
             shutil.copystat(source, target)
             source.unlink()
         except FileExistsError:
-            return FileAction(str(source), error=f"{target} exists; not overwritten")
-    log.info("moved %s to %s", source, target)
-    return FileAction(str(source), target=str(target))
+            return f"{target} exists; not overwritten"
+    return None
 
 
 def _unsafe_target(target: Path, quarantine: Path) -> str | None:
