@@ -65,7 +65,7 @@ def sync(
             summary = plan.summary()
             if not dry_run:
                 apply_sync(lookalike.store, plan)
-                _forget_cached(settings, lookalike.store, summary["removed_paths"])
+                _forget_cached(settings, lookalike.store, plan.removed_paths)
                 if ingest_new and plan.new_files:
                     indexed = index_in_process(
                         settings, lookalike, plan.new_files, source=source, tags=tag or []
@@ -79,20 +79,18 @@ def sync(
         console.print_json(json.dumps(summary))
         return
     verb = "would remove" if dry_run else "removed"
-    removed, moved = summary["removed_paths"], summary["moved_paths"]
-    assert isinstance(removed, list) and isinstance(moved, list)
     console.print(
-        f"{verb} {len(removed)} vanished path(s) and {len(plan.emptied)} row(s) left with none; "
-        f"{len(moved)} moved file(s) keep their row; {len(plan.new_files)} new file(s)"
-        + ("" if dry_run or not ingest_new else " indexed")
+        f"{verb} {len(plan.removed_paths)} vanished path(s) and {len(plan.emptied)} row(s) left "
+        f"with none; {len(plan.moved_paths)} moved file(s) keep their row; "
+        f"{len(plan.new_files)} new file(s)" + ("" if dry_run or not ingest_new else " indexed")
     )
     for path, reason in plan.unreadable.items():
         console.print(f"  [red]unreadable[/] {path}: {reason}")
 
 
-def _forget_cached(settings: Settings, store: VectorStore, paths: object) -> None:
+def _forget_cached(settings: Settings, store: VectorStore, paths: list[str]) -> None:
     """Removed paths leave the files cache too, so a file put back later is not skipped."""
-    if not isinstance(paths, list) or not paths:
+    if not paths:
         return
     try:
         JobLedger.from_url(settings.redis_url).forget_files(

@@ -32,13 +32,21 @@ class SyncPlan:
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> why it was not hashed
 
     @property
+    def removed_paths(self) -> list[str]:
+        return sorted(p for paths in self.vanished.values() for p in paths)
+
+    @property
+    def moved_paths(self) -> list[str]:
+        return sorted(p for paths in self.moved.values() for p in paths)
+
+    @property
     def changes(self) -> int:
-        return sum(map(len, self.vanished.values())) + sum(map(len, self.moved.values()))
+        return len(self.removed_paths) + len(self.moved_paths)
 
     def summary(self) -> dict[str, object]:
         return {
-            "removed_paths": sorted(p for ps in self.vanished.values() for p in ps),
-            "moved_paths": sorted(p for ps in self.moved.values() for p in ps),
+            "removed_paths": self.removed_paths,
+            "moved_paths": self.moved_paths,
             "deleted_rows": sorted(self.emptied),
             "new_files": sorted(self.new_files),
             "unreadable": dict(sorted(self.unreadable.items())),
