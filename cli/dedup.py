@@ -1,4 +1,5 @@
-"""``lookalike dedup``, ``decide`` and ``eval``: duplicate groups over the whole collection."""
+"""``lookalike dedup``, ``decide``, ``undo`` and ``eval``: duplicate groups over the whole
+collection, and putting a quarantine move back."""
 
 from __future__ import annotations
 
@@ -44,7 +45,11 @@ def dedup(
         Path | None, typer.Option("--csv", help="Write one row per member.")
     ] = None,
     move_to: Annotated[
-        Path | None, typer.Option(help="Move duplicates (never keepers) under this folder.")
+        Path | None,
+        typer.Option(
+            help="Move duplicates (never keepers) under this folder; writes a manifest there "
+            "for `lookalike undo`."
+        ),
     ] = None,
     delete: Annotated[bool, typer.Option(help="Delete duplicates (needs --yes).")] = False,
     yes: Annotated[bool, typer.Option(help="Confirm --delete.")] = False,
@@ -72,22 +77,68 @@ def dedup(
         radius = settings.dedup_max_hamming if max_hamming is None else max_hamming
         options = DedupOptions(radius, min_cosine, exact_only, expr)
         report = find_duplicates(store, policy, options, decisions)
-        actions = resolve(
+        resolution = resolve(
             store, report.groups, move_to=move_to, delete_files=delete, decisions=decisions
         )
     if csv_file is not None:
         _write_csv(csv_file, report)
     if as_json:
         payload = report.to_dict()
-        if actions:
-            payload["actions"] = [a.__dict__ for a in actions]
+        if resolution.actions:
+            payload["actions"] = [a.__dict__ for a in resolution.actions]
+        if resolution.manifest is not None:
+            payload["manifest"] = str(resolution.manifest)
         console.print_json(json.dumps(payload))
     else:
         _print_groups(report)
-    for action in actions:
-        if not action.done:
-            console.print(f"[red]not changed[/] {action.path}: {action.error}")
-    if any(not a.done for a in actions):
+        if resolution.manifest is not None:
+            console.print(
+                f"manifest written to {resolution.manifest}; "
+                f"to put the files back: lookalike undo {resolution.manifest}"
+            )
+    for action in resolution.failed:
+        console.print(f"[red]not changed[/] {action.path}: {action.error}")
+    if resolution.failed:
+        raise typer.Exit(1)
+
+
+def undo(
+    ctx: typer.Context,
+    manifest: Annotated[
+        Path, typer.Argument(help="The .lookalike-manifest-*.jsonl that `dedup --move-to` wrote.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option(help="Check every entry and say what would happen; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcomes as JSON.")] = False,
+) -> None:
+    """Put files that `lookalike dedup --move-to` quarantined back where they were.
+
+    Each file goes back to its original path (never over a file there now), its row lists the
+    path again, the keeper gives back what it gained, and the group is no longer resolved.
+    Exits 1 if any entry could not be restored; the others are restored all the same.
+    """
+    from services.decisions import RedisDecisions
+    from services.undo import undo as undo_manifest
+
+    settings = settings_of(ctx)
+    with handle_errors(), existing_collection(settings) as store:
+        decisions = RedisDecisions.from_url(settings.redis_url, settings.collection)
+        report = undo_manifest(store, manifest, decisions, dry_run=dry_run)
+    if as_json:
+        console.print_json(json.dumps({"outcomes": [o.__dict__ for o in report.outcomes]}))
+    else:
+        for outcome in report.outcomes:
+            if outcome.done:
+                console.print(f"[green]{outcome.status}[/] {outcome.original}")
+            else:
+                console.print(
+                    f"[red]not restored[/] {outcome.original or manifest}: {outcome.error}"
+                )
+        done = len(report.outcomes) - len(report.failed)
+        verb = "would restore" if dry_run else "restored"
+        console.print(f"{verb} {done} of {len(report.outcomes)} entries of {manifest}")
+    if report.failed:
         raise typer.Exit(1)
 
 

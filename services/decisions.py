@@ -2,10 +2,14 @@
 
 A group marked "not duplicates" suppresses every pair among its members; a resolved group (its
 duplicates moved or deleted) suppresses the pairs between its keeper and each duplicate. The
-dedup engine leaves suppressed pairs out, so decided groups do not come back::
+dedup engine leaves suppressed pairs out, so decided groups do not come back. An undo of a
+move (``lookalike undo``) takes "resolved" back for the pairs it restored. Each keeper's history
+says which contents and paths were merged into it, when, and where they went::
 
-    lookalike:decisions:{collection}:pairs   set    "id_a|id_b" (a < b)
-    lookalike:decisions:{collection}:log     list   JSON {kind, keeper, members, at}
+    lookalike:decisions:{collection}:pairs             set    "id_a|id_b" (a < b)
+    lookalike:decisions:{collection}:log               list   JSON {kind, keeper, members, at}
+    lookalike:decisions:{collection}:history:{keeper}  list   JSON {event, id, path, target,
+                                                              manifest, gained, at}
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import redis
 
@@ -29,6 +33,7 @@ class RedisDecisions:
         self._pairs = f"{PREFIX}:decisions:{collection}:pairs"
         self._log = f"{PREFIX}:decisions:{collection}:log"
         self._keepers = f"{PREFIX}:decisions:{collection}:keepers"
+        self._history = f"{PREFIX}:decisions:{collection}:history"
 
     @classmethod
     def from_url(cls, url: str, collection: str) -> RedisDecisions:
@@ -81,3 +86,29 @@ class RedisDecisions:
             pipe.sadd(self._keepers, keeper_path)
             pipe.rpush(self._log, entry)
             pipe.execute()
+
+    def reopen(self, keeper: str, members: Sequence[str]) -> None:
+        """Take back "resolved" for the pairs of ``keeper`` and each of ``members``."""
+        encoded = [f"{min(keeper, m)}|{max(keeper, m)}" for m in members if m != keeper]
+        entry = json.dumps(
+            {"kind": "reopened", "keeper": keeper, "members": list(members), "at": time.time()}
+        )
+        with mapped_redis_errors("reopen a resolved dedup group"):
+            pipe = self._redis.pipeline()
+            if encoded:
+                pipe.srem(self._pairs, *encoded)
+            pipe.rpush(self._log, entry)
+            pipe.execute()
+
+    def record_history(self, keeper: str, events: Sequence[Mapping[str, object]]) -> None:
+        """Append ``events`` (JSON objects) to the history of ``keeper``."""
+        if not events:
+            return
+        with mapped_redis_errors("record a keeper's history"):
+            self._redis.rpush(f"{self._history}:{keeper}", *(json.dumps(e) for e in events))
+
+    def history(self, keeper: str) -> list[dict[str, Any]]:
+        """Everything merged into ``keeper`` (and restored from it), oldest first."""
+        with mapped_redis_errors("read a keeper's history"):
+            raw = self._redis.lrange(f"{self._history}:{keeper}", 0, -1)
+        return [json.loads(item) for item in raw]

@@ -8,23 +8,34 @@
 Pairs become candidate groups by union-find; each group is then **anchored on its keeper**: a
 member stays only if it is itself a pair with the keeper, so a chain a~b~c never puts a next to
 an unrelated c. Members left out form groups of their own the same way. Decisions (a group
-marked "not duplicates", or resolved) suppress their pairs in later runs.
+marked "not duplicates", or resolved) suppress their pairs in later runs. A RAW and a JPEG of one
+shot (same base name, same EXIF time) are one shot, never a pair.
+
+Resolving a group loses nothing: the keeper's row gains what its duplicates carried
+(:mod:`services.merge`), each keeper's history of merged paths is recorded with the decisions,
+and a move writes a manifest into the quarantine folder that ``lookalike undo`` restores from
+(:mod:`services.manifest`, :mod:`services.undo`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal, Protocol
 
 import numpy as np
 
 from services import fileops
+from services.discovery import RAW_SUFFIXES
 from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
+from services.manifest import ManifestEntry, write_manifest
+from services.merge import Gain, absorb
 from services.records import ImageRecord, clip_cosine
 from services.settings import setting_default
 from services.store import VectorStore
@@ -53,6 +64,14 @@ class Decisions(Protocol):
         self, kind: Literal["not_duplicates", "resolved"], keeper: str, members: Sequence[str]
     ) -> None: ...
     def pinned_keepers(self) -> set[str]: ...
+    def reopen(self, keeper: str, members: Sequence[str]) -> None:
+        """Take back "resolved" for the pairs of ``keeper`` and ``members`` (an undo)."""
+        ...
+
+    def record_history(self, keeper: str, events: Sequence[Mapping[str, object]]) -> None:
+        """Append to ``keeper``'s history: which contents and paths merged into it, and where
+        they went (or came back from)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,7 @@ def find_duplicates(
     suppressed = decisions.suppressed_pairs() if decisions else set()
     records: list[ImageRecord] = []
     links: dict[tuple[int, int], Link] = {}
+    shots: set[tuple[int, int]] = set()
     scanned = 0
     if not options.exact_only:
         if with_clip:
@@ -169,6 +189,8 @@ def find_duplicates(
             for pair, link in links.items()
             if _key(records[pair[0]].id, records[pair[1]].id) not in suppressed
         }
+        shots = {pair for pair in links if is_raw_jpeg_pair(records[pair[0]], records[pair[1]])}
+        links = {pair: link for pair, link in links.items() if pair not in shots}
         groups += near_groups(records, links, policy)
     groups.sort(key=lambda g: (-len(g.members), g.kind, g.keeper.path))
     stats: dict[str, float | int] = {
@@ -179,8 +201,21 @@ def find_duplicates(
         "near_groups": sum(1 for g in groups if g.kind == "near"),
         "duplicates": sum(len(g.duplicates) for g in groups),
         "suppressed_pairs": len(suppressed),
+        "raw_jpeg_pairs": len(shots),
     }
     return DedupReport(groups, stats)
+
+
+def is_raw_jpeg_pair(a: ImageRecord, b: ImageRecord) -> bool:
+    """A RAW file and the camera's JPEG (or HEIC) of the same shot: the same base name (case
+    aside, any folder), one of them RAW, and the same EXIF time. One shot, not a duplicate."""
+    left, right = PurePath(a.path), PurePath(b.path)
+    return (
+        left.stem.lower() == right.stem.lower()
+        and (left.suffix.lower() in RAW_SUFFIXES) != (right.suffix.lower() in RAW_SUFFIXES)
+        and a.exif_datetime is not None
+        and a.exif_datetime == b.exif_datetime
+    )
 
 
 def _hash_links_from_scan(
@@ -369,6 +404,18 @@ def _cosine(records: Sequence[ImageRecord], pair: tuple[int, int]) -> float | No
     return clip_cosine(records[pair[0]], records[pair[1]])
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What resolving did: one action per file, and the manifest of a move (None otherwise)."""
+
+    actions: list[FileAction]
+    manifest: Path | None = None
+
+    @property
+    def failed(self) -> list[FileAction]:
+        return [a for a in self.actions if not a.done]
+
+
 def resolve(
     store: VectorStore,
     groups: Sequence[DuplicateGroup],
@@ -376,38 +423,137 @@ def resolve(
     move_to: Path | None,
     delete_files: bool,
     decisions: Decisions | None,
-) -> list[FileAction]:
-    """Move (or delete) every group's duplicates, update their rows, record the groups resolved.
+) -> Resolution:
+    """Move (or delete) every group's duplicates, update the rows, record the groups resolved.
 
-    Keepers are never touched. A row loses the paths that moved away; a row with none left is
-    deleted from the collection.
+    Keeper files are never touched; the keeper's row gains what the duplicates that went carried
+    (:func:`services.merge.absorb`). A row loses the paths that went away; a row with none left
+    is deleted. A move first writes its manifest into ``move_to``, then changes the collection.
     """
-    paths = [m.path for g in groups for m in g.duplicates if m.path != g.keeper.path]
+    paths = list(
+        dict.fromkeys(m.path for g in groups for m in g.duplicates if m.path != g.keeper.path)
+    )
     if move_to is not None:
         actions = fileops.move_into(paths, move_to)
     elif delete_files:
         actions = fileops.delete(paths)
     else:
-        return []
-    gone = {a.path for a in actions if a.done}
-    _drop_paths(store, {m.id for g in groups for m in g.duplicates if m.path in gone}, gone)
+        return Resolution([])
+    done = {a.path: a for a in actions if a.done}
+    gone = _gone_members(groups, set(done))
+    ids = sorted({g.keeper.id for g, _ in gone} | {m.id for _, m in gone})
+    before = {r.id: r for r in store.get(ids, with_vectors=True)}
+    rows, gains = _absorbed(groups, gone, before)
+    manifest = None
+    if move_to is not None and gone:
+        entries = [
+            ManifestEntry(
+                original=member.path,
+                quarantine=str(done[member.path].target),
+                id=member.id,
+                keeper_id=group.keeper.id,
+                keeper_path=group.keeper.path,
+                kind=group.kind,
+                row=before[member.id],
+                gained=gains.get((group.keeper.id, member.id), Gain()),
+            )
+            for group, member in gone
+            if member.id in before
+        ]
+        # The manifest is on disk before the collection changes: it holds the rows to restore.
+        folder = Path(os.path.abspath(move_to))  # noqa: PTH100 - as move_into names it
+        manifest = write_manifest(folder, store.collection, store.instance, entries)
+    _write_rows(store, before, rows, set(done))
     if decisions is not None:
-        for group in groups:
-            done = [m.id for m in group.duplicates if m.path in gone and m.id != group.keeper.id]
-            if done:
-                decisions.record("resolved", group.keeper.id, done)
-    return actions
+        _record(decisions, groups, gone, done, gains, manifest)
+    return Resolution(actions, manifest)
 
 
-def _drop_paths(store: VectorStore, ids: set[str], gone: set[str]) -> None:
-    records = store.get(sorted(ids), with_vectors=True)
+def _gone_members(
+    groups: Sequence[DuplicateGroup], gone: set[str]
+) -> list[tuple[DuplicateGroup, Member]]:
+    """(group, duplicate) for every duplicate whose file went, each path once."""
+    seen: set[str] = set()
+    found = []
+    for group in groups:
+        for member in group.duplicates:
+            if member.path in gone and member.path != group.keeper.path and member.path not in seen:
+                seen.add(member.path)
+                found.append((group, member))
+    return found
+
+
+def _absorbed(
+    groups: Sequence[DuplicateGroup],
+    gone: Sequence[tuple[DuplicateGroup, Member]],
+    before: Mapping[str, ImageRecord],
+) -> tuple[dict[str, ImageRecord], dict[tuple[str, str], Gain]]:
+    """The rows with each keeper's gains applied, and the gains by (keeper id, duplicate id)."""
+    rows = dict(before)
+    gains: dict[tuple[str, str], Gain] = {}
+    for group in groups:
+        keeper = rows.get(group.keeper.id)
+        taken = [
+            before[m.id]
+            for g, m in gone
+            if g is group and m.id != group.keeper.id and m.id in before
+        ]
+        if keeper is None or not taken:
+            continue
+        rows[keeper.id], by_id = absorb(keeper, taken)
+        gains.update({(keeper.id, i): gain for i, gain in by_id.items()})
+    return rows, gains
+
+
+def _write_rows(
+    store: VectorStore,
+    before: Mapping[str, ImageRecord],
+    rows: Mapping[str, ImageRecord],
+    gone: set[str],
+) -> None:
+    """Rows without the paths that went (deleted when none is left), with their gains."""
     emptied = []
     changed = []
-    for record in records:
+    for record in rows.values():
         remaining = [p for p in record.all_paths if p not in gone]
         if not remaining:
             emptied.append(record.id)
-        elif len(remaining) != len(record.all_paths):
-            changed.append(replace(record, path=remaining[0], paths=tuple(remaining)))
+            continue
+        updated = replace(record, path=remaining[0], paths=tuple(remaining))
+        if updated != before[record.id]:
+            changed.append(updated)
     store.replace(changed)
     store.delete(emptied)
+
+
+def _record(
+    decisions: Decisions,
+    groups: Sequence[DuplicateGroup],
+    gone: Sequence[tuple[DuplicateGroup, Member]],
+    done: Mapping[str, FileAction],
+    gains: Mapping[tuple[str, str], Gain],
+    manifest: Path | None,
+) -> None:
+    """The groups resolved, and each keeper's history of what merged into it."""
+    now = time.time()
+    for group in groups:
+        members = [m for g, m in gone if g is group]
+        resolved = list(dict.fromkeys(m.id for m in members if m.id != group.keeper.id))
+        if resolved:
+            decisions.record("resolved", group.keeper.id, resolved)
+        if members:
+            decisions.record_history(
+                group.keeper.id,
+                [
+                    {
+                        "event": "moved" if done[m.path].target else "deleted",
+                        "id": m.id,
+                        "path": m.path,
+                        "target": done[m.path].target,
+                        "manifest": None if manifest is None else str(manifest),
+                        "gained": gains.get((group.keeper.id, m.id), Gain()).to_dict(),
+                        "at": now,
+                    }
+                    for m in members
+                ],
+            )

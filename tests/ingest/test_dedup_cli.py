@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.decisions import RedisDecisions
 from tests.ingest.conftest import IngestEnv
 from tests.ingest.images import copy_exact, photo_folder
 
@@ -95,3 +96,58 @@ def test_dedup_finds_exact_flipped_and_rotated_copies(
     ]
     assert (edits / "mirrored.jpg").exists()  # marked not duplicates: left alone
     assert _groups(ingest_env) == []  # resolved groups do not come back
+
+
+def test_undo_puts_a_quarantine_move_back(ingest_env: IngestEnv, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    originals = photo_folder(library, 4, size=(320, 240))
+    [copy] = copy_exact(originals[:1], library / "backup")
+    small = library / "edits" / "small.jpg"
+    small.parent.mkdir()
+    with Image.open(originals[1]) as image:
+        image.resize((160, 120)).save(small, quality=80)
+    ingest_env.start_worker(concurrency=1)
+    ingest_env.ingest_json(str(library), "--wait")
+    contents = {p: p.read_bytes() for p in library.rglob("*.jpg")}
+    found = sorted(_names(g) for g in _groups(ingest_env))
+    assert found == [
+        ("photo_0000.jpg", ["copy_of_photo_0000.jpg"]),
+        ("photo_0001.jpg", ["small.jpg"]),
+    ]
+
+    quarantine = tmp_path / "quarantine"
+    moved = ingest_env.run_cli(
+        "dedup", "--json", "--keep", "path:/photo_", "--move-to", str(quarantine)
+    )
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    manifest = Path(json.loads(moved.stdout)["manifest"])
+    assert manifest.parent == quarantine and manifest.name.startswith(".lookalike-manifest-")
+    assert not copy.exists() and not small.exists()
+    assert _groups(ingest_env) == []
+    decisions = RedisDecisions.from_url(
+        ingest_env.env["LOOKALIKE_REDIS_URL"], ingest_env.collection
+    )
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()[1:]]
+    assert sorted(e["original"] for e in entries) == sorted([str(copy), str(small)])
+    histories = {k: decisions.history(k) for k in {e["keeper_id"] for e in entries}}
+    assert sorted(h["path"] for hs in histories.values() for h in hs) == sorted(
+        [str(copy), str(small)]
+    )
+
+    missing = ingest_env.run_cli("undo", str(tmp_path / "no-such.jsonl"))
+    assert missing.returncode == 1 and "no manifest at" in missing.stderr
+    dry = ingest_env.run_cli("undo", "--dry-run", str(manifest))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would restore 2 of 2" in dry.stdout and not copy.exists()
+
+    copy.write_bytes(b"made since the move")  # a new file at the original path: kept
+    partial = ingest_env.run_cli("undo", str(manifest))
+    assert partial.returncode == 1
+    assert "not overwritten" in partial.stdout and "restored 1 of 2" in partial.stdout
+    assert copy.read_bytes() == b"made since the move" and small.read_bytes() == contents[small]
+
+    copy.unlink()
+    again = ingest_env.run_cli("undo", str(manifest))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p: p.read_bytes() for p in library.rglob("*.jpg")} == contents
+    assert sorted(_names(g) for g in _groups(ingest_env)) == found  # the groups come back

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ class MemoryDecisions:
     def __init__(self) -> None:
         self.pairs: set[tuple[str, str]] = set()
         self.keepers: set[str] = set()
+        self.history: dict[str, list[Mapping[str, object]]] = {}
 
     def pinned_keepers(self) -> set[str]:
         return set(self.keepers)
@@ -42,6 +43,12 @@ class MemoryDecisions:
             self.pairs |= {(a, b) for a in ids for b in ids if a < b}
         else:
             self.pairs |= {(min(keeper, m), max(keeper, m)) for m in members}
+
+    def reopen(self, keeper: str, members: Sequence[str]) -> None:
+        self.pairs -= {(min(keeper, m), max(keeper, m)) for m in members}
+
+    def record_history(self, keeper: str, events: Sequence[Mapping[str, object]]) -> None:
+        self.history.setdefault(keeper, []).extend(events)
 
 
 def code(bits: int) -> bytes:
@@ -260,7 +267,7 @@ def test_move_to_quarantine_updates_rows_and_never_overwrites(
     report = find_duplicates(store, parse_policy([]), DedupOptions(max_hamming=4), decisions)
     actions = resolve(
         store, report.groups, move_to=quarantine, delete_files=False, decisions=decisions
-    )
+    ).actions
 
     by_path = {Path(a.path).relative_to(library).as_posix(): a for a in actions}
     assert set(by_path) == {"2020/copy.jpg", "2021/other.jpg", "2021/taken.jpg"}
@@ -273,6 +280,31 @@ def test_move_to_quarantine_updates_rows_and_never_overwrites(
     assert {r.id for r in store.iterate()} == {keep.id, taken.id}
     again = find_duplicates(store, parse_policy([]), DedupOptions(max_hamming=4), decisions)
     assert [names(g) for g in again.groups] == [("keep.jpg", ["taken.jpg"])]
+
+
+def test_a_raw_and_its_jpeg_are_one_shot_not_duplicates(make_store: StoreFactory) -> None:
+    store = make_store(clip_dim=4)
+    shot = datetime(2023, 7, 1, 12, 30, 5)
+    store.upsert(
+        [
+            # One shot: the camera wrote a RAW and a JPEG, same base name, same EXIF time.
+            record("IMG_0001.CR2", BASE, pixels=(6000, 4000), fmt="CR2", when=shot),
+            record("img_0001.jpg", flip(BASE, 1), pixels=(6000, 4000), when=shot),
+            # Same base name but another moment: not one shot, still a pair.
+            record("DSC_0002.NEF", FAR, fmt="NEF", when=datetime(2023, 7, 1, 12, 31)),
+            record("DSC_0002.JPG", flip(FAR, 2), pixels=(50, 50), when=shot),
+            # A JPEG and its resized copy stay duplicates.
+            record("beach.jpg", 0x0F0F_0F0F_0F0F_0F0F, pixels=(800, 600), when=shot),
+            record("beach_small.jpg", flip(0x0F0F_0F0F_0F0F_0F0F, 3), pixels=(400, 300)),
+        ]
+    )
+    for options in (DedupOptions(max_hamming=3), DedupOptions(max_hamming=3, min_cosine=0.9999)):
+        report = find_duplicates(store, parse_policy([]), options)
+        assert sorted(names(g) for g in report.groups) == [
+            ("DSC_0002.NEF", ["DSC_0002.JPG"]),
+            ("beach.jpg", ["beach_small.jpg"]),
+        ]
+        assert report.stats["raw_jpeg_pairs"] == 1 and report.stats["pairs"] == 2
 
 
 def test_move_never_escapes_the_quarantine(make_store: StoreFactory, tmp_path: Path) -> None:

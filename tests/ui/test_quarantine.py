@@ -29,8 +29,11 @@ def test_quarantine_one_group_then_all_after_confirmation(
     app.button(key="dups-move-1").click().run()
     assert not app.exception
     assert app.success[0].value.startswith("Moved 5 file(s)")
-    moved = sorted(p.name for p in quarantine.rglob("*") if p.is_file())
+    [manifest] = quarantine.glob(".lookalike-manifest-*.jsonl")  # what `lookalike undo` reads
+    assert f"lookalike undo {manifest}" in app.success[0].value
+    moved = sorted(p.name for p in quarantine.rglob("*") if p.is_file() and p != manifest)
     assert moved == sorted(duplicates)
+    assert len(manifest.read_text().splitlines()) == 1 + 5  # the header, one line per file
     assert (ui_stack.photos / "originals").joinpath(keeper).exists()  # keepers stay
     assert groups_count(summary(app, "groups")) == before - 1
 

@@ -2,7 +2,8 @@
 
 Each group shows its keeper (and why) beside its duplicates. Actions: change the keeper (it
 persists), mark "not duplicates" (the group does not come back), move the duplicates to the
-quarantine folder; and the same move for every group at once, after a confirmation.
+quarantine folder (with a manifest there for ``lookalike undo``); and the same move for every
+group at once, after a confirmation.
 """
 
 from __future__ import annotations
@@ -144,16 +145,17 @@ def _not_duplicates(group: DuplicateGroup) -> None:
 
 
 def _quarantine(groups: list[DuplicateGroup], folder: str) -> None:
-    actions = resolve(
+    resolution = resolve(
         runtime.collection().store,
         groups,
         move_to=Path(folder),
         delete_files=False,
         decisions=runtime.decisions(),
     )
-    moved = sum(a.done for a in actions)
-    failed = [f"{a.path}: {a.error}" for a in actions if not a.done]
-    st.session_state[NOTICE] = f"Moved {moved} file(s) to {folder}." + (
+    moved = len(resolution.actions) - len(resolution.failed)
+    failed = [f"{a.path}: {a.error}" for a in resolution.failed]
+    undo = f" Undo: `lookalike undo {resolution.manifest}`." if resolution.manifest else ""
+    st.session_state[NOTICE] = f"Moved {moved} file(s) to {folder}.{undo}" + (
         " Not moved: " + "; ".join(failed) if failed else ""
     )
     st.session_state.pop(CONFIRM, None)
@@ -221,6 +223,11 @@ def render() -> None:
             f"**{len(groups)} groups**, {stats.get('duplicates', 0)} duplicates "
             f"({stats.get('exact_groups', 0)} exact, {stats.get('near_groups', 0)} near) "
             f"among {stats.get('rows', 0)} images, found in {run.seconds:.1f} s"
+            + (
+                f"; {stats['raw_jpeg_pairs']} RAW+JPEG pair(s) of one shot left out"
+                if stats.get("raw_jpeg_pairs")
+                else ""
+            )
         )
         if not groups:
             st.info("No duplicates with these options.")
