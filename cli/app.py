@@ -61,7 +61,6 @@ for name, command in (
     ("dedup", dedup.dedup),
     ("decide", dedup.decide),
     ("undo", dedup.undo),
-    ("undo", dedup.undo),
     ("eval", dedup.eval_command),
     ("clusters", clusters.clusters),
     ("sync", watch.sync),
