@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,7 +30,8 @@ _SHOW_UNACCOUNTED = 20
 def ingest(
     ctx: typer.Context,
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Image files or folders to ingest.")
+        list[str] | None,
+        typer.Argument(help="Image files or folders, or s3://BUCKET[/PREFIX], to ingest."),
     ] = None,
     recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
     source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
@@ -57,7 +57,7 @@ def ingest(
             job_id = resume
         else:
             request = IngestRequest(
-                roots=tuple(str(p) for p in paths or []),
+                roots=tuple(paths or []),
                 recursive=recursive,
                 source=source,
                 tags=tuple(tag or []),

@@ -24,17 +24,19 @@ from services.embed import Embedder, create_embedder
 from services.errors import (
     CollectionNotFoundError,
     LedgerUnavailableError,
+    SourceUnavailableError,
     StoreUnavailableError,
 )
 from services.ingestion import MatchPolicy, ingest_paths
 from services.ledger import CachedFile, JobLedger, files_cache_name
 from services.queue import TASK_INGEST
 from services.settings import Settings
+from services.sources import Sources
 from services.store import MilvusStore
 
 log = logging.getLogger(__name__)
 
-# Milvus or Redis out of reach: retried with backoff (about 10 minutes in all).
+# Milvus, Redis or object storage out of reach: retried with backoff (about 10 minutes in all).
 MAX_RETRIES = 10
 # Redis out of reach: a retry is sent once it answers again, waiting this long at most.
 REDIS_WAIT_SECONDS = 120.0
@@ -43,7 +45,8 @@ UNEXPECTED_RETRIES = 2
 QUARANTINED = "crashed the worker {n} times while being processed; quarantined, not retried"
 GAVE_UP = "ingestion failed {n} times ({error}); not retried: `lookalike ingest --resume {job}`"
 
-# One batch item: [path, size, mtime_ns] as stat()ed by the producer (JSON-friendly).
+# One batch item: [path, size, mtime_ns] as stat()ed by the producer, or [s3://bucket/key,
+# size, etag] as listed (JSON-friendly; services.sources.Entry).
 Item = Sequence[Any]
 
 
@@ -55,6 +58,7 @@ class WorkerContext:
     ledger: JobLedger
     embedder: Embedder | None
     stores: dict[str, MilvusStore] = field(default_factory=dict)
+    sources: Sources = field(default_factory=Sources)
 
     def store(self, collection: str) -> MilvusStore:
         if collection not in self.stores:
@@ -82,7 +86,12 @@ def context(settings: Settings) -> WorkerContext:
         embedder = create_embedder(settings)
         if embedder is not None:
             _share_cores(settings)
-        _context = WorkerContext(settings, JobLedger.from_url(settings.redis_url), embedder)
+        _context = WorkerContext(
+            settings,
+            JobLedger.from_url(settings.redis_url),
+            embedder,
+            sources=Sources(max_bytes=settings.max_source_bytes),
+        )
     return _context
 
 
@@ -136,7 +145,11 @@ def register(app: Celery) -> None:
             if isinstance(exc, CollectionNotFoundError):
                 ctx.stores.pop(collection, None)  # dropped since it was opened: open it anew
             transient = isinstance(
-                exc, StoreUnavailableError | LedgerUnavailableError | CollectionNotFoundError
+                exc,
+                StoreUnavailableError
+                | LedgerUnavailableError
+                | CollectionNotFoundError
+                | SourceUnavailableError,
             )
             limit = MAX_RETRIES if transient else UNEXPECTED_RETRIES
             attempts = self.request.retries + 1
@@ -187,6 +200,7 @@ def run_batch(
         max_pixels=settings.max_image_pixels,
         source=source,
         tags=tags,
+        sources=ctx.sources,
     )
     ctx.ledger.record_batch(
         job_id,

@@ -126,6 +126,12 @@ def load_image_bytes(
         raise DecodeError(name, f"corrupt image data ({type(exc).__name__}: {exc})") from exc
 
 
+def read_image_file(path: str | Path) -> bytes:
+    """The bytes of the local file ``path``, exactly as :func:`load_image` reads them
+    (FIFOs, folders and broken links refused); raises DecodeError naming the file."""
+    return _read_file(Path(path), str(path))
+
+
 def _read_file(path: Path, name: str) -> bytes:
     try:
         # stat first: reading a FIFO would block the worker forever, a directory gives EISDIR.

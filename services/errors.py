@@ -1,13 +1,15 @@
 """The one exception hierarchy of lookalike.
 
-Third-party exceptions (Pillow, pymilvus, transformers, redis) are mapped to these at the boundary
-with ``raise OurError(...) from exc``, so callers catch our types only::
+Third-party exceptions (Pillow, pymilvus, transformers, redis, botocore) are mapped to these at the
+boundary with ``raise OurError(...) from exc``, so callers catch our types only::
 
     LookalikeError
     ├── ConfigError              a setting is unknown, malformed or contradicts another
     ├── DecodeError              one image cannot be opened; names the file and the reason
     │   ├── UnsupportedImageError    not an image, or a format we cannot read
-    │   └── ImageTooLargeError       over the pixel limit (decompression bomb)
+    │   ├── ImageTooLargeError       over the pixel limit (decompression bomb)
+    │   └── SourceReadError          one object cannot be read (gone, denied, too large)
+    ├── SourceUnavailableError   object storage cannot be reached (transient: retry later)
     ├── ModelError               the CLIP model cannot be loaded or run
     ├── StoreError               Milvus failed
     │   ├── StoreUnavailableError    cannot reach Milvus (transient: retry later)
@@ -48,6 +50,20 @@ class UnsupportedImageError(DecodeError):
 
 class ImageTooLargeError(DecodeError):
     """The image has more pixels than the configured limit (a decompression bomb guard)."""
+
+
+class SourceReadError(DecodeError):
+    """One file or object cannot be read from its source: gone, access denied, too large.
+    Fails that one entry (recorded with the reason); the rest of its batch goes on."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(path, reason)
+        self.args = (f"cannot read {self.path}: {reason}",)
+
+
+class SourceUnavailableError(LookalikeError):
+    """Object storage cannot be reached (connection refused, timeout, 5xx, throttling).
+    Transient: the whole batch is retried later."""
 
 
 class ModelError(LookalikeError):

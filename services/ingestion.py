@@ -19,6 +19,7 @@ from services.arrival import find_matches, with_matches
 from services.embed import Embedder
 from services.pipeline import Failure, analyze_batch
 from services.records import ImageRecord
+from services.sources import Sources
 from services.store import VectorStore
 
 
@@ -74,10 +75,14 @@ def ingest_paths(
     max_pixels: int,
     source: str = "",
     tags: Sequence[str] = (),
+    sources: Sources | None = None,
 ) -> IngestOutcome:
-    """Store ``paths`` in ``store``: safe to run twice on the same paths, and concurrently with
-    other processes that hold the same ``locks``."""
-    outcome = analyze_batch(paths, embedder, max_pixels=max_pixels, source=source, tags=tags)
+    """Store ``paths`` (local paths or ``s3://`` URIs, read through ``sources``) in ``store``:
+    safe to run twice on the same paths, and concurrently with other processes that hold the
+    same ``locks``."""
+    outcome = analyze_batch(
+        paths, embedder, max_pixels=max_pixels, source=source, tags=tags, sources=sources
+    )
     records = outcome.records
     with locks.content_locks(store.collection, [r.id for r in records]):
         stored = {r.id: r for r in store.get([r.id for r in records])}

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.decode import LoadedImage, load_image
+from services.decode import LoadedImage, load_image_bytes
 from services.embed import Embedder
 from services.errors import DecodeError
 from services.hashing import hashes_and_variants
 from services.metadata import extract_metadata
 from services.records import ImageRecord
+from services.sources import Sources
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,17 @@ def draft_size(embedder: Embedder | None) -> tuple[int, int]:
 
 
 def load_for_signals(
-    path: str | Path, *, max_pixels: int, embedder: Embedder | None
+    path: str | Path,
+    *,
+    max_pixels: int,
+    embedder: Embedder | None,
+    sources: Sources | None = None,
 ) -> LoadedImage:
-    """Decode ``path`` exactly as ingestion does, so query and stored signals agree."""
-    return load_image(path, max_pixels=max_pixels, draft_size=draft_size(embedder))
+    """Decode ``path`` (a local path or an ``s3://`` URI, read through ``sources``) exactly as
+    ingestion does, so query and stored signals agree."""
+    name = str(path)
+    data = (sources or Sources()).read(name)
+    return load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft_size(embedder))
 
 
 def analyze_batch(
@@ -63,14 +71,19 @@ def analyze_batch(
     source: str = "",
     tags: Sequence[str] = (),
     now: int | None = None,
+    sources: Sources | None = None,
 ) -> BatchOutcome:
-    """Records for the decodable ``paths``, failures for the rest; one CLIP forward pass."""
+    """Records for the decodable ``paths``, failures for the rest; one CLIP forward pass.
+    A source that cannot be reached at all raises SourceUnavailableError (retry the batch)."""
     ingested_at = int(time.time()) if now is None else now
+    sources = sources or Sources()
     loaded: list[LoadedImage] = []
     failures: list[Failure] = []
     for path in paths:
         try:
-            loaded.append(load_for_signals(path, max_pixels=max_pixels, embedder=embedder))
+            loaded.append(
+                load_for_signals(path, max_pixels=max_pixels, embedder=embedder, sources=sources)
+            )
         except DecodeError as exc:
             log.info("%s (skipped, recorded as failed)", exc)
             failures.append(Failure(str(path), exc.reason))

@@ -1,9 +1,11 @@
-"""The producer: walk the given folders, skip what is stored unchanged, enqueue batches.
+"""The producer: list the given folders and buckets, skip what is stored unchanged, enqueue batches.
 
 Every run is a job. Its manifest (roots and options) is written under ``LOOKALIKE_HOME/jobs`` so
 that ``--resume`` works even after Redis lost everything; its progress lives in the ledger.
-Skipping is cheap first (path + size + mtime in the ledger's files cache, no read), then exact
-(sha256 of the bytes, looked up in Milvus, and the path already among the row's paths).
+Skipping is cheap first (path + size + change key in the ledger's files cache, no read: the
+mtime for a file, the ETag for an ``s3://`` object), then, for local files only, exact (sha256
+of the bytes, looked up in Milvus, and the path already among the row's paths): an object would
+have to be downloaded for that, which costs what ingesting it costs.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import Any
 
 from celery import Celery
 
-from services.discovery import Found, discover
 from services.errors import StoreError, UnknownJobError
 from services.ledger import CachedFile, JobLedger, files_cache_name
 from services.queue import QUEUE, TASK_INGEST
 from services.records import ImageRecord
 from services.settings import Settings
+from services.sources import Entry, Sources, scheme_of
 from services.store import MilvusStore, stored_contract
 
 log = logging.getLogger(__name__)
@@ -45,15 +47,16 @@ class IngestRequest:
 
 @dataclass(frozen=True)
 class Item:
-    """One file as the producer saw it; sent to the worker as [path, size, mtime_ns]."""
+    """One entry as the producer saw it; sent to the worker as [path, size, change]:
+    [path, size, mtime_ns] for a file, [s3://bucket/key, size, etag] for an object."""
 
     path: str
     size: int
-    mtime_ns: int
+    change: int | str
 
     @property
     def stat_key(self) -> str:
-        return f"{self.size}:{self.mtime_ns}"
+        return f"{self.size}:{self.change}"
 
 
 def new_job_id() -> str:
@@ -72,6 +75,8 @@ class Producer:
     def start(self, request: IngestRequest, job_id: str | None = None) -> str:
         """Create a job for ``request``, enqueue it, and return its id (``job_id`` if given,
         for a caller that shows the job while this walks, like the UI)."""
+        for root in request.roots:
+            scheme_of(root)  # an unknown scheme fails before any job exists
         job_id = job_id or new_job_id()
         self._write_manifest(job_id, request)
         self._create_job(job_id, request)
@@ -117,8 +122,10 @@ class Producer:
         numbers = itertools.count(int(time.time() * 1000) if resume else 1)
         found = queued = skipped = 0
         batch: list[Item] = []
-        roots = [Path(root) for root in request.roots]
-        for chunk in _chunks(discover(roots, recursive=request.recursive), _CHUNK):
+        sources = Sources(max_bytes=self.settings.max_source_bytes)
+        listing = sources.listing(request.roots, recursive=request.recursive)
+        entries = (entry for source in listing for entry in source.entries())
+        for chunk in _chunks(entries, _CHUNK):
             found += len(chunk)
             pending, problems = self._examine(chunk, accounted)
             if problems:
@@ -150,24 +157,18 @@ class Producer:
             self.ledger.set_counts(job_id, found=found, queued=queued, skipped=skipped)
 
     def _examine(
-        self, chunk: Sequence[Found], accounted: set[str]
+        self, chunk: Sequence[Entry], accounted: set[str]
     ) -> tuple[list[Item], dict[str, str]]:
-        """Stat the files; entries that cannot be images become failures right away."""
+        """Entries to send; those that cannot be images become failures right away."""
         items: list[Item] = []
         problems: dict[str, str] = {}
-        for found in chunk:
-            path = str(found.path)
-            if path in accounted:
+        for entry in chunk:
+            if entry.ref in accounted:
                 continue
-            if found.problem is not None:
-                problems[path] = found.problem
+            if entry.problem is not None:
+                problems[entry.ref] = entry.problem
                 continue
-            try:
-                stat = found.path.stat()
-            except OSError:
-                items.append(Item(path, -1, -1))  # the worker reports why it cannot be read
-                continue
-            items.append(Item(path, stat.st_size, stat.st_mtime_ns))
+            items.append(Item(entry.ref, entry.size, entry.change))
         return items, problems
 
     def _unchanged(self, items: Sequence[Item], store: MilvusStore | None) -> dict[str, CachedFile]:
@@ -189,7 +190,7 @@ class Producer:
         unchanged = {path: e for path, e in claimed.items() if e.content_id in present}
         by_sha: dict[str, list[Item]] = {}
         for item in items:
-            if item.path in unchanged or item.size < 0:
+            if item.path in unchanged or item.size < 0 or scheme_of(item.path) != "file":
                 continue
             try:
                 digest = hashlib.sha256(Path(item.path).read_bytes()).hexdigest()
@@ -229,7 +230,7 @@ class Producer:
             args=[
                 job_id,
                 f"{number:06d}",
-                [[i.path, i.size, i.mtime_ns] for i in batch],
+                [[i.path, i.size, i.change] for i in batch],
                 request.collection,
                 request.source,
                 list(request.tags),
@@ -246,7 +247,10 @@ class Producer:
         path = self._manifest_path(job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload: dict[str, Any] = {"job_id": job_id, "created_at": time.time(), **asdict(request)}
-        payload["roots"] = [str(Path(root).resolve()) for root in request.roots]
+        payload["roots"] = [
+            str(Path(root).resolve()) if scheme_of(root) == "file" else root
+            for root in request.roots
+        ]
         path.write_text(json.dumps(payload, indent=2))
 
     def _read_manifest(self, job_id: str) -> IngestRequest:
@@ -267,8 +271,8 @@ class Producer:
         )
 
 
-def _chunks(found: Iterable[Found], size: int) -> Iterator[list[Found]]:
-    chunk: list[Found] = []
+def _chunks(found: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
+    chunk: list[Entry] = []
     for item in found:
         chunk.append(item)
         if len(chunk) >= size:

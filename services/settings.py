@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.errors import ConfigError
 
+# Objects larger than this are refused without being read (LOOKALIKE_MAX_SOURCE_BYTES).
+DEFAULT_MAX_SOURCE_BYTES = 512 * 1024 * 1024
+
 ENV_PREFIX = "LOOKALIKE_"
 _TEST_PREFIX = "LOOKALIKE_TEST_"
 HASH_ONLY = "none"
@@ -57,6 +60,11 @@ class Settings(BaseSettings):
     clip_batch_size: int = Field(default=32, ge=1, le=4096)
     max_image_pixels: int = Field(
         default=100_000_000, ge=1, description="Images with more pixels are refused (bombs)."
+    )
+    max_source_bytes: int = Field(
+        default=DEFAULT_MAX_SOURCE_BYTES,
+        ge=1,
+        description="Objects (s3://) larger than this many bytes are refused, not read.",
     )
     ingest_batch_size: int = Field(default=32, ge=1, le=1024, description="Files per task.")
     worker_concurrency: int = Field(

@@ -12,6 +12,7 @@ from cli.stack.milvus_lite import EmbeddedMilvus
 from cli.stack.net import free_port
 from services.schema import SchemaContract
 from services.store import MilvusStore
+from testkit.s3server import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +62,12 @@ def make_store(milvus_uri: str) -> Iterator[StoreFactory]:
             store.drop()
         finally:
             store.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 protocol server (moto) on 127.0.0.1, in its own process, for the session."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,280 @@
+"""Where image bytes come from: local files or objects in S3-compatible storage.
+
+A :class:`Source` lists its entries, each with a change key (what the files cache compares to
+skip an entry stored unchanged), and reads one entry's bytes into memory. One exhaustive factory,
+:func:`scheme_of` / :class:`Sources`, picks the implementation by the reference's scheme:
+
+- a plain path: :class:`LocalSource`, walked by ``services.discovery``; change key ``mtime_ns``;
+  read exactly as ``services.decode.load_image`` reads a file;
+- ``s3://bucket[/prefix]``: :class:`S3Source`, listed with ListObjectsV2 (paginated); change key
+  the object's ETag (quotes stripped); read with one GetObject, never written to disk, refused
+  over ``max_source_bytes``. boto3's standard configuration applies (``AWS_ENDPOINT_URL``,
+  ``AWS_PROFILE``, credentials, region), so MinIO, Ceph RGW and AWS all work.
+
+botocore's errors are mapped here, by type and error code: a connection that fails is
+:class:`~services.errors.SourceUnavailableError` (transient, the batch is retried); a missing
+bucket or object, or access denied, is :class:`~services.errors.SourceReadError` for that entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol
+
+from services.decode import read_image_file
+from services.discovery import IMAGE_SUFFIXES, RAW_SUFFIXES, discover
+from services.errors import ConfigError, SourceReadError, SourceUnavailableError
+from services.settings import DEFAULT_MAX_SOURCE_BYTES
+
+log = logging.getLogger(__name__)
+
+Scheme = Literal["file", "s3"]
+S3_PREFIX = "s3://"
+_S3_PAGE = 1000  # keys per ListObjectsV2 page (S3's own maximum)
+# Error codes that say "try again later", not "this object is bad".
+_S3_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "503"}
+)
+_S3_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_S3_DENIED_CODES = frozenset(
+    {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"}
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing to ingest as its source listed it, or (``problem`` set) one that cannot be.
+
+    On the queue it is ``[ref, size, change]``: ``[path, size, mtime_ns]`` for a local file,
+    ``[s3://bucket/key, size, etag]`` for an object. ``size`` is -1 where it is unknown."""
+
+    ref: str
+    size: int
+    change: int | str
+    problem: str | None = None
+
+    @property
+    def stat_key(self) -> str:
+        """What the files cache holds for the entry as it is now."""
+        return f"{self.size}:{self.change}"
+
+
+class Source(Protocol):
+    """A place images are listed and read from."""
+
+    def entries(self) -> Iterator[Entry]:
+        """Everything under this source's roots, problems included (never raises for one)."""
+        ...
+
+    def read(self, ref: str) -> bytes:
+        """The bytes of ``ref``; SourceReadError (or another DecodeError) for that entry,
+        SourceUnavailableError when the source cannot be reached at all."""
+        ...
+
+
+def scheme_of(ref: str) -> Scheme:
+    """The scheme of a root or entry reference; ConfigError on one we do not read."""
+    scheme, sep, _ = ref.partition("://")
+    if not sep:
+        return "file"
+    if scheme.lower() == "s3":
+        return "s3"
+    raise ConfigError(f"cannot ingest {ref!r}: unknown scheme {scheme!r} (use a path or s3://)")
+
+
+class LocalSource:
+    """Files and folders on a local file system, walked as ``services.discovery`` does."""
+
+    def __init__(self, roots: Sequence[str | Path] = (), *, recursive: bool = True) -> None:
+        self.roots = [Path(root) for root in roots]
+        self.recursive = recursive
+
+    def entries(self) -> Iterator[Entry]:
+        for found in discover(self.roots, recursive=self.recursive):
+            path = str(found.path)
+            if found.problem is not None:
+                yield Entry(path, -1, -1, found.problem)
+                continue
+            try:
+                stat = found.path.stat()
+            except OSError:
+                yield Entry(path, -1, -1)  # the worker reports why it cannot be read
+                continue
+            yield Entry(path, stat.st_size, stat.st_mtime_ns)
+
+    def read(self, ref: str) -> bytes:
+        return read_image_file(ref)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key); ConfigError without a bucket."""
+    if not uri.lower().startswith(S3_PREFIX):
+        raise ConfigError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len(S3_PREFIX) :].partition("/")
+    if not bucket:
+        raise ConfigError(f"no bucket in {uri!r} (expected s3://BUCKET[/PREFIX])")
+    return bucket, key
+
+
+def _takes_key(key: str) -> bool:
+    """Keys taken by name: image and RAW suffixes, and keys with no suffix at all (decoding
+    tells whether they are images); folder markers and other suffixes are left out."""
+    if key.endswith("/"):
+        return False
+    name = PurePosixPath(key).name
+    if name.startswith("."):
+        return False
+    suffix = PurePosixPath(name).suffix.lower()
+    return suffix == "" or suffix in IMAGE_SUFFIXES or suffix in RAW_SUFFIXES
+
+
+@functools.cache
+def _s3_client() -> Any:
+    """One S3 client per process, from boto3's standard configuration (env, profile)."""
+    import boto3
+    from botocore.config import Config
+
+    # Short timeouts: an unreachable endpoint is reported (and the batch retried) quickly.
+    config = Config(connect_timeout=5, read_timeout=30)
+    return boto3.session.Session().client("s3", config=config)
+
+
+class S3Source:
+    """Objects under ``s3://bucket[/prefix]`` roots (any S3-compatible endpoint)."""
+
+    def __init__(
+        self, roots: Sequence[str] = (), *, recursive: bool = True, max_bytes: int
+    ) -> None:
+        self.roots = [split_s3_uri(root) for root in roots]
+        self.recursive = recursive
+        self.max_bytes = max_bytes
+
+    def entries(self) -> Iterator[Entry]:
+        for bucket, prefix in self.roots:
+            root = f"{S3_PREFIX}{bucket}/{prefix}"
+            try:
+                yield from self._list(bucket, prefix)
+            except SourceReadError as exc:
+                yield Entry(root, -1, -1, exc.reason)
+
+    def _list(self, bucket: str, prefix: str) -> Iterator[Entry]:
+        client = _s3_client()
+        options: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": _S3_PAGE}
+        if not self.recursive:
+            options["Delimiter"] = "/"
+        while True:
+            with mapped_s3_errors(f"{S3_PREFIX}{bucket}/{prefix}"):
+                page = client.list_objects_v2(**options)
+            for item in page.get("Contents", ()):
+                key = str(item["Key"])
+                if _takes_key(key):
+                    etag = str(item.get("ETag", "")).strip('"')
+                    yield Entry(f"{S3_PREFIX}{bucket}/{key}", int(item["Size"]), etag)
+            if not page.get("IsTruncated"):
+                return
+            options["ContinuationToken"] = page["NextContinuationToken"]
+
+    def read(self, ref: str) -> bytes:
+        bucket, key = split_s3_uri(ref)
+        with mapped_s3_errors(ref):
+            response = _s3_client().get_object(Bucket=bucket, Key=key)
+            size = int(response.get("ContentLength", -1))
+            body = response["Body"]
+            try:
+                if size > self.max_bytes:
+                    raise SourceReadError(ref, self._too_large(size))
+                data: bytes = body.read(self.max_bytes + 1)
+            finally:
+                body.close()
+        if len(data) > self.max_bytes:
+            raise SourceReadError(ref, self._too_large(len(data)))
+        return data
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"object of {size} bytes is over the limit of {self.max_bytes} "
+            "(LOOKALIKE_MAX_SOURCE_BYTES); not read"
+        )
+
+
+class mapped_s3_errors:  # noqa: N801 (used as a context manager, like contextlib's)
+    """botocore's exceptions on ``ref`` -> ours, by type and error code."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None:
+            return
+        mapped = map_s3_error(self.ref, exc)
+        if mapped is not None:
+            raise mapped from exc
+
+
+def map_s3_error(ref: str, exc: BaseException) -> Exception | None:
+    """Our exception for botocore's ``exc`` on ``ref`` (None: not botocore's, leave it)."""
+    from botocore import exceptions as boto
+
+    if isinstance(exc, boto.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _S3_TRANSIENT_CODES or status in {"500", "502", "503", "504"}:
+            return SourceUnavailableError(f"object storage failed on {ref}: {code} (retrying)")
+        if code == "NoSuchBucket":
+            return SourceReadError(ref, "bucket does not exist")
+        if code == "InvalidObjectState":
+            return SourceReadError(ref, "object is archived (restore it first)")
+        if code in _S3_MISSING_CODES:
+            return SourceReadError(ref, "object not found (deleted since it was listed?)")
+        if code in _S3_DENIED_CODES or status == "403":
+            return SourceReadError(ref, f"access denied ({code}): check the credentials")
+        return SourceReadError(ref, f"object storage refused the request ({code or status})")
+    if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+        return SourceReadError(
+            ref, "no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+        )
+    if isinstance(exc, boto.ConnectionError | boto.HTTPClientError):
+        return SourceUnavailableError(
+            f"cannot reach object storage for {ref} ({type(exc).__name__}); check "
+            "AWS_ENDPOINT_URL and the network (retrying)"
+        )
+    if isinstance(exc, boto.BotoCoreError):
+        return SourceReadError(ref, f"object storage client failed ({type(exc).__name__})")
+    return None
+
+
+class Sources:
+    """The factory: one source per scheme for reading entries, made on first use."""
+
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_SOURCE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._readers: dict[Scheme, Source] = {}
+
+    def listing(self, roots: Sequence[str], *, recursive: bool) -> list[Source]:
+        """The sources that list ``roots``: the local ones walked together (links inside any of
+        them are followed), each kind in the order first given."""
+        by_scheme: dict[Scheme, list[str]] = {}
+        for root in roots:
+            by_scheme.setdefault(scheme_of(root), []).append(root)
+        return [self._make(scheme, group, recursive) for scheme, group in by_scheme.items()]
+
+    def read(self, ref: str) -> bytes:
+        scheme = scheme_of(ref)
+        if scheme not in self._readers:
+            self._readers[scheme] = self._make(scheme, (), True)
+        return self._readers[scheme].read(ref)
+
+    def _make(self, scheme: Scheme, roots: Sequence[str], recursive: bool) -> Source:
+        if scheme == "file":
+            return LocalSource(roots, recursive=recursive)
+        if scheme == "s3":
+            return S3Source(roots, recursive=recursive, max_bytes=self.max_bytes)
+        raise ConfigError(f"no source for scheme {scheme!r}")  # unreachable while exhaustive
