@@ -7,6 +7,7 @@ credentials, region).
 
 from __future__ import annotations
 
+import json
 import sys
 import urllib.request
 from pathlib import Path
@@ -20,12 +21,19 @@ REGION = "us-east-1"
 
 
 class S3Server:
-    """``python -m moto.server`` on a free port; :meth:`start` returns once it answers."""
+    """``python -m moto.server`` on a free port; :meth:`start` returns once it answers.
 
-    def __init__(self, log_file: Path, port: int | None = None) -> None:
+    ``enforce_access``: moto checks IAM policies (after the three unauthenticated requests
+    :meth:`user_with_policy` makes); the server is then for one user, made by that call."""
+
+    def __init__(
+        self, log_file: Path, port: int | None = None, *, enforce_access: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.log_file = log_file
+        self.enforce_access = enforce_access
         self.child: Child | None = None
+        self.access_key = ("testing", "testing")
 
     @property
     def endpoint(self) -> str:
@@ -35,8 +43,8 @@ class S3Server:
         """boto3's configuration for this server (or for ``endpoint``)."""
         return {
             "AWS_ENDPOINT_URL": endpoint or self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.access_key[0],
+            "AWS_SECRET_ACCESS_KEY": self.access_key[1],
             "AWS_DEFAULT_REGION": REGION,
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
@@ -47,7 +55,10 @@ class S3Server:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-        self.child = Child("moto S3 server", argv, {**_base_env()}, self.log_file)
+        env = _base_env()
+        if self.enforce_access:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
+        self.child = Child("moto S3 server", argv, env, self.log_file)
         self.child.wait_ready(self._answers, 30.0, LookalikeError)
 
     def stop(self) -> None:
@@ -61,16 +72,26 @@ class S3Server:
         except OSError:
             return False
 
-    def client(self) -> Any:
+    def client(self, service: str = "s3") -> Any:
         import boto3
 
         return boto3.session.Session().client(
-            "s3",
+            service,
             endpoint_url=self.endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self.access_key[0],
+            aws_secret_access_key=self.access_key[1],
             region_name=REGION,
         )
+
+    def user_with_policy(self, policy: dict[str, Any]) -> None:
+        """An IAM user with ``policy``; its key is used from now on (env, client)."""
+        iam = self.client("iam")
+        iam.create_user(UserName="lookalike")
+        iam.put_user_policy(
+            UserName="lookalike", PolicyName="lookalike", PolicyDocument=json.dumps(policy)
+        )
+        key = iam.create_access_key(UserName="lookalike")["AccessKey"]
+        self.access_key = (key["AccessKeyId"], key["SecretAccessKey"])
 
     def reset(self) -> None:
         """Forget every bucket (moto's reset endpoint)."""

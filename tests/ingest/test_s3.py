@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +123,39 @@ def test_an_unreachable_endpoint_is_retried_then_failed(
     )
     logs = ingest_env.worker_logs()
     assert "retrying" in logs
+
+
+def test_access_denied_fails_those_objects_alone(ingest_env: IngestEnv, tmp_path: Path) -> None:
+    """moto enforcing IAM: the user may list and read the bucket, except under private/."""
+    server = S3Server(tmp_path / "moto-iam.log", enforce_access=True)
+    server.start()
+    try:
+        server.user_with_policy(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                    {
+                        "Effect": "Deny",
+                        "Action": "s3:GetObject",
+                        "Resource": "arn:aws:s3:::photos/private/*",
+                    },
+                ],
+            }
+        )
+        s3 = server.client()
+        s3.create_bucket(Bucket="photos")
+        for i, key in enumerate(["open/a.jpg", "open/b.jpg", "private/c.jpg"]):
+            s3.put_object(Bucket="photos", Key=key, Body=jpeg(30_000 + i))
+        ingest_env.env.update(server.env())
+        ingest_env.start_worker()
+        summary = ingest_env.ingest_json("s3://photos/", "--wait")
+    finally:
+        server.stop()
+    assert summary["ingested"] == 2
+    assert summary["failed"] == [
+        {
+            "path": "s3://photos/private/c.jpg",
+            "error": "access denied (AccessDenied): check the credentials",
+        }
+    ]
