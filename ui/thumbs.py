@@ -3,6 +3,7 @@
 Rows are keyed by the content's sha256, so a thumbnail made for an id is valid for as long as
 the content exists, whatever its paths become: ``<root>/<id[:2]>/<id>.jpg``. Pages never decode
 an original twice; a file that cannot be read gets no thumbnail (and a placeholder on the page).
+Originals are read through ``services.sources``: a local path or an ``s3://`` object.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.decode import load_image
-from services.errors import DecodeError
+from services.decode import load_image_bytes
+from services.errors import DecodeError, SourceUnavailableError
+from services.sources import Sources
 
 SIZE = 256
 
@@ -26,6 +28,7 @@ class Thumbnails:
         self.root = root
         self.size = size
         self._max_pixels = max_pixels
+        self._sources = Sources()
 
     def path_for(self, content_id: str, paths: Sequence[str]) -> Path | None:
         """The thumbnail of ``content_id``, made from the first of ``paths`` that decodes."""
@@ -34,10 +37,13 @@ class Thumbnails:
             return target
         for path in paths:
             try:
-                loaded = load_image(
-                    path, max_pixels=self._max_pixels, draft_size=(self.size, self.size)
+                loaded = load_image_bytes(
+                    self._sources.read(path),
+                    path,
+                    max_pixels=self._max_pixels,
+                    draft_size=(self.size, self.size),
                 )
-            except DecodeError:
+            except (DecodeError, SourceUnavailableError):
                 continue
             self._write(target, loaded.image)
             return target

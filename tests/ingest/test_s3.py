@@ -159,3 +159,13 @@ def test_access_denied_fails_those_objects_alone(ingest_env: IngestEnv, tmp_path
             "error": "access denied (AccessDenied): check the credentials",
         }
     ]
+
+
+def test_an_endpoint_unreachable_while_listing_fails_the_command(
+    ingest_env: IngestEnv, s3_server: S3Server
+) -> None:
+    ingest_env.env.update(s3_server.env(f"http://127.0.0.1:{free_port()}"))
+    result = ingest_env.run_cli("ingest", "s3://photos/shoot/")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot reach object storage for s3://photos/shoot/" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
