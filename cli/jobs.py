@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -43,11 +44,16 @@ def ingest(
     resume: Annotated[
         str | None, typer.Option(help="Re-enqueue what job JOB has not stored yet.")
     ] = None,
+    urls_from: Annotated[
+        Path | None,
+        typer.Option(help="A file of image URLs (https://), one a line; # starts a comment."),
+    ] = None,
 ) -> None:
     """Queue images for the workers as one job: skip what is stored unchanged, enqueue the rest."""
     settings = settings_of(ctx)
+    paths = [*(paths or []), *(_read_url_list(urls_from) if urls_from else [])]
     if bool(paths) == bool(resume):
-        fail("give PATHs to ingest, or --resume JOB (not both)")
+        fail("give PATHs (or --urls-from) to ingest, or --resume JOB (not both)")
     with handle_errors():
         ledger = JobLedger.from_url(settings.redis_url)
         ledger.ping()
@@ -70,6 +76,18 @@ def ingest(
             else ledger.progress(job_id)
         )
         report(ledger, progress, waited=wait, as_json=as_json)
+
+
+def _read_url_list(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        fail(f"cannot read --urls-from {path}: {exc.strerror}", code=2)
+    urls = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    wrong = [url for url in urls if not url.lower().startswith(("https://", "http://"))]
+    if wrong:
+        fail(f"--urls-from {path}: not a URL: {wrong[0]!r}", code=2)
+    return urls
 
 
 def report(

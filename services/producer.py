@@ -184,7 +184,11 @@ class Producer:
         claimed = {
             item.path: entry
             for item, entry in zip(items, cached, strict=True)
-            if entry is not None and entry.content_id and entry.stat_key == item.stat_key
+            # A URL served with no ETag nor Last-Modified (change "") cannot be known unchanged.
+            if entry is not None
+            and entry.content_id
+            and item.change != ""
+            and entry.stat_key == item.stat_key
         }
         present = store.existing_ids(sorted({e.content_id for e in claimed.values()}))
         unchanged = {path: e for path, e in claimed.items() if e.content_id in present}

@@ -1,4 +1,4 @@
-"""Where image bytes come from: local files or objects in S3-compatible storage.
+"""Where image bytes come from: local files, objects in S3-compatible storage, or web URLs.
 
 A :class:`Source` lists its entries, each with a change key (what the files cache compares to
 skip an entry stored unchanged), and reads one entry's bytes into memory. One exhaustive factory,
@@ -9,17 +9,25 @@ skip an entry stored unchanged), and reads one entry's bytes into memory. One ex
 - ``s3://bucket[/prefix]``: :class:`S3Source`, listed with ListObjectsV2 (paginated); change key
   the object's ETag (quotes stripped); read with one GetObject, never written to disk, refused
   over ``max_source_bytes``. boto3's standard configuration applies (``AWS_ENDPOINT_URL``,
-  ``AWS_PROFILE``, credentials, region), so MinIO, Ceph RGW and AWS all work.
+  ``AWS_PROFILE``, credentials, region), so MinIO, Ceph RGW and AWS all work;
+- ``https://host/path`` (or ``http://``): :class:`HttpSource`, one entry per URL; change key the
+  ETag or Last-Modified of a HEAD; read with one bounded GET (timeouts, redirects, size).
 
 botocore's errors are mapped here, by type and error code: a connection that fails is
 :class:`~services.errors.SourceUnavailableError` (transient, the batch is retried); a missing
 bucket or object, or access denied, is :class:`~services.errors.SourceReadError` for that entry.
+urllib's are mapped the same way, by type and HTTP status (5xx, 408, 429: transient).
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
+import ssl
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,9 +40,13 @@ from services.settings import DEFAULT_MAX_SOURCE_BYTES
 
 log = logging.getLogger(__name__)
 
-Scheme = Literal["file", "s3"]
+Scheme = Literal["file", "s3", "https"]
 S3_PREFIX = "s3://"
 _S3_PAGE = 1000  # keys per ListObjectsV2 page (S3's own maximum)
+HTTP_TIMEOUT_SECONDS = 30.0  # connect, and each read, of one URL
+HTTP_MAX_REDIRECTS = 5
+HTTP_ATTEMPTS = 3  # tries of one URL whose server cannot be reached, before it fails
+HTTP_BACKOFF_SECONDS = 0.5
 # Error codes that say "try again later", not "this object is bad".
 _S3_TRANSIENT_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "503"}
@@ -76,6 +88,12 @@ class Source(Protocol):
         ...
 
 
+def change_key(validator: str) -> str:
+    """An ETag or Last-Modified as a change key: no quotes, and no ``:`` (the files cache
+    separates its fields with it)."""
+    return validator.strip().strip('"').replace(":", "-")
+
+
 def scheme_of(ref: str) -> Scheme:
     """The scheme of a root or entry reference; ConfigError on one we do not read."""
     scheme, sep, _ = ref.partition("://")
@@ -83,7 +101,11 @@ def scheme_of(ref: str) -> Scheme:
         return "file"
     if scheme.lower() == "s3":
         return "s3"
-    raise ConfigError(f"cannot ingest {ref!r}: unknown scheme {scheme!r} (use a path or s3://)")
+    if scheme.lower() in {"https", "http"}:
+        return "https"
+    raise ConfigError(
+        f"cannot ingest {ref!r}: unknown scheme {scheme!r} (use a path, s3:// or https://)"
+    )
 
 
 class LocalSource:
@@ -172,7 +194,7 @@ class S3Source:
             for item in page.get("Contents", ()):
                 key = str(item["Key"])
                 if _takes_key(key):
-                    etag = str(item.get("ETag", "")).strip('"')
+                    etag = change_key(str(item.get("ETag", "")))
                     yield Entry(f"{S3_PREFIX}{bucket}/{key}", int(item["Size"]), etag)
             if not page.get("IsTruncated"):
                 return
@@ -195,10 +217,11 @@ class S3Source:
         return data
 
     def _too_large(self, size: int) -> str:
-        return (
-            f"object of {size} bytes is over the limit of {self.max_bytes} "
-            "(LOOKALIKE_MAX_SOURCE_BYTES); not read"
-        )
+        return _too_large(size, self.max_bytes)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"{size} bytes are over the limit of {limit} (LOOKALIKE_MAX_SOURCE_BYTES); not read"
 
 
 class mapped_s3_errors:  # noqa: N801 (used as a context manager, like contextlib's)
@@ -251,6 +274,111 @@ def map_s3_error(ref: str, exc: BaseException) -> Exception | None:
     return None
 
 
+class _BoundedRedirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = HTTP_MAX_REDIRECTS
+
+
+class HttpSource:
+    """Images at ``https://`` (or ``http://``) URLs, one entry per URL given.
+
+    Listing is one HEAD per URL: its size and change key (the ETag, else Last-Modified; with
+    neither, ``""``, which the producer never takes as unchanged). Reading is one GET with
+    timeouts, at most ``HTTP_MAX_REDIRECTS`` redirects, and ``max_bytes``."""
+
+    def __init__(
+        self, roots: Sequence[str] = (), *, max_bytes: int, timeout: float = HTTP_TIMEOUT_SECONDS
+    ) -> None:
+        self.roots = list(roots)
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_BoundedRedirects())
+
+    def entries(self) -> Iterator[Entry]:
+        for url in self.roots:
+            try:
+                with mapped_http_errors(url):
+                    request = urllib.request.Request(url, method="HEAD")
+                    with self._opener.open(request, timeout=self.timeout) as response:
+                        headers = response.headers
+            except SourceReadError as exc:
+                yield Entry(url, -1, -1, exc.reason)
+                continue
+            except SourceUnavailableError:
+                yield Entry(url, -1, "")  # the worker tries again, and reports
+                continue
+            change = headers.get("ETag") or headers.get("Last-Modified") or ""
+            yield Entry(url, int(headers.get("Content-Length") or -1), change_key(change))
+
+    def read(self, ref: str) -> bytes:
+        """One GET; a server that cannot be reached or answers 5xx is tried ``HTTP_ATTEMPTS``
+        times, then fails this URL alone: URLs name many hosts, and one host down must not
+        hold (and retry) a whole batch."""
+        for attempt in range(1, HTTP_ATTEMPTS + 1):
+            try:
+                return self._get(ref)
+            except SourceUnavailableError as exc:
+                if attempt == HTTP_ATTEMPTS:
+                    raise SourceReadError(ref, f"{exc} (gave up after {attempt} tries)") from exc
+                time.sleep(HTTP_BACKOFF_SECONDS * attempt)
+        raise AssertionError("unreachable")
+
+    def _get(self, ref: str) -> bytes:
+        with mapped_http_errors(ref), self._opener.open(ref, timeout=self.timeout) as response:
+            size = int(response.headers.get("Content-Length") or -1)
+            if size > self.max_bytes:
+                raise SourceReadError(ref, _too_large(size, self.max_bytes))
+            data: bytes = response.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise SourceReadError(ref, _too_large(len(data), self.max_bytes))
+        return data
+
+
+class mapped_http_errors(mapped_s3_errors):  # noqa: N801
+    """urllib's exceptions on ``ref`` -> ours, by type and status code."""
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, urllib.error.HTTPError):
+            exc.close()  # an HTTPError holds its response, and the connection with it
+        mapped = map_http_error(self.ref, exc)
+        if mapped is not None:
+            raise mapped from exc
+
+
+def map_http_error(ref: str, exc: BaseException) -> Exception | None:
+    """Our exception for urllib's ``exc`` on ``ref`` (None: not a network error, leave it)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        code = exc.code
+        if code in {408, 429} or code >= 500:
+            return SourceUnavailableError(f"web server failed on {ref}: HTTP {code} (retrying)")
+        if 300 <= code < 400:
+            return SourceReadError(ref, f"too many redirects (over {HTTP_MAX_REDIRECTS})")
+        if code in {401, 403}:
+            return SourceReadError(ref, f"access denied (HTTP {code})")
+        if code in {404, 410}:
+            return SourceReadError(ref, f"not found (HTTP {code})")
+        return SourceReadError(ref, f"web server refused the request (HTTP {code})")
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, ssl.SSLError):
+            return SourceReadError(ref, f"TLS failed ({type(reason).__name__})")
+        if isinstance(reason, OSError):
+            return _unreachable(ref, reason)
+        return SourceReadError(ref, "cannot fetch URL (bad URL or unsupported redirect)")
+    if isinstance(exc, ssl.SSLError):
+        return SourceReadError(ref, f"TLS failed ({type(exc).__name__})")
+    if isinstance(exc, http.client.HTTPException | OSError):
+        return _unreachable(ref, exc)
+    return None
+
+
+def _unreachable(ref: str, exc: BaseException) -> SourceUnavailableError:
+    return SourceUnavailableError(
+        f"cannot reach the web server for {ref} ({type(exc).__name__}); retrying"
+    )
+
+
 class Sources:
     """The factory: one source per scheme for reading entries, made on first use."""
 
@@ -277,4 +405,6 @@ class Sources:
             return LocalSource(roots, recursive=recursive)
         if scheme == "s3":
             return S3Source(roots, recursive=recursive, max_bytes=self.max_bytes)
+        if scheme == "https":
+            return HttpSource(roots, max_bytes=self.max_bytes)
         raise ConfigError(f"no source for scheme {scheme!r}")  # unreachable while exhaustive

@@ -4,10 +4,14 @@ a real S3 protocol server (moto, in its own process on 127.0.0.1)."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
+import ssl
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError, URLError
 
 import pytest
 from botocore import exceptions as boto
@@ -22,8 +26,18 @@ from services.errors import (
     SourceUnavailableError,
 )
 from services.pipeline import analyze_batch
-from services.sources import LocalSource, S3Source, Sources, map_s3_error, scheme_of
+from services.sources import (
+    Entry,
+    HttpSource,
+    LocalSource,
+    S3Source,
+    Sources,
+    map_http_error,
+    map_s3_error,
+    scheme_of,
+)
 from testkit.s3server import S3Server
+from testkit.webserver import Route, WebServer, web_server
 
 
 def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -51,7 +65,14 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.parametrize(
     ("ref", "scheme"),
-    [("/data/a.jpg", "file"), ("rel/a.jpg", "file"), ("s3://b/k", "s3"), ("S3://b/k", "s3")],
+    [
+        ("/data/a.jpg", "file"),
+        ("rel/a.jpg", "file"),
+        ("s3://b/k", "s3"),
+        ("S3://b/k", "s3"),
+        ("https://h/a.jpg", "https"),
+        ("http://h/a.jpg", "https"),
+    ],
 )
 def test_scheme_of_a_reference(ref: str, scheme: str) -> None:
     assert scheme_of(ref) == scheme
@@ -198,3 +219,85 @@ def test_analyze_batch_reads_objects_and_fails_bad_ones_alone(s3: Any) -> None:
     assert "object not found" in reasons["gone.jpg"]
     # The same content read from disk gives the same record (content id and hashes).
     assert outcome.records[0].id == hashlib.sha256(jpeg(1)).hexdigest()
+
+
+# -- HttpSource against a real HTTP server ----------------------------------------------------
+
+
+@pytest.fixture
+def web() -> Iterator[WebServer]:
+    with web_server() as server:
+        yield server
+
+
+def test_urls_are_listed_with_their_validators(web: WebServer) -> None:
+    web.routes["/etag.jpg"] = Route(jpeg(1), headers={"ETag": '"v1"'})
+    web.routes["/dated.jpg"] = Route(
+        jpeg(2), headers={"Last-Modified": "Tue, 01 Dec 2026 10:00:00 GMT"}
+    )
+    web.routes["/plain.jpg"] = Route(jpeg(3))
+    urls = [web.url(p) for p in ("/etag.jpg", "/dated.jpg", "/plain.jpg", "/missing.jpg")]
+    listed = {e.ref: e for e in HttpSource(urls, max_bytes=10**6).entries()}
+    assert listed[urls[0]].change == "v1" and listed[urls[0]].size == len(jpeg(1))
+    assert listed[urls[1]].change == "Tue, 01 Dec 2026 10-00-00 GMT"  # no ":" in a change key
+    assert listed[urls[2]].change == "" and listed[urls[2]].problem is None
+    assert listed[urls[3]].problem == "not found (HTTP 404)"
+
+
+def test_reading_urls_bounded_by_size_redirects_and_time(
+    web: WebServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "HTTP_BACKOFF_SECONDS", 0.01)
+    web.routes["/a.jpg"] = Route(jpeg(1))
+    web.routes["/moved"] = Route(redirect_to="/a.jpg")
+    web.routes["/loop"] = Route(redirect_to="/loop")
+    web.routes["/big.jpg"] = Route(b"x" * 3000)
+    web.routes["/slow.jpg"] = Route(jpeg(2), delay=1.0)
+    web.routes["/denied.jpg"] = Route(b"", 403)
+    web.routes["/broken.jpg"] = Route(b"", 503)
+    source = HttpSource([], max_bytes=2000, timeout=0.3)
+    assert source.read(web.url("/a.jpg")) == jpeg(1)
+    assert source.read(web.url("/moved")) == jpeg(1)
+    cases = {
+        "/loop": "too many redirects (over 5)",
+        "/big.jpg": "3000 bytes are over the limit of 2000",
+        "/denied.jpg": "access denied (HTTP 403)",
+        "/missing.jpg": "not found (HTTP 404)",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(SourceReadError) as raised:
+            source.read(web.url(path))
+        assert reason in raised.value.reason
+    with pytest.raises(SourceReadError, match=r"HTTP 503 .*gave up after 3 tries"):
+        source.read(web.url("/broken.jpg"))
+    assert web.hits["/broken.jpg"] == 3
+    with pytest.raises(SourceReadError, match=r"TimeoutError.*gave up after 3 tries"):
+        source.read(web.url("/slow.jpg"))
+    closed = f"http://127.0.0.1:{free_port()}/a.jpg"
+    with pytest.raises(SourceReadError, match="cannot reach the web server"):
+        source.read(closed)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "text"),
+    [
+        (HTTPError("u", 500, "x", Message(), None), SourceUnavailableError, "HTTP 500"),
+        (HTTPError("u", 429, "x", Message(), None), SourceUnavailableError, "HTTP 429"),
+        (HTTPError("u", 410, "x", Message(), None), SourceReadError, "not found (HTTP 410)"),
+        (HTTPError("u", 401, "x", Message(), None), SourceReadError, "access denied"),
+        (HTTPError("u", 418, "x", Message(), None), SourceReadError, "refused the request"),
+        (HTTPError("u", 301, "x", Message(), None), SourceReadError, "too many redirects"),
+        (URLError(ConnectionRefusedError()), SourceUnavailableError, "ConnectionRefusedError"),
+        (URLError(ssl.SSLCertVerificationError()), SourceReadError, "TLS failed"),
+        (URLError("unknown url type"), SourceReadError, "bad URL"),
+        (TimeoutError(), SourceUnavailableError, "TimeoutError"),
+        (http.client.RemoteDisconnected(), SourceUnavailableError, "RemoteDisconnected"),
+    ],
+)
+def test_urllib_errors_are_mapped(exc: Exception, kind: type, text: str) -> None:
+    mapped = map_http_error("https://h/a.jpg", exc)
+    assert type(mapped) is kind and text in str(mapped)
+
+
+def test_a_url_without_validators_is_never_taken_as_unchanged() -> None:
+    assert Entry("https://h/a.jpg", 10, "").stat_key == "10:"
