@@ -13,20 +13,34 @@ Delivery guarantees, and why:
   twice writes and counts nothing twice.
 
 A task is ``TASK_INGEST`` on ``QUEUE`` with the JSON arguments
-``[job_id, batch_id, [[path, size, mtime_ns], ...], collection, source, tags]``; the workers
-(``ingest/``) register it, producers (the CLI, the UI) only send it.
+``[job_id, batch_id, [[ref, size, change], ...], collection, source, tags]`` (version
+``QUEUE_CONTRACT_VERSION``, docs/apps.md): ``ref`` is a local path, an ``s3://bucket/key`` or an
+``https://`` URL; ``change`` the file's ``mtime_ns`` or the object's ETag (``services.sources``).
+The workers (``ingest/``) register it; producers (the CLI, the UI) send it through Celery, and
+an app without Celery with :func:`enqueue_batch`, which writes the same message with a plain
+Redis client (Celery's message protocol 2, JSON body, kombu's Redis transport envelope).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
+import redis
 from celery import Celery
 
 from services.settings import Settings
 
 QUEUE = "lookalike.ingest"
 TASK_INGEST = "lookalike.ingest_batch"
+# The version of the message and of the outcomes apps read (docs/apps.md); raised on a change
+# that an app written for the previous one would get wrong.
+QUEUE_CONTRACT_VERSION = 1
 
 
 def celery_app(settings: Settings) -> Celery:
@@ -68,3 +82,72 @@ def live_workers(settings: Settings, timeout: float = 1.0) -> list[str]:
     except Exception:  # the broker is down: no live workers, the caller reports the ledger
         return []
     return sorted(name for reply in replies for name in reply)
+
+
+def task_message(
+    job_id: str,
+    batch_id: str,
+    items: Sequence[Sequence[Any]],
+    collection: str,
+    source: str = "",
+    tags: Sequence[str] = (),
+    *,
+    task_id: str | None = None,
+) -> dict[str, Any]:
+    """The message that asks a worker to ingest ``items`` (each ``[ref, size, change]``), as
+    kombu's Redis transport keeps it: Celery protocol 2 headers, the JSON body in base64."""
+    task_id = task_id or str(uuid.uuid4())
+    args = [job_id, batch_id, [list(item) for item in items], collection, source, list(tags)]
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = json.dumps([args, {}, embed]).encode()
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": TASK_INGEST,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": repr(args)[:1024],
+            "kwargsrepr": "{}",
+            "origin": f"{os.getpid()}@{socket.gethostname()}",
+            "ignore_result": True,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+
+
+def enqueue_batch(
+    client: redis.Redis,
+    job_id: str,
+    batch_id: str,
+    items: Sequence[Sequence[Any]],
+    collection: str,
+    source: str = "",
+    tags: Sequence[str] = (),
+) -> str:
+    """Publish one batch for the workers with a plain Redis client (no Celery); returns the
+    task id. The outcomes land in the job ledger under ``job_id`` (docs/apps.md)."""
+    message = task_message(job_id, batch_id, items, collection, source, tags)
+    client.lpush(QUEUE, json.dumps(message))
+    return str(message["headers"]["id"])
