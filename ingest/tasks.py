@@ -191,20 +191,28 @@ def run_batch(
     settings = ctx.settings
     stats = {str(item[0]): f"{item[1]}:{item[2]}" for item in items}
     store = ctx.store(collection)
+    cache = files_cache_name(collection, store.instance)
+    paths = [str(item[0]) for item in items]
+    previous = {
+        path: entry.content_id
+        for path, entry in zip(paths, ctx.ledger.cached_files(cache, paths), strict=True)
+        if entry is not None and entry.content_id
+    }
     outcome = ingest_paths(
         store,
         ctx.embedder,
-        [str(item[0]) for item in items],
+        paths,
         locks=ctx.ledger,
         policy=MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine),
         max_pixels=settings.max_image_pixels,
         source=source,
         tags=tags,
         sources=ctx.sources,
+        previous=previous,
     )
     ctx.ledger.record_batch(
         job_id,
-        files_cache_name(collection, store.instance),
+        cache,
         stored={r.path: CachedFile(stats.get(r.path, ""), r.id).encode() for r in outcome.records},
         failed={f.path: f.error for f in outcome.failures},
         near=outcome.near,

@@ -10,9 +10,9 @@ moment, and a re-delivered batch would do just that.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.arrival import find_matches, with_matches
@@ -76,15 +76,26 @@ def ingest_paths(
     source: str = "",
     tags: Sequence[str] = (),
     sources: Sources | None = None,
+    previous: Mapping[str, str] | None = None,
 ) -> IngestOutcome:
     """Store ``paths`` (local paths or ``s3://`` URIs, read through ``sources``) in ``store``:
     safe to run twice on the same paths, and concurrently with other processes that hold the
-    same ``locks``."""
+    same ``locks``.
+
+    ``previous``: the content id each path had when it was last stored (the files cache). A
+    path whose content changed since leaves its old row, so that no path is in two rows; a row
+    left with no path is deleted."""
     outcome = analyze_batch(
         paths, embedder, max_pixels=max_pixels, source=source, tags=tags, sources=sources
     )
     records = outcome.records
-    with locks.content_locks(store.collection, [r.id for r in records]):
+    replaced = {
+        r.path: previous[r.path]
+        for r in records
+        if previous and previous.get(r.path) and previous[r.path] != r.id
+    }
+    ids = [r.id for r in records] + list(replaced.values())
+    with locks.content_locks(store.collection, ids):
         stored = {r.id: r for r in store.get([r.id for r in records])}
         fresh, fresh_variants, exact = _split_fresh(records, outcome.variants, stored)
         matches = find_matches(
@@ -101,8 +112,25 @@ def ingest_paths(
             matched.get(id(r), r) for r in records if r.id not in stored or r.adds_to(stored[r.id])
         ]
         written = store.upsert(changed, stored=stored) if changed else 0
+        if replaced:
+            _leave_old_rows(store, replaced)
     near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
     return IngestOutcome(records, outcome.failures, near, exact, written)
+
+
+def _leave_old_rows(store: VectorStore, replaced: Mapping[str, str]) -> None:
+    """Take each path out of the row of the content it held before."""
+    old_rows = store.get(sorted(set(replaced.values())), with_vectors=True)
+    rewritten, emptied = [], []
+    for row in old_rows:
+        gone = {path for path, old in replaced.items() if old == row.id}
+        kept = [p for p in row.all_paths if p not in gone]
+        if not kept:
+            emptied.append(row.id)
+        elif len(kept) != len(row.all_paths):
+            rewritten.append(replace(row, path=kept[0], paths=tuple(kept)))
+    store.replace(rewritten)
+    store.delete(emptied)
 
 
 def _split_fresh(

@@ -382,3 +382,29 @@ def test_add_records_a_near_copy_exactly_as_a_worker_does(
 
     again = ingest_env.run_cli("add", str(mirrored[1]), "--json")
     assert json.loads(again.stdout)["stored"] == 1 and store.count() == 12  # nothing twice
+
+
+def test_a_file_changed_in_place_leaves_its_old_row(ingest_env: IngestEnv, tmp_path: Path) -> None:
+    """No path is ever in two rows: a file whose content changed moves to the new content's row;
+    the old content keeps its other paths, or its row goes when it has none left."""
+    from testkit.imagegen import make_photo_like
+
+    folder = tmp_path / "photos"
+    photos = photo_folder(folder, 4)
+    [backup] = copy_exact(photos[:1], folder / "backup")
+    ingest_env.start_worker(concurrency=2)
+    assert ingest_env.ingest_json(str(folder), "--wait")["ingested"] == 5
+    before = {p: r.id for r in ingest_env.store().iterate() for p in r.all_paths}
+
+    time.sleep(0.01)  # a new mtime
+    make_photo_like(500, (96, 72)).save(photos[0], quality=90)  # shared content: one path left
+    make_photo_like(501, (96, 72)).save(photos[1], quality=90)  # sole path: the old row goes
+    again = ingest_env.ingest_json(str(folder), "--wait")
+    assert again["queued"] == again["ingested"] == 2 and again["skipped"] == 3
+
+    rows = {r.id: r.all_paths for r in ingest_env.store().iterate()}
+    listed = [p for paths in rows.values() for p in paths]
+    assert sorted(listed) == sorted(str(p) for p in (*photos, backup))  # each path exactly once
+    assert rows[before[str(backup)]] == (str(backup),)
+    assert before[str(photos[1])] not in rows
+    assert len(rows) == 5
