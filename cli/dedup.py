@@ -45,13 +45,15 @@ def dedup(
         Path | None, typer.Option("--csv", help="Write one row per member.")
     ] = None,
     move_to: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Move duplicates (never keepers) under this folder; writes a manifest there "
-            "for `lookalike undo`."
+            help="Move duplicates (never keepers) under this folder, or (s3:// rows) under "
+            "s3://BUCKET/PREFIX; writes a manifest there for `lookalike undo`."
         ),
     ] = None,
-    delete: Annotated[bool, typer.Option(help="Delete duplicates (needs --yes).")] = False,
+    delete: Annotated[
+        bool, typer.Option(help="Delete duplicates, files and s3:// objects (needs --yes).")
+    ] = False,
     yes: Annotated[bool, typer.Option(help="Confirm --delete.")] = False,
 ) -> None:
     """Find every group of duplicates: exact (same bytes) and near (pHash, CLIP).
@@ -78,7 +80,11 @@ def dedup(
         options = DedupOptions(radius, min_cosine, exact_only, expr)
         report = find_duplicates(store, policy, options, decisions)
         resolution = resolve(
-            store, report.groups, move_to=move_to, delete_files=delete, decisions=decisions
+            store,
+            report.groups,
+            move_to=None if move_to is None else _location(move_to),
+            delete_files=delete,
+            decisions=decisions,
         )
     if csv_file is not None:
         _write_csv(csv_file, report)
@@ -105,7 +111,11 @@ def dedup(
 def undo(
     ctx: typer.Context,
     manifest: Annotated[
-        Path, typer.Argument(help="The .lookalike-manifest-*.jsonl that `dedup --move-to` wrote.")
+        str,
+        typer.Argument(
+            help="The .lookalike-manifest-*.jsonl that `dedup --move-to` wrote (a path, or "
+            "an s3:// URI)."
+        ),
     ],
     dry_run: Annotated[
         bool, typer.Option(help="Check every entry and say what would happen; change nothing.")
@@ -124,7 +134,7 @@ def undo(
     settings = settings_of(ctx)
     with handle_errors(), existing_collection(settings) as store:
         decisions = RedisDecisions.from_url(settings.redis_url, settings.collection)
-        report = undo_manifest(store, manifest, decisions, dry_run=dry_run)
+        report = undo_manifest(store, _location(manifest), decisions, dry_run=dry_run)
     if as_json:
         console.print_json(json.dumps({"outcomes": [o.__dict__ for o in report.outcomes]}))
     else:
@@ -140,6 +150,11 @@ def undo(
         console.print(f"{verb} {done} of {len(report.outcomes)} entries of {manifest}")
     if report.failed:
         raise typer.Exit(1)
+
+
+def _location(text: str) -> Path | str:
+    """A local path as a Path; an s3:// (or other) URI as given, for the core to check."""
+    return text if "://" in text else Path(text)
 
 
 def decide(

@@ -29,8 +29,9 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from services import fileops
+from services import fileops, objectops
 from services.discovery import RAW_SUFFIXES
+from services.errors import ConfigError
 from services.fileops import FileAction
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
@@ -38,6 +39,7 @@ from services.manifest import ManifestEntry, write_manifest
 from services.merge import Gain, absorb
 from services.records import ImageRecord, clip_cosine
 from services.settings import setting_default
+from services.sources import scheme_of
 from services.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -409,7 +411,7 @@ class Resolution:
     """What resolving did: one action per file, and the manifest of a move (None otherwise)."""
 
     actions: list[FileAction]
-    manifest: Path | None = None
+    manifest: Path | str | None = None  # str: an s3:// object
 
     @property
     def failed(self) -> list[FileAction]:
@@ -420,7 +422,7 @@ def resolve(
     store: VectorStore,
     groups: Sequence[DuplicateGroup],
     *,
-    move_to: Path | None,
+    move_to: Path | str | None,
     delete_files: bool,
     decisions: Decisions | None,
 ) -> Resolution:
@@ -429,23 +431,25 @@ def resolve(
     Keeper files are never touched; the keeper's row gains what the duplicates that went carried
     (:func:`services.merge.absorb`). A row loses the paths that went away; a row with none left
     is deleted. A move first writes its manifest into ``move_to``, then changes the collection.
+
+    ``move_to`` is a folder (local files are moved) or an ``s3://BUCKET/PREFIX`` (objects are
+    moved); the other kind, and ``https://`` rows always, are reported "not changed" with why,
+    so a mixed group takes one run per kind. A delete removes files and objects alike.
     """
     paths = list(
         dict.fromkeys(m.path for g in groups for m in g.duplicates if m.path != g.keeper.path)
     )
-    if move_to is not None:
-        actions = fileops.move_into(paths, move_to)
-    elif delete_files:
-        actions = fileops.delete(paths)
-    else:
+    target = _quarantine_location(move_to)
+    if target is None and not delete_files:
         return Resolution([])
+    actions = _act(paths, target)
     done = {a.path: a for a in actions if a.done}
     gone = _gone_members(groups, set(done))
     ids = sorted({g.keeper.id for g, _ in gone} | {m.id for _, m in gone})
     before = {r.id: r for r in store.get(ids, with_vectors=True)}
     rows, gains = _absorbed(groups, gone, before)
     manifest = None
-    if move_to is not None and gone:
+    if target is not None and gone:
         entries = [
             ManifestEntry(
                 original=member.path,
@@ -460,13 +464,55 @@ def resolve(
             for group, member in gone
             if member.id in before
         ]
-        # The manifest is on disk before the collection changes: it holds the rows to restore.
-        folder = Path(os.path.abspath(move_to))  # noqa: PTH100 - as move_into names it
-        manifest = write_manifest(folder, store.collection, store.instance, entries)
+        # The manifest is stored before the collection changes: it holds the rows to restore.
+        manifest = write_manifest(target, store.collection, store.instance, entries)
     _write_rows(store, before, rows, set(done))
     if decisions is not None:
         _record(decisions, groups, gone, done, gains, manifest)
     return Resolution(actions, manifest)
+
+
+def _quarantine_location(move_to: Path | str | None) -> Path | str | None:
+    """A local folder as an absolute Path (as fileops names it), an s3:// prefix as a str."""
+    if move_to is None:
+        return None
+    if isinstance(move_to, str) and scheme_of(move_to) == "s3":
+        return move_to.rstrip("/")
+    if isinstance(move_to, str) and scheme_of(move_to) == "https":
+        raise ConfigError(f"cannot quarantine to {move_to}: use a folder or s3://BUCKET/PREFIX")
+    return Path(os.path.abspath(move_to))  # noqa: PTH100 - normalise, do not resolve links
+
+
+def _act(paths: Sequence[str], target: Path | str | None) -> list[FileAction]:
+    """Move each path under ``target`` (delete when None), each kind by its own module; one
+    action per path, in order."""
+    by_kind: dict[str, list[str]] = {"file": [], "s3": []}
+    refused: dict[str, FileAction] = {}
+    for path in paths:
+        scheme = scheme_of(path)
+        why = _not_movable(scheme, target)
+        if why is None:
+            by_kind[scheme].append(path)
+        else:
+            refused[path] = FileAction(path, error=why)
+    if target is None:
+        taken = [*fileops.delete(by_kind["file"]), *objectops.delete(by_kind["s3"])]
+    elif isinstance(target, str):
+        taken = objectops.move_into(by_kind["s3"], target)
+    else:
+        taken = fileops.move_into(by_kind["file"], target)
+    actions = {a.path: a for a in taken} | refused
+    return [actions[p] for p in paths]
+
+
+def _not_movable(scheme: str, target: Path | str | None) -> str | None:
+    if scheme == "https":
+        return "a web URL cannot be moved or deleted by lookalike; not changed"
+    if isinstance(target, str) and scheme == "file":
+        return "a local file: quarantine it with a local --move-to folder; not changed"
+    if isinstance(target, Path) and scheme == "s3":
+        return "an s3:// object: quarantine it with --move-to s3://BUCKET/PREFIX; not changed"
+    return None
 
 
 def _gone_members(
@@ -532,7 +578,7 @@ def _record(
     gone: Sequence[tuple[DuplicateGroup, Member]],
     done: Mapping[str, FileAction],
     gains: Mapping[tuple[str, str], Gain],
-    manifest: Path | None,
+    manifest: Path | str | None,
 ) -> None:
     """The groups resolved, and each keeper's history of what merged into it."""
     now = time.time()

@@ -1,7 +1,9 @@
 """The quarantine manifest: what one ``--move-to`` run moved, enough to put it all back.
 
 JSON Lines inside the quarantine folder, ``DIR/.lookalike-manifest-<UTC time>.jsonl`` (hidden, so
-ingesting the folder never picks it up). The first line is the header, every other line one moved
+ingesting the folder never picks it up); for a move of objects, an object of the same name under
+the quarantine prefix, ``s3://QBUCKET/QPREFIX/.lookalike-manifest-<UTC time>.jsonl`` (keys with a
+leading dot are never ingested either). The first line is the header, every other line one moved
 file::
 
     {"lookalike_manifest": 1, "collection": ..., "instance": ..., "created_at": ...,
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services import objectops
 from services.errors import QueryError
 from services.merge import Gain
 from services.records import ImageRecord, from_row, to_row
@@ -75,16 +78,17 @@ class ManifestEntry:
 class Manifest:
     """A manifest as read: its header, its good entries, and (line, why) for each bad line."""
 
-    path: Path
+    path: Path | str
     collection: str
     entries: list[ManifestEntry]
     problems: list[tuple[int, str]]
 
 
 def write_manifest(
-    folder: Path, collection: str, instance: str, entries: Sequence[ManifestEntry]
-) -> Path:
-    """Write ``entries`` to a new manifest in ``folder`` (never over another), synced to disk."""
+    folder: Path | str, collection: str, instance: str, entries: Sequence[ManifestEntry]
+) -> Path | str:
+    """Write ``entries`` to a new manifest in ``folder`` (never over another), synced to disk;
+    ``folder`` may be an ``s3://`` prefix (the manifest is then an object there)."""
     now = datetime.now(UTC)
     header = {
         "lookalike_manifest": MANIFEST_VERSION,
@@ -95,6 +99,8 @@ def write_manifest(
     }
     lines = [json.dumps(header), *(json.dumps(e.to_dict()) for e in entries)]
     stamp = now.strftime("%Y%m%dT%H%M%S.%fZ")
+    if isinstance(folder, str):
+        return _write_object(folder, stamp, "\n".join(lines) + "\n")
     for attempt in range(100):
         suffix = f"-{attempt}" if attempt else ""
         path = folder / f"{MANIFEST_PREFIX}{stamp}{suffix}.jsonl"
@@ -109,14 +115,25 @@ def write_manifest(
     raise FileExistsError(f"cannot name a new manifest in {folder}")
 
 
-def read_manifest(path: Path) -> Manifest:
-    """The manifest at ``path``; raises QueryError when it is missing or not a manifest at all,
-    and lists bad entry lines in ``problems`` (the good ones can still be restored)."""
+def _write_object(prefix: str, stamp: str, text: str) -> str:
+    base = prefix.rstrip("/")
+    for attempt in range(100):
+        suffix = f"-{attempt}" if attempt else ""
+        uri = f"{base}/{MANIFEST_PREFIX}{stamp}{suffix}.jsonl"
+        if objectops.put_new(uri, text.encode("utf-8")):
+            return uri
+    raise FileExistsError(f"cannot name a new manifest in {prefix}")
+
+
+def read_manifest(path: Path | str) -> Manifest:
+    """The manifest at ``path`` (a file, or an ``s3://`` object); raises QueryError when it is
+    missing or not a manifest at all, and lists bad entry lines in ``problems`` (the good ones
+    can still be restored)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = _manifest_text(path).splitlines()
     except FileNotFoundError as exc:
         raise QueryError(f"no manifest at {path}: check the path (`ls DIR/.lookalike-*`)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, objectops.ObjectError) as exc:
         raise QueryError(f"cannot read the manifest {path}: {exc}") from exc
     header = _header(lines[0]) if lines else None
     if header is None or header.get("lookalike_manifest") != MANIFEST_VERSION:
@@ -133,6 +150,14 @@ def read_manifest(path: Path) -> Manifest:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             problems.append((number, f"line {number} of {path} is not a manifest entry ({exc!r})"))
     return Manifest(path, str(header.get("collection", "")), entries, problems)
+
+
+def _manifest_text(path: Path | str) -> str:
+    if isinstance(path, Path):
+        return path.read_text(encoding="utf-8")
+    if not objectops.exists(path):
+        raise FileNotFoundError(path)
+    return objectops.read_bytes(path).decode("utf-8")
 
 
 def _header(line: str) -> dict[str, Any] | None:

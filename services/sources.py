@@ -154,6 +154,11 @@ def _takes_key(key: str) -> bool:
     return suffix == "" or suffix in IMAGE_SUFFIXES or suffix in RAW_SUFFIXES
 
 
+def s3_client() -> Any:
+    """This process's S3 client (boto3's standard configuration), shared by every caller."""
+    return _s3_client()
+
+
 @functools.cache
 def _s3_client() -> Any:
     """One S3 client per process, from boto3's standard configuration (env, profile)."""

@@ -6,6 +6,10 @@ again, re-created from the manifest when the move had deleted it; the keeper giv
 gained from that duplicate; and the pair is no longer "resolved", so dedup shows it again. An entry
 that fails is reported and the others are still restored. Running it again is harmless: an entry
 already back in place counts as restored.
+
+An object quarantined under an ``s3://`` prefix goes back the same way: copied to its original
+key (never over an object there now) and checked, then the quarantined copy is deleted
+(:func:`services.objectops.restore`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from services import fileops
+from services import fileops, objectops
 from services.dedup import Decisions
 from services.errors import QueryError
 from services.manifest import ManifestEntry, read_manifest
 from services.merge import revert
 from services.records import ImageRecord
+from services.sources import scheme_of
 from services.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ class EntryOutcome:
 
 @dataclass(frozen=True)
 class UndoReport:
-    manifest: Path
+    manifest: Path | str
     outcomes: list[EntryOutcome]
 
     @property
@@ -57,7 +62,7 @@ class UndoReport:
 
 def undo(
     store: VectorStore,
-    manifest_path: Path,
+    manifest_path: Path | str,
     decisions: Decisions | None,
     *,
     dry_run: bool = False,
@@ -88,6 +93,8 @@ def undo(
 
 
 def _restore_file(entry: ManifestEntry, *, dry_run: bool) -> EntryOutcome:
+    if scheme_of(entry.original) == "s3":
+        return _restore_object(entry, dry_run=dry_run)
     quarantined, original = Path(entry.quarantine), Path(entry.original)
 
     def failed(why: str) -> EntryOutcome:
@@ -107,6 +114,31 @@ def _restore_file(entry: ManifestEntry, *, dry_run: bool) -> EntryOutcome:
     if not action.done:
         return failed(str(action.error))
     return EntryOutcome(entry.original, entry.quarantine, "restored")
+
+
+def _restore_object(entry: ManifestEntry, *, dry_run: bool) -> EntryOutcome:
+    quarantined, original = entry.quarantine, entry.original
+
+    def failed(why: str) -> EntryOutcome:
+        return EntryOutcome(original, quarantined, "failed", why)
+
+    try:
+        if not objectops.exists(quarantined):
+            if objectops.exists(original) and objectops.sha256_of(original) == entry.id:
+                return EntryOutcome(original, quarantined, "already restored")
+            return failed(f"quarantined object {quarantined} is gone; {original} not restored")
+        if objectops.sha256_of(quarantined) != entry.id:
+            return failed(f"{quarantined} changed since it was quarantined (sha256); not restored")
+        if objectops.exists(original):
+            return failed(f"{original} exists; not overwritten (the copy stays at {quarantined})")
+    except objectops.ObjectError as exc:
+        return failed(str(exc))
+    if dry_run:
+        return EntryOutcome(original, quarantined, "would restore")
+    action = objectops.restore(quarantined, original)
+    if not action.done:
+        return failed(str(action.error))
+    return EntryOutcome(original, quarantined, "restored")
 
 
 def _restore_rows(
@@ -132,7 +164,7 @@ def _restore_decisions(
     decisions: Decisions,
     back: Sequence[ManifestEntry],
     moved: Sequence[ManifestEntry],
-    manifest_path: Path,
+    manifest_path: Path | str,
 ) -> None:
     """Restored pairs are no longer "resolved"; each keeper's history says what came back."""
     reopened: dict[str, list[str]] = {}

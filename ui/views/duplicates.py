@@ -148,7 +148,7 @@ def _quarantine(groups: list[DuplicateGroup], folder: str) -> None:
     resolution = resolve(
         runtime.collection().store,
         groups,
-        move_to=Path(folder),
+        move_to=folder if "://" in folder else Path(folder),
         delete_files=False,
         decisions=runtime.decisions(),
     )
