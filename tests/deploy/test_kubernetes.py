@@ -200,3 +200,54 @@ def test_pods_get_settings_lookalike_accepts() -> None:
                 port = container["ports"][0]["containerPort"]
                 assert settings.ui_port == port
                 assert container["readinessProbe"]["httpGet"]["path"] == "/_stcore/health"
+
+
+S3_COMPONENT = K8S / "components" / "s3-photos"
+
+
+def test_the_s3_component_targets_what_the_base_has() -> None:
+    """Its patches name Deployments, containers and the photos volume that exist in the base."""
+    component = yaml.safe_load((S3_COMPONENT / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    for entry in component["patches"]:
+        base = deployments[entry["target"]["name"]]
+        patch = yaml.safe_load(entry["patch"])
+        [patched] = patch["spec"]["template"]["spec"]["containers"]
+        [container] = [c for c in containers(base) if c["name"] == patched["name"]]
+        assert {"mountPath": "/photos", "$patch": "delete"} in patched["volumeMounts"]
+        assert "/photos" in {m["mountPath"] for m in container["volumeMounts"]}
+        assert "photos" in {v["name"] for v in pod_spec(base)["volumes"]}
+
+
+def test_an_overlay_with_the_s3_component_renders_without_the_photos_claim(
+    tmp_path: Path,
+) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (its kustomize renders the overlay)")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base, component = (os.path.relpath(p, overlay) for p in (K8S, S3_COMPONENT))
+    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{component}]\n")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = result.stdout
+    assert "lookalike-photos" not in rendered
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    for doc in docs:
+        validate_kubernetes(doc, OLDEST_KUBERNETES)
+    for name in ("lookalike-worker", "lookalike-ui"):
+        [deployment] = [
+            d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+        ]
+        [container] = containers(deployment)
+        env = {e["name"] for e in container["env"]}
+        assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
+        assert "/photos" not in {m["mountPath"] for m in container["volumeMounts"]}
