@@ -222,3 +222,20 @@ def test_ui_render_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "60 images" in table.row("Collection")["shown"]
     duplicates = table.row("Duplicates")["shown"]
     assert number(duplicates) >= 3, duplicates  # 3 planted groups in 60 images
+
+
+def test_s3_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from bench import s3_ingest
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    assert s3_ingest.main(["--generate", "6", "--repeat", "1", "--no-write"]) == 0
+    out, [table] = printed(capsys, 1)
+    assert table.column("source") == ["local disk", "S3 (moto, 127.0.0.1)"]
+    assert table.column("files") == ["6", "6"]
+    for cell in table.column("images/s"):
+        rate(cell)
+    assert table.row("local disk")["vs local"] == "1.00x"
+    assert "6 generated 640x480" in out
+    assert {k: v for k, v in os.environ.items() if k.startswith("AWS_")} == before
