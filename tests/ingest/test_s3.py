@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +170,37 @@ def test_an_endpoint_unreachable_while_listing_fails_the_command(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot reach object storage for s3://photos/shoot/" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dedup_quarantines_objects_and_undo_puts_them_back(ingest_env: IngestEnv, s3: Any) -> None:
+    uris = good_bucket(s3)
+    copies = {"backup/img00.jpg": 20_000, "backup/img01.jpg": 20_001}  # exact copies of two
+    for key, seed in copies.items():
+        s3.put_object(Bucket="photos", Key=key, Body=jpeg(seed))
+    s3.create_bucket(Bucket="quarantine")
+    ingest_env.start_worker(concurrency=2)
+    summary = ingest_env.ingest_json("s3://photos/", "--wait")
+    assert summary["failed"] == [], summary
+
+    moved = ingest_env.run_cli(
+        "dedup", "--exact-only", "--json", "--keep", "path:/shoot/", "--move-to",
+        "s3://quarantine/run1",
+    )  # fmt: skip
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    result = json.loads(moved.stdout)
+    manifest = str(result["manifest"])
+    assert manifest.startswith("s3://quarantine/run1/.lookalike-manifest-")
+    targets = sorted(a["target"] for a in result["actions"])
+    assert targets == [f"s3://quarantine/run1/photos/{key}" for key in sorted(copies)]
+    assert sorted(stored_paths(ingest_env)) == sorted(uris)
+    listed = s3.list_objects_v2(Bucket="photos", Prefix="backup/").get("Contents", [])
+    assert listed == []
+
+    restored = ingest_env.run_cli("undo", manifest, "--json")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    statuses = [o["status"] for o in json.loads(restored.stdout)["outcomes"]]
+    assert statuses == ["restored", "restored"]
+    for key, seed in copies.items():
+        assert s3.get_object(Bucket="photos", Key=key)["Body"].read() == jpeg(seed)
+    expected = sorted([*uris, *(f"s3://photos/{key}" for key in copies)])
+    assert sorted(stored_paths(ingest_env)) == expected
