@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from services.errors import ConfigError, LookalikeError, StoreError, StoreUnavailableError
+from services.errors import ConfigError, LookalikeError, StoreError
+from services.milvus_errors import is_unimplemented, map_milvus_error
 
 DEFAULT_PREFIX = "lookalike"
 DEFAULT_DATABASE = "default"
@@ -286,21 +287,18 @@ def _mapped(action: str, uri: str) -> Iterator[None]:
                 f"Milvus at {uri} refused to {action}: {exc.message}. LOOKALIKE_MILVUS_TOKEN "
                 "must be an administrator's (root, or a user with the admin role)"
             ) from exc
-        if any(word in text for word in ("unavailable", "connect", "deadline")):
-            raise StoreUnavailableError(
-                f"Milvus at {uri} is unreachable while trying to {action}: {exc.message}"
-            ) from exc
-        raise StoreError(f"Milvus failed to {action}: {exc.message}") from exc
+        raise map_milvus_error(exc, action, uri) from exc
     except Exception as exc:
         # gRPC's own errors, e.g. UNIMPLEMENTED from Milvus Lite, which has no access control.
-        if not type(exc).__module__.startswith("grpc"):
-            raise
-        if "UNIMPLEMENTED" in str(exc):
+        if is_unimplemented(exc):
             raise StoreError(
                 f"the server at {uri} does not implement access control (Milvus Lite?): "
                 "roles need Milvus standalone or distributed"
             ) from exc
-        raise StoreUnavailableError(f"Milvus at {uri} failed to {action}: {exc}") from exc
+        ours = map_milvus_error(exc, action, uri)
+        if ours is exc:
+            raise
+        raise ours from exc
 
 
 def connect(uri: str, token: str, *, timeout: float = 10.0) -> Any:
