@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from services import fileops, objectops
+from services.clip_join import clip_join, normalised
 from services.discovery import RAW_SUFFIXES
 from services.errors import ConfigError
 from services.fileops import FileAction
@@ -55,7 +56,6 @@ VARIANT_NAMES = (
     "mirrored, rotated 180°",
     "mirrored, rotated 270°",
 )
-_CLIP_CHUNK = 1024
 
 
 class Decisions(Protocol):
@@ -299,18 +299,13 @@ def near_links(
 def clip_pairs(
     records: Sequence[ImageRecord], min_cosine: float
 ) -> Iterable[tuple[tuple[int, int], float]]:
-    """Pairs with cosine >= ``min_cosine``, in row chunks: memory O(chunk x N), never N x N."""
-    vectors = np.stack([r.clip for r in records if r.clip is not None]).astype(np.float32)
-    if len(vectors) != len(records):
-        return
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    for start in range(0, len(vectors), _CLIP_CHUNK):
-        sims = vectors[start : start + _CLIP_CHUNK] @ vectors.T
-        rows, cols = np.nonzero(sims >= min_cosine)
-        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
-            i = start + row
-            if i < col:
-                yield (i, col), float(sims[row, col])
+    """Pairs with cosine >= ``min_cosine`` (none unless every record has a CLIP vector): exact
+    for small collections, an approximate join above (services.clip_join)."""
+    if len(records) < 2 or any(r.clip is None for r in records):
+        return iter(())
+    return clip_join(
+        normalised(np.stack([r.clip for r in records if r.clip is not None])), min_cosine
+    )
 
 
 def near_groups(

@@ -239,3 +239,16 @@ def test_s3_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert table.row("local disk")["vs local"] == "1.00x"
     assert "6 generated 640x480" in out
     assert {k: v for k, v in os.environ.items() if k.startswith("AWS_")} == before
+
+
+def test_clip_join_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import clip_join
+
+    assert clip_join.main(["--sizes", "1000", "3000", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    assert table.column("vectors") == ["1,000", "3,000"]
+    for row in table.rows:
+        assert number(row["exact pairs"]) > 0, row
+        assert number(row["brute force"]) > 0 and number(row["IVF join"]) > 0, row
+        assert 0.99 <= number(row["recall"]) <= 1, row
+        assert row["extra"] == "0", row  # every reported pair is checked against the threshold
