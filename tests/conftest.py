@@ -71,3 +71,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server.start()
     yield server
     server.stop()
+
+
+def drop_when_reachable(uri: str, collection: str, attempts: int = 3) -> None:
+    """Drop a test's collection in teardown. pymilvus shares one channel per server across a
+    process; after a long test against another server it can be idle-closed by milvus-lite
+    (GOAWAY "too_many_pings"), and the first call then fails once."""
+    import time
+
+    from services.errors import StoreUnavailableError
+    from services.store import drop_collection
+
+    for attempt in range(attempts):
+        try:
+            drop_collection(uri, collection)
+            return
+        except StoreUnavailableError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)

@@ -17,8 +17,8 @@ import pytest
 
 from cli.stack.redis_server import RedisServer
 from services.schema import SchemaContract
-from services.store import MilvusStore, drop_collection
-from tests.conftest import free_port
+from services.store import MilvusStore
+from tests.conftest import drop_when_reachable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,7 +168,7 @@ def ingest_env(milvus_uri: str, tmp_path: Path) -> Iterator[IngestEnv]:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(5)
     redis.stop()
-    drop_collection(milvus_uri, collection)
+    drop_when_reachable(milvus_uri, collection)
 
 
 WaitFor = Callable[[Callable[[], bool], float], None]

@@ -23,11 +23,10 @@ from streamlit.testing.v1 import AppTest
 from cli.demo import build_demo_collection
 from cli.stack.redis_server import RedisServer
 from services.embed import ClipEmbedder
-from services.errors import StoreUnavailableError
 from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
 from services.schema import SchemaContract
-from services.store import MilvusStore, drop_collection
-from tests.conftest import free_port
+from services.store import MilvusStore
+from tests.conftest import drop_when_reachable, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "ui" / "app.py"
@@ -111,13 +110,7 @@ def ui_stack(
         os.environ.update(saved)
         st.cache_resource.clear()
         redis.stop()
-        try:
-            drop_collection(milvus_uri, collection)
-        except StoreUnavailableError:
-            # pymilvus keeps one channel per server for the whole process; idle through a long
-            # browser test, it was closed by milvus-lite (GOAWAY "too_many_pings" in answer to
-            # its keepalive pings), and the first call after that fails once.
-            drop_collection(milvus_uri, collection)
+        drop_when_reachable(milvus_uri, collection)
 
 
 @contextmanager
