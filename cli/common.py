@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +27,11 @@ from services.pipeline import Failure
 from services.search import SearchResult
 from services.settings import Settings
 from services.store import MilvusStore, stored_contract
+
+# Options that several commands share, declared once.
+RecursiveOption = Annotated[bool, typer.Option(help="Descend into subfolders.")]
+SourceOption = Annotated[str, typer.Option(help="Source label stored with each image.")]
+TagOption = Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")]
 
 console = Console()
 err_console = Console(stderr=True)

@@ -18,7 +18,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cli.common import console, fail, handle_errors, settings_of
+from cli.common import (
+    RecursiveOption,
+    SourceOption,
+    TagOption,
+    console,
+    fail,
+    handle_errors,
+    settings_of,
+)
 from ingest.celery_app import create_app, worker_argv
 from services.ledger import JobLedger, JobProgress
 from services.producer import IngestRequest, Producer
@@ -34,9 +42,9 @@ def ingest(
         list[str] | None,
         typer.Argument(help="Image files or folders, or s3://BUCKET[/PREFIX], to ingest."),
     ] = None,
-    recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
-    source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
-    tag: Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")] = None,
+    recursive: RecursiveOption = True,
+    source: SourceOption = "",
+    tag: TagOption = None,
     wait: Annotated[bool, typer.Option(help="Show progress until the job ends.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary (after the job, with --wait).")

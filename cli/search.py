@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cli.common import console, handle_errors, index_in_process, print_hits, settings_of
+from cli.common import (
+    RecursiveOption,
+    SourceOption,
+    TagOption,
+    console,
+    handle_errors,
+    index_in_process,
+    print_hits,
+    settings_of,
+)
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike, connect
 from services.filters import Condition, parse_where
@@ -21,9 +29,9 @@ from services.search import SearchQuery, search
 def add(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
-    recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
-    source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
-    tag: Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")] = None,
+    recursive: RecursiveOption = True,
+    source: SourceOption = "",
+    tag: TagOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Index images in this process (no queue), exactly as a worker does: decode, hash, embed,
@@ -37,7 +45,7 @@ def add(
         files = [str(f.path) for f in found if f.problem is None]
         failures = [Failure(str(f.path), f.problem) for f in found if f.problem is not None]
         lookalike = connect(settings, uri)
-        with console.status(f"indexing {len(files)} files") if not as_json else _nothing():
+        with console.status(f"indexing {len(files)} files") if not as_json else nullcontext():
             indexed = index_in_process(settings, lookalike, files, source=source, tags=tag or [])
         failures += indexed.failures
         stored, near = indexed.stored, indexed.near
@@ -59,11 +67,6 @@ def add(
     )
     for failure in failures:
         console.print(f"  [red]failed[/] {failure.path}: {failure.error}")
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def search_command(

@@ -18,6 +18,9 @@ from typing import Annotated
 import typer
 
 from cli.common import (
+    RecursiveOption,
+    SourceOption,
+    TagOption,
     console,
     fail,
     handle_errors,
@@ -45,7 +48,7 @@ _POLL_SECONDS = 0.25
 def sync(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to reconcile.")],
-    recursive: Annotated[bool, typer.Option(help="Descend into subfolders.")] = True,
+    recursive: RecursiveOption = True,
     dry_run: Annotated[bool, typer.Option(help="Show what would change; change nothing.")] = False,
     ingest_new: Annotated[
         bool, typer.Option(help="Index files whose content is not stored yet.")
@@ -104,8 +107,8 @@ def watch(
     ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Folders to watch.")],
     recursive: Annotated[bool, typer.Option(help="Watch subfolders too.")] = True,
-    source: Annotated[str, typer.Option(help="Source label stored with each image.")] = "",
-    tag: Annotated[list[str] | None, typer.Option(help="User tag (repeatable).")] = None,
+    source: SourceOption = "",
+    tag: TagOption = None,
 ) -> None:
     """Watch folders until Ctrl-C: enqueue new and changed images for the workers once they
     have not changed for LOOKALIKE_WATCH_QUIET_SECONDS, and take deleted or moved-away files
