@@ -34,6 +34,8 @@ from services.clip_join import clip_join, normalised
 from services.discovery import RAW_SUFFIXES
 from services.errors import ConfigError
 from services.fileops import FileAction
+from services.frame_pairs import FramePairs, describe_rule, frame_pairs
+from services.frames import FRAME_CODES, RULES
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.manifest import ManifestEntry, write_manifest
@@ -83,6 +85,7 @@ class Link:
     hamming: int | None = None
     variant: int = 0
     cosine: float | None = None
+    frame: str = ""  # the frame rule that matched (services.frame_pairs); "" for whole frames
 
     def merged(self, other: Link) -> Link:
         """The stronger evidence of both: the smaller distance, the larger cosine."""
@@ -92,11 +95,13 @@ class Link:
             else self
         )
         cosines = [c for c in (self.cosine, other.cosine) if c is not None]
-        return Link(closer.hamming, closer.variant, max(cosines) if cosines else None)
+        return Link(closer.hamming, closer.variant, max(cosines) if cosines else None, closer.frame)
 
     def describe(self) -> str:
         parts = []
-        if self.hamming is not None:
+        if self.hamming is not None and self.frame:
+            parts.append(f"pHash distance {self.hamming} ({self.frame})")
+        elif self.hamming is not None:
             parts.append(f"pHash distance {self.hamming} ({VARIANT_NAMES[self.variant]})")
         if self.cosine is not None:
             parts.append(f"CLIP cosine {self.cosine:.3f}")
@@ -228,13 +233,41 @@ def _hash_links_from_scan(
     read twice."""
     scan = store.scan_hashes(options.where, keepers=True)
     found = pairs_within(scan.codes, options.max_hamming, variants=scan.variants)
-    involved = sorted(set(found.left.tolist()) | set(found.right.tolist()))
+    framed = (
+        None if scan.frames is None else frame_pairs(scan.codes, scan.frames, options.max_hamming)
+    )
+    involved_rows = set(found.left.tolist()) | set(found.right.tolist())
+    if framed is not None:
+        involved_rows |= set(framed.left.tolist()) | set(framed.right.tolist())
+    involved = sorted(involved_rows)
     position = {row: index for index, row in enumerate(involved)}
     columns = scan.keepers
     assert columns is not None
     codes = scan.codes.tolist()
     records = [columns.record(row, scan.ids[row], codes[row]) for row in involved]
-    return records, _pair_links(found, position), len(scan.ids)
+    links = _pair_links(found, position)
+    if framed is not None:
+        _add_frame_links(links, framed, position)
+    return records, links, len(scan.ids)
+
+
+def _add_frame_links(
+    links: dict[tuple[int, int], Link],
+    framed: FramePairs,
+    position: Mapping[int, int] | None = None,
+) -> None:
+    """Merge the frame-rule pairs into ``links`` (the closer evidence wins)."""
+    labels = [describe_rule(rule) for rule in RULES]
+    for left, right, distance, rule in zip(
+        framed.left.tolist(),
+        framed.right.tolist(),
+        framed.distance.tolist(),
+        framed.rule.tolist(),
+        strict=True,
+    ):
+        key = (left, right) if position is None else (position[left], position[right])
+        link = Link(int(distance), 0, None, labels[rule])
+        links[key] = links[key].merged(link) if key in links else link
 
 
 def _pair_links(
@@ -287,12 +320,22 @@ def near_links(
     if all(len(r.phash_dihedral) == 7 for r in records):
         variants = np.stack([codes_from_bytes(list(r.phash_dihedral)) for r in records])
     links = _pair_links(pairs_within(codes, max_hamming, variants=variants))
+    frames = np.array(
+        [
+            [int.from_bytes(c, "big") for c in (r.frames.content, *r.frames.windows)]
+            if r.frames is not None
+            else [int(code)] * FRAME_CODES
+            for r, code in zip(records, codes.tolist(), strict=True)
+        ],
+        dtype=np.uint64,
+    ).reshape(-1, FRAME_CODES)
+    _add_frame_links(links, frame_pairs(codes, frames, max_hamming))
     if min_cosine is not None:
         for pair, cosine in clip_pairs(records, min_cosine):
             links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
     for pair, link in list(links.items()):
         if link.hamming is not None and link.cosine is None:
-            links[pair] = Link(link.hamming, link.variant, _cosine(records, pair))
+            links[pair] = Link(link.hamming, link.variant, _cosine(records, pair), link.frame)
     return links
 
 

@@ -97,7 +97,13 @@ def ingest_paths(
     ids = [r.id for r in records] + list(replaced.values())
     with locks.content_locks(store.collection, ids):
         stored = {r.id: r for r in store.get([r.id for r in records])}
-        fresh, fresh_variants, exact = _split_fresh(records, outcome.variants, stored)
+        # Each arrival's queries: its pHash flips and turns, then its frame codes (a bordered
+        # arrival's content region, its centred windows: services.frames).
+        queries = [
+            [*variants, *frames]
+            for variants, frames in zip(outcome.variants, outcome.frame_queries, strict=True)
+        ]
+        fresh, fresh_variants, exact = _split_fresh(records, queries, stored)
         matches = find_matches(
             store,
             fresh,

@@ -16,6 +16,7 @@ from pathlib import Path
 from services.decode import LoadedImage, load_image_bytes
 from services.embed import Embedder
 from services.errors import DecodeError
+from services.frames import content_variants, frame_codes
 from services.hashing import hashes_and_variants
 from services.metadata import extract_metadata
 from services.records import ImageRecord
@@ -42,6 +43,9 @@ class BatchOutcome:
     failures: list[Failure]
     # pHashes of each record's flips and rotations (index 0 is the record's own), aligned.
     variants: list[list[bytes]] = field(default_factory=list)
+    # Each record's frame queries (services.frames): its content region's flips and turns where
+    # it has a border, then its centred windows; matched against stored pHashes on arrival.
+    frame_queries: list[list[bytes]] = field(default_factory=list)
 
 
 def draft_size(embedder: Embedder | None) -> tuple[int, int]:
@@ -88,10 +92,13 @@ def analyze_batch(
             log.info("%s (skipped, recorded as failed)", exc)
             failures.append(Failure(str(path), exc.reason))
     vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
-    records, variants = [], []
+    records, variants, frame_queries = [], [], []
     for index, item in enumerate(loaded):
         hashes, item_variants = hashes_and_variants(item.image)
         variants.append(item_variants)
+        frames = frame_codes(item.image)
+        bordered = [] if frames.box.whole else content_variants(item.image, frames)
+        frame_queries.append([*bordered, *frames.windows])
         meta = extract_metadata(item)  # computes the content sha256 once, for the id
         records.append(
             ImageRecord(
@@ -99,6 +106,7 @@ def analyze_batch(
                 path=item.path,
                 phash=hashes.phash,
                 phash_dihedral=tuple(variants[-1][1:]),
+                frames=frames,
                 ahash=hashes.ahash,
                 dhash=hashes.dhash,
                 colorhash=hashes.colorhash,
@@ -117,4 +125,4 @@ def analyze_batch(
                 clip=vectors[index] if vectors is not None else None,
             )
         )
-    return BatchOutcome(records, failures, variants)
+    return BatchOutcome(records, failures, variants, frame_queries)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.frames import FrameCodes
 from services.schema import NO_DISTANCE, PHASH_BITS, UNASSIGNED_CLUSTER
 
 FloatVector = npt.NDArray[np.float32]
@@ -29,6 +30,9 @@ class ImageRecord:
     # pHashes of the image mirrored and rotated (services.hashing.phash_variants order, without
     # the identity): what all-pairs dedup compares against to find flipped and rotated copies.
     phash_dihedral: tuple[builtins.bytes, ...] = ()  # builtins: `bytes` is a field here
+    # The content region's and centred windows' pHashes (services.frames); None where unknown
+    # (a row of schema version 1 that `lookalike migrate` could not read the image of).
+    frames: FrameCodes | None = None
     ahash: str = ""
     dhash: str = ""
     colorhash: str = ""
@@ -101,6 +105,7 @@ def to_row(record: ImageRecord, *, with_clip: bool, max_paths: int) -> dict[str,
         "id": record.id,
         "phash": record.phash,
         "phash_dihedral": "".join(v.hex() for v in record.phash_dihedral),
+        "frame_codes": record.frames.to_hex() if record.frames is not None else "",
         "path": record.path,
         "paths": list(record.all_paths[:max_paths]),
         "path_count": len(record.all_paths),
@@ -151,6 +156,7 @@ def from_row(row: dict[str, Any]) -> ImageRecord:
         paths=tuple(row.get("paths") or ()),
         phash=binary_vector(row.get("phash", b"")),
         phash_dihedral=_split_hashes(str(row.get("phash_dihedral", ""))),
+        frames=FrameCodes.from_hex(str(row.get("frame_codes", ""))),
         width=int(row.get("width", 0)),
         height=int(row.get("height", 0)),
         format=str(row.get("format", "")),

@@ -13,7 +13,7 @@ from typing import Any
 
 from services.errors import QueryError, SchemaMismatchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: frame_codes (docs/schema.md, "Version history")
 PHASH_BITS = 64
 PHASH_BIT_ORDER = (
     "msb-first"  # bit i of imagehash's flattened hash is bit (7 - i % 8) of byte i // 8
@@ -72,6 +72,7 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
 
 SCALAR_FIELDS: tuple[str, ...] = (
     "phash_dihedral",
+    "frame_codes",
     "path",
     "paths",
     "path_count",
@@ -154,7 +155,7 @@ class SchemaContract:
         if self.schema_version != wanted.schema_version:
             problems.append(
                 f"schema version {self.schema_version}, this lookalike writes "
-                f"{wanted.schema_version}"
+                f"{wanted.schema_version} (run `lookalike migrate` to upgrade it in place)"
             )
         if self.clip_model != wanted.clip_model:
             problems.append(f"CLIP model {self.clip_model!r}, configured {wanted.clip_model!r}")

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.errors import CollectionNotFoundError, QueryError, StoreError
+from services.frames import FRAME_CODES, FRAME_HEX_LENGTH
 from services.milvus_errors import is_unimplemented, mapped
 from services.records import FloatVector, ImageRecord, binary_vector, from_row, to_row
 from services.schema import (
@@ -164,10 +165,23 @@ class HashScan:
     codes: npt.NDArray[np.uint64]
     variants: npt.NDArray[np.uint64] | None
     keepers: KeeperColumns | None = None
+    # (N, 4) uint64 frame codes (services.frames: content, windows 90/80/70); a row without
+    # them (not migrated) repeats its pHash, so it still matches by its whole frame.
+    frames: npt.NDArray[np.uint64] | None = None
 
 
 def _codes(packed: list[bytes]) -> npt.NDArray[np.uint64]:
     return np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64)
+
+
+def _frames(texts: list[str], codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """The (n, 4) frame codes of one batch; a row without them gets its pHash four times."""
+    out = np.repeat(codes[:, None], FRAME_CODES, axis=1)
+    rows = [i for i, text in enumerate(texts) if len(text) == FRAME_HEX_LENGTH]
+    if rows:
+        raw = bytes.fromhex("".join(texts[i] for i in rows))
+        out[rows] = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, FRAME_CODES)
+    return out
 
 
 def _variants(texts: list[str]) -> npt.NDArray[np.uint64] | None:
@@ -483,6 +497,7 @@ class MilvusStore:
             "colorhash": 32,
             "dup_of": 64,
             "phash_dihedral": 16 * DIHEDRAL_VARIANTS,
+            "frame_codes": FRAME_HEX_LENGTH,
         }
         for name in SCALAR_FIELDS:
             if name in varchar:
@@ -694,15 +709,19 @@ class MilvusStore:
         ids: list[list[str]] = []
         codes: list[npt.NDArray[np.uint64]] = []
         variants: list[npt.NDArray[np.uint64] | None] = []
+        frames: list[npt.NDArray[np.uint64]] = []
         paths: list[str] = []
         formats: list[str] = []
         sizes: list[npt.NDArray[np.int64]] = []
         stamps: list[npt.NDArray[np.int64]] = []
-        fields = ["id", "phash", "phash_dihedral", *(KEEPER_FIELDS if keepers else ())]
+        fields = [
+            "id", "phash", "phash_dihedral", "frame_codes", *(KEEPER_FIELDS if keepers else ())
+        ]  # fmt: skip
         for batch in self._batches(expr, fields, batch_size):
             ids.append([str(row["id"]) for row in batch])
             codes.append(_codes([binary_vector(row["phash"]) for row in batch]))
             variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
+            frames.append(_frames([str(row.get("frame_codes", "")) for row in batch], codes[-1]))
             if keepers:
                 paths += [str(row["path"]) for row in batch]
                 formats += [sys.intern(str(row["format"])) for row in batch]
@@ -732,6 +751,7 @@ class MilvusStore:
             np.concatenate(codes) if codes else np.zeros(0, dtype=np.uint64),
             np.concatenate(complete) if complete and len(complete) == len(variants) else None,
             columns,
+            np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64),
         )
 
     def search_phash(

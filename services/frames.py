@@ -1,0 +1,255 @@
+"""Codes that survive changes of the frame: borders around the photo, and crops of it.
+
+A pHash is the sign of the lowest DCT frequencies of the *whole frame*, so a copy whose frame
+differs (letterbox or pillarbox bars, a screenshot's window around the photo, a caption bar, a
+crop) hashes far from its original. Two things bring such copies back within a Hamming radius:
+
+- **The content region.** :func:`content_box` peels uniform or flat bands off each side: lines
+  (rows or columns) that are mostly one colour (the bar's), or flat UI (few along-line edges, at
+  most three colours), ending at a straight edge where the content starts. The pHash of that
+  region (``content``) is what a bordered copy shares with its original. JPEG noise does not
+  count as detail (lines are judged on a 256-pixel thumbnail with a tolerance of 14 levels), and
+  a side is only peeled where a straight edge ends the band, so a photo's own plain wall or sky
+  is left alone.
+- **Centred windows** of the content region at 90%, 80% and 70% of each side (``windows``). A
+  centred crop of an image is, up to resampling, one of its windows, and a copy rotated by a few
+  degrees keeps its centre: the windows of the two agree where their whole frames do not.
+
+Which codes are compared with which, and at which radius, is :data:`RULES` (one list, used by
+whole-collection dedup, dedup on arrival and search). Bits are packed as ``services.hashing``
+packs the pHash (msb-first), so every code compares with ``phash`` by Hamming distance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from services.hashing import PHASH_BYTES, phash, phash_variants
+
+WINDOW_SCALES: Final = (0.9, 0.8, 0.7)
+FRAME_CODES: Final = 1 + len(WINDOW_SCALES)  # content, then one window per scale
+FRAME_HEX_LENGTH: Final = FRAME_CODES * PHASH_BYTES * 2
+
+_THUMB_SIDE: Final = 256  # lines are judged on a thumbnail of at most this side
+_MIN_LINES: Final = 8  # an image smaller than this on a side has no border to find
+_MAX_PEEL: Final = 0.35  # at most this fraction of a side is border
+_TOLERANCE: Final = 14.0  # colour difference (max over RGB) still "the same colour"
+_BAR_SHARE: Final = 0.55  # a bar line: this share of its pixels is the bar's colour
+_FLAT_SHARE: Final = 0.9  # a new flat band: this share is the line's own colour
+_EDGE_LEVEL: Final = 8.0  # an along-line step of this many levels is detail
+_FLAT_EDGES: Final = 0.05  # a flat line has under this share of detail pixels
+_UI_EDGES: Final = 0.15  # a UI line (buttons, icons) has under this share ...
+_UI_COLOURS: Final = 3  # ... and this many quantised colours cover _UI_SHARE of it
+_UI_SHARE: Final = 0.9
+_GAP: Final = 3  # lines of something else a band may hold
+_STRAIGHT_EDGE: Final = 10.0  # the content starts where this share of a line ...
+_STRAIGHT_SHARE: Final = 0.5  # ... differs from the band by this many levels
+
+Pixels = npt.NDArray[np.float32]
+
+
+class Code(Enum):
+    """The kinds of 64-bit code an image has; :data:`RULES` pairs them."""
+
+    PHASH = "phash"  # the whole frame (services.hashing), with its 8 flips and turns
+    CONTENT = "content"  # the content region, with its 8 flips and turns
+    WINDOW90 = "window90"
+    WINDOW80 = "window80"
+    WINDOW70 = "window70"
+
+
+WINDOW_CODES: Final = (Code.WINDOW90, Code.WINDOW80, Code.WINDOW70)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Query codes of kind ``query`` (with their flips and turns where ``variants``) match stored
+    codes of kind ``stored`` within ``max_hamming - slack`` bits. Rules apply both ways."""
+
+    query: Code
+    stored: Code
+    slack: int = 0
+    variants: bool = True
+
+    def radius(self, max_hamming: int) -> int:
+        return max(0, max_hamming - self.slack)
+
+
+# Measured on copies of UKBench photos beside other photos of the same objects (docs/benchmarks.md,
+# copy_detection): window against window is where unrelated photos of one scene meet, so it gets
+# 2 bits less (pHash distances are even: one step) and no flips.
+RULES: Final = (
+    Rule(Code.PHASH, Code.PHASH),
+    Rule(Code.CONTENT, Code.CONTENT),
+    Rule(Code.PHASH, Code.CONTENT),
+    *(Rule(Code.CONTENT, window) for window in WINDOW_CODES),
+    *(Rule(window, window, slack=2, variants=False) for window in WINDOW_CODES),
+)
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of the frame as fractions of its width and height."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def whole(self) -> bool:
+        return (self.left, self.top, self.right, self.bottom) == (0.0, 0.0, 1.0, 1.0)
+
+    def crop(self, image: Image.Image) -> Image.Image:
+        if self.whole:
+            return image
+        w, h = image.size
+        box = (round(self.left * w), round(self.top * h), round(self.right * w))
+        return image.crop((*box, max(box[1] + 1, round(self.bottom * h))))
+
+
+WHOLE: Final = Box(0.0, 0.0, 1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class FrameCodes:
+    """An image's frame-change codes: the content region's pHash and its centred windows'."""
+
+    box: Box
+    content: bytes
+    windows: tuple[bytes, ...]  # one per WINDOW_SCALES
+
+    def to_hex(self) -> str:
+        """The stored form (schema field ``frame_codes``): 4 codes of 16 hex digits."""
+        return "".join(code.hex() for code in (self.content, *self.windows))
+
+    @classmethod
+    def from_hex(cls, text: str) -> FrameCodes | None:
+        """Inverse of :meth:`to_hex` (the box is not stored); None for an empty field."""
+        if not text:
+            return None
+        if len(text) != FRAME_HEX_LENGTH:
+            raise ValueError(f"frame_codes is {len(text)} hex digits, expected {FRAME_HEX_LENGTH}")
+        codes = [bytes.fromhex(text[i : i + 16]) for i in range(0, FRAME_HEX_LENGTH, 16)]
+        return cls(WHOLE, codes[0], tuple(codes[1:]))
+
+    def code(self, kind: Code) -> bytes:
+        if kind is Code.CONTENT:
+            return self.content
+        if kind in WINDOW_CODES:
+            return self.windows[WINDOW_CODES.index(kind)]
+        raise ValueError(f"{kind.value} is not a frame code")
+
+
+def frame_codes(image: Image.Image) -> FrameCodes:
+    """The content box of ``image`` and the pHashes of that region and its centred windows."""
+    box = content_box(image)
+    content = box.crop(image)
+    gray = content.convert("L")
+    windows = tuple(phash(_centred(gray, scale)) for scale in WINDOW_SCALES)
+    return FrameCodes(box, phash(gray), windows)
+
+
+def content_variants(image: Image.Image, codes: FrameCodes) -> list[bytes]:
+    """The 8 flips and turns of the content region's pHash (``services.hashing`` order)."""
+    return phash_variants(codes.box.crop(image))
+
+
+def content_box(image: Image.Image) -> Box:
+    """The region of ``image`` inside its borders (:data:`WHOLE` when it has none)."""
+    pixels = _thumbnail(image)
+    height, width = pixels.shape[:2]
+    if min(height, width) < _MIN_LINES:
+        return WHOLE
+    steps = np.abs(np.diff(pixels, axis=1)).max(axis=2)
+    along_rows = np.zeros((height, width), np.bool_)
+    along_rows[:, 1:] = steps >= _EDGE_LEVEL
+    steps = np.abs(np.diff(pixels, axis=0)).max(axis=2)
+    along_columns = np.zeros((height, width), np.bool_)
+    along_columns[1:, :] = steps >= _EDGE_LEVEL
+    top, bottom, left, right = 0, height, 0, width
+    row_limit, column_limit = int(height * _MAX_PEEL), int(width * _MAX_PEEL)
+    for _ in range(2):  # a second pass sees each side without the bars of the others
+        rows, edges = pixels[:, left:right], along_rows[:, left:right]
+        top = max(top, _band_depth(rows, edges, row_limit))
+        bottom = min(bottom, height - _band_depth(rows[::-1], edges[::-1], row_limit))
+        columns = pixels[top:bottom].transpose(1, 0, 2)
+        edges = along_columns[top:bottom].T
+        left = max(left, _band_depth(columns, edges, column_limit))
+        right = min(right, width - _band_depth(columns[::-1], edges[::-1], column_limit))
+    if bottom - top < _MIN_LINES or right - left < _MIN_LINES:
+        return WHOLE
+    return Box(left / width, top / height, right / width, bottom / height)
+
+
+def _thumbnail(image: Image.Image) -> Pixels:
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    scale = _THUMB_SIDE / max(rgb.size)
+    if scale < 1.0:
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BOX)
+    return np.asarray(rgb, dtype=np.float32)
+
+
+def _share_within(line: Pixels, colour: Pixels) -> float:
+    return float((np.abs(line - colour).max(axis=1) <= _TOLERANCE).mean())
+
+
+def _is_ui_line(line: Pixels) -> bool:
+    quantised = (line // 16).astype(np.int32)
+    keys = quantised[:, 0] * 256 + quantised[:, 1] * 16 + quantised[:, 2]
+    counts = np.sort(np.bincount(keys, minlength=4096))[::-1]
+    return int(counts[:_UI_COLOURS].sum()) >= _UI_SHARE * len(keys)
+
+
+def _band_depth(lines: Pixels, edges: npt.NDArray[np.bool_], limit: int) -> int:
+    """How many lines, from the first inward, are border: bands of bar, flat or UI lines that end
+    at a straight edge (0 when none does). ``lines`` is (count, length, 3), ``edges`` marks the
+    detail pixels of each line. A run of up to :data:`_GAP` other lines (the rounded corners of a
+    button, a line of text) does not end a band that goes on after it."""
+    count = len(lines)
+    colour = np.median(lines[0], axis=0)
+    border: list[bool] = []
+    for index in range(min(limit, count - 2)):
+        line = lines[index]
+        detail = float(edges[index].mean())
+        own = np.median(line, axis=0)
+        if _share_within(line, colour) >= _BAR_SHARE:
+            border.append(True)
+        elif detail < _FLAT_EDGES and _share_within(line, own) >= _FLAT_SHARE:
+            colour = own  # a new flat band (a window's title bar, then its background)
+            border.append(True)
+        elif detail < _UI_EDGES and _is_ui_line(line):
+            border.append(True)
+        elif len(border) - _last_true(border) > _GAP:
+            break
+        else:
+            border.append(False)
+    depth = 0
+    for cut in range(1, len(border) + 1):  # the deepest straight edge after a border line
+        if not border[cut - 1]:
+            continue
+        step = np.abs(lines[cut - 1] - lines[cut + 1]).max(axis=1)
+        if float((step > _STRAIGHT_EDGE).mean()) >= _STRAIGHT_SHARE:
+            depth = cut
+    return depth
+
+
+def _last_true(flags: list[bool]) -> int:
+    """One past the index of the last True in ``flags`` (0 when none)."""
+    for index in range(len(flags) - 1, -1, -1):
+        if flags[index]:
+            return index + 1
+    return 0
+
+
+def _centred(image: Image.Image, scale: float) -> Image.Image:
+    w, h = image.size
+    dx, dy = round(w * (1 - scale) / 2), round(h * (1 - scale) / 2)
+    return image.crop((dx, dy, max(dx + 1, w - dx), max(dy + 1, h - dy)))
