@@ -22,10 +22,12 @@ packs the pHash (msb-first), so every code compares with ``phash`` by Hamming di
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
+import numba
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
@@ -36,7 +38,7 @@ WINDOW_SCALES: Final = (0.9, 0.8, 0.7)
 FRAME_CODES: Final = 1 + len(WINDOW_SCALES)  # content, then one window per scale
 FRAME_HEX_LENGTH: Final = FRAME_CODES * PHASH_BYTES * 2
 
-_THUMB_SIDE: Final = 256  # lines are judged on a thumbnail of at most this side
+_THUMB_SIDE: Final = 160  # lines are judged on a thumbnail of at most this side
 _MIN_LINES: Final = 8  # an image smaller than this on a side has no border to find
 _MAX_PEEL: Final = 0.35  # at most this fraction of a side is border
 _TOLERANCE: Final = 14.0  # colour difference (max over RGB) still "the same colour"
@@ -49,9 +51,14 @@ _UI_COLOURS: Final = 3  # ... and this many quantised colours cover _UI_SHARE of
 _UI_SHARE: Final = 0.9
 _GAP: Final = 3  # lines of something else a band may hold
 _STRAIGHT_EDGE: Final = 10.0  # the content starts where this share of a line ...
-_STRAIGHT_SHARE: Final = 0.5  # ... differs from the band by this many levels
+_STRAIGHT_SHARE: Final = 0.6  # ... differs from the band by this many levels
 
 Pixels = npt.NDArray[np.float32]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(func: _F) -> _F:
+    return cast(_F, numba.njit(cache=True, nogil=True)(func))
 
 
 class Code(Enum):
@@ -176,11 +183,12 @@ def content_box(image: Image.Image) -> Box:
     top, bottom, left, right = 0, height, 0, width
     row_limit, column_limit = int(height * _MAX_PEEL), int(width * _MAX_PEEL)
     for _ in range(2):  # a second pass sees each side without the bars of the others
-        rows, edges = pixels[:, left:right], along_rows[:, left:right]
+        rows = np.ascontiguousarray(pixels[:, left:right])
+        edges = np.ascontiguousarray(along_rows[:, left:right])
         top = max(top, _band_depth(rows, edges, row_limit))
         bottom = min(bottom, height - _band_depth(rows[::-1], edges[::-1], row_limit))
-        columns = pixels[top:bottom].transpose(1, 0, 2)
-        edges = along_columns[top:bottom].T
+        columns = np.ascontiguousarray(pixels[top:bottom].transpose(1, 0, 2))
+        edges = np.ascontiguousarray(along_columns[top:bottom].T)
         left = max(left, _band_depth(columns, edges, column_limit))
         right = min(right, width - _band_depth(columns[::-1], edges[::-1], column_limit))
     if bottom - top < _MIN_LINES or right - left < _MIN_LINES:
@@ -197,55 +205,74 @@ def _thumbnail(image: Image.Image) -> Pixels:
     return np.asarray(rgb, dtype=np.float32)
 
 
-def _share_within(line: Pixels, colour: Pixels) -> float:
-    return float((np.abs(line - colour).max(axis=1) <= _TOLERANCE).mean())
+@_jit
+def _share_within(line: Pixels, r: float, g: float, b: float) -> float:
+    close = 0
+    for i in range(line.shape[0]):
+        d = max(abs(line[i, 0] - r), abs(line[i, 1] - g), abs(line[i, 2] - b))
+        if d <= _TOLERANCE:
+            close += 1
+    return close / line.shape[0]
 
 
-def _is_ui_line(line: Pixels) -> bool:
-    quantised = (line // 16).astype(np.int32)
-    keys = quantised[:, 0] * 256 + quantised[:, 1] * 16 + quantised[:, 2]
-    counts = np.sort(np.bincount(keys, minlength=4096))[::-1]
-    return int(counts[:_UI_COLOURS].sum()) >= _UI_SHARE * len(keys)
+@_jit
+def _is_ui_line(line: Pixels, counts: npt.NDArray[np.int64]) -> bool:
+    """At most :data:`_UI_COLOURS` colours (16 levels a channel) cover most of the line."""
+    counts[:] = 0
+    for i in range(line.shape[0]):
+        key = int(line[i, 0]) // 16 * 256 + int(line[i, 1]) // 16 * 16 + int(line[i, 2]) // 16
+        counts[key] += 1
+    top = np.sort(counts)[-_UI_COLOURS:]
+    return top.sum() >= _UI_SHARE * line.shape[0]
 
 
+@_jit
 def _band_depth(lines: Pixels, edges: npt.NDArray[np.bool_], limit: int) -> int:
     """How many lines, from the first inward, are border: bands of bar, flat or UI lines that end
     at a straight edge (0 when none does). ``lines`` is (count, length, 3), ``edges`` marks the
     detail pixels of each line. A run of up to :data:`_GAP` other lines (the rounded corners of a
     button, a line of text) does not end a band that goes on after it."""
-    count = len(lines)
-    colour = np.median(lines[0], axis=0)
-    border: list[bool] = []
-    for index in range(min(limit, count - 2)):
+    span = min(limit, lines.shape[0] - 2)
+    length = lines.shape[1]
+    border = np.zeros(max(span, 0), np.bool_)
+    counts = np.zeros(4096, np.int64)
+    colour = np.empty(3, np.float32)
+    for c in range(3):
+        colour[c] = np.median(lines[0, :, c])
+    own = np.empty(3, np.float32)
+    last = 0  # one past the last border line
+    for index in range(span):
         line = lines[index]
-        detail = float(edges[index].mean())
-        own = np.median(line, axis=0)
-        if _share_within(line, colour) >= _BAR_SHARE:
-            border.append(True)
-        elif detail < _FLAT_EDGES and _share_within(line, own) >= _FLAT_SHARE:
-            colour = own  # a new flat band (a window's title bar, then its background)
-            border.append(True)
-        elif detail < _UI_EDGES and _is_ui_line(line):
-            border.append(True)
-        elif len(border) - _last_true(border) > _GAP:
-            break
+        detail = edges[index].sum() / length
+        if _share_within(line, colour[0], colour[1], colour[2]) >= _BAR_SHARE:
+            border[index] = True
         else:
-            border.append(False)
-    depth = 0
-    for cut in range(1, len(border) + 1):  # the deepest straight edge after a border line
+            for c in range(3):
+                own[c] = np.median(line[:, c])
+            if detail < _FLAT_EDGES and _share_within(line, own[0], own[1], own[2]) >= _FLAT_SHARE:
+                colour[:] = own  # a new flat band (a window's title bar, then its background)
+                border[index] = True
+            elif detail < _UI_EDGES and _is_ui_line(line, counts):
+                border[index] = True
+            elif index - last >= _GAP:
+                break
+        if border[index]:
+            last = index + 1
+    # The deepest straight edge after a border line: line cut - 1 against line cut + 1.
+    for cut in range(last, 0, -1):
         if not border[cut - 1]:
             continue
-        step = np.abs(lines[cut - 1] - lines[cut + 1]).max(axis=1)
-        if float((step > _STRAIGHT_EDGE).mean()) >= _STRAIGHT_SHARE:
-            depth = cut
-    return depth
-
-
-def _last_true(flags: list[bool]) -> int:
-    """One past the index of the last True in ``flags`` (0 when none)."""
-    for index in range(len(flags) - 1, -1, -1):
-        if flags[index]:
-            return index + 1
+        differ = 0
+        for i in range(length):
+            d = max(
+                abs(lines[cut - 1, i, 0] - lines[cut + 1, i, 0]),
+                abs(lines[cut - 1, i, 1] - lines[cut + 1, i, 1]),
+                abs(lines[cut - 1, i, 2] - lines[cut + 1, i, 2]),
+            )
+            if d > _STRAIGHT_EDGE:
+                differ += 1
+        if differ >= _STRAIGHT_SHARE * length:
+            return cut
     return 0
 
 

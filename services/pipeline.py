@@ -25,9 +25,11 @@ from services.sources import Sources
 log = logging.getLogger(__name__)
 
 # JPEGs are decoded at a reduced scale (libjpeg's DCT scaling) that still covers what the signals
-# need: the 32x32 pHash thumbnail, or CLIP's 224x224 crop. A draft changes a pHash by a fraction of
-# a bit on average (docs/benchmarks.md), so stored and query images are decoded the same way.
-HASH_DRAFT_SIZE = (32, 32)
+# need: 128 pixels a side for the hashes (the 32x32 pHash thumbnail of the whole frame and of the
+# windows of the content region, and the border search of services.frames, which a 32-pixel
+# draft leaves too coarse), or CLIP's 224x224 crop. A draft changes a pHash by a fraction of a
+# bit on average (docs/benchmarks.md), so stored and query images are decoded the same way.
+HASH_DRAFT_SIZE = (128, 128)
 CLIP_DRAFT_SIZE = (224, 224)
 
 
