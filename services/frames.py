@@ -212,7 +212,8 @@ def _share_within(line: Pixels, r: float, g: float, b: float) -> float:
         d = max(abs(line[i, 0] - r), abs(line[i, 1] - g), abs(line[i, 2] - b))
         if d <= _TOLERANCE:
             close += 1
-    return close / line.shape[0]
+    share: float = close / line.shape[0]
+    return share
 
 
 @_jit
@@ -222,8 +223,8 @@ def _is_ui_line(line: Pixels, counts: npt.NDArray[np.int64]) -> bool:
     for i in range(line.shape[0]):
         key = int(line[i, 0]) // 16 * 256 + int(line[i, 1]) // 16 * 16 + int(line[i, 2]) // 16
         counts[key] += 1
-    top = np.sort(counts)[-_UI_COLOURS:]
-    return top.sum() >= _UI_SHARE * line.shape[0]
+    covered: int = np.sort(counts)[-_UI_COLOURS:].sum()
+    return covered >= _UI_SHARE * line.shape[0]
 
 
 @_jit
