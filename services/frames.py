@@ -224,7 +224,8 @@ def _is_ui_line(line: Pixels, counts: npt.NDArray[np.int64]) -> bool:
         key = int(line[i, 0]) // 16 * 256 + int(line[i, 1]) // 16 * 16 + int(line[i, 2]) // 16
         counts[key] += 1
     covered: int = np.sort(counts)[-_UI_COLOURS:].sum()
-    return covered >= _UI_SHARE * line.shape[0]
+    wide: bool = covered >= _UI_SHARE * line.shape[0]
+    return wide
 
 
 @_jit
