@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from services import fileops, objectops
+from services.bursts import burst_gap, describe_burst, same_frame
 from services.clip_join import clip_join, normalised
 from services.discovery import RAW_SUFFIXES
 from services.errors import ConfigError
@@ -47,7 +48,7 @@ from services.store import VectorStore
 
 log = logging.getLogger(__name__)
 
-GroupKind = Literal["exact", "near"]
+GroupKind = Literal["exact", "near", "burst"]
 VARIANT_NAMES = (
     "as is",
     "mirrored",
@@ -198,7 +199,15 @@ def find_duplicates(
         }
         shots = {pair for pair in links if is_raw_jpeg_pair(records[pair[0]], records[pair[1]])}
         links = {pair: link for pair, link in links.items() if pair not in shots}
+        bursts = {
+            pair: link
+            for pair, link in links.items()
+            if burst_gap(records[pair[0]], records[pair[1]]) is not None
+            and not same_frame(link.hamming, link.cosine)
+        }
+        links = {pair: link for pair, link in links.items() if pair not in bursts}
         groups += near_groups(records, links, policy)
+        groups += [_as_burst(group, records) for group in near_groups(records, bursts, policy)]
     groups.sort(key=lambda g: (-len(g.members), g.kind, g.keeper.path))
     stats: dict[str, float | int] = {
         "rows": scanned,
@@ -209,8 +218,20 @@ def find_duplicates(
         "duplicates": sum(len(g.duplicates) for g in groups),
         "suppressed_pairs": len(suppressed),
         "raw_jpeg_pairs": len(shots),
+        "burst_groups": sum(1 for g in groups if g.kind == "burst"),
     }
     return DedupReport(groups, stats)
+
+
+def _as_burst(group: DuplicateGroup, records: Sequence[ImageRecord]) -> DuplicateGroup:
+    """A near group of burst pairs, relabelled: its members are shots, each kept."""
+    by_id = {r.id: r for r in records}
+    keeper = by_id[group.keeper.id]
+    members = [
+        replace(m, reason=f"{describe_burst(keeper, by_id[m.id])}; {m.reason}")
+        for m in group.duplicates
+    ]
+    return DuplicateGroup("burst", group.keeper, members)
 
 
 def is_raw_jpeg_pair(a: ImageRecord, b: ImageRecord) -> bool:
@@ -474,6 +495,7 @@ def resolve(
     moved); the other kind, and ``https://`` rows always, are reported "not changed" with why,
     so a mixed group takes one run per kind. A delete removes files and objects alike.
     """
+    groups = [g for g in groups if g.kind != "burst"]  # shots of a burst are never moved
     paths = list(
         dict.fromkeys(m.path for g in groups for m in g.duplicates if m.path != g.keeper.path)
     )

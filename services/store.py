@@ -94,7 +94,10 @@ class PhashHit:
 
 # What a keeper policy looks at (services.keepers.Candidate), read in the same scan as the hashes
 # so that dedup never reads the rows in pairs back one by one.
-KEEPER_FIELDS = ("path", "width", "height", "bytes", "format", "has_exif_date", "exif_ts")
+KEEPER_FIELDS = (
+    "path", "width", "height", "bytes", "format", "has_exif_date", "exif_ts",
+    "camera_make", "camera_model",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,13 @@ class KeeperColumns:
     formats: list[str]
     sizes: npt.NDArray[np.int64]  # (N, 3): width, height, bytes
     exif_ts: npt.NDArray[np.int64]  # -1: no EXIF date
+    cameras: list[str] = field(default_factory=list)  # "make\x00model", interned; "" unknown
 
     def record(self, row: int, content_id: str, code: int) -> ImageRecord:
         """Row ``row`` as a light record: enough for keeper policies and group output."""
         width, height, size = (int(v) for v in self.sizes[row])
         stamp = int(self.exif_ts[row])
+        camera = self.cameras[row] if self.cameras else ""
         return ImageRecord(
             id=content_id,
             path=self.paths[row],
@@ -121,6 +126,8 @@ class KeeperColumns:
             exif_datetime=(
                 datetime.fromtimestamp(stamp, UTC).replace(tzinfo=None) if stamp >= 0 else None
             ),
+            camera_make=camera.partition("\x00")[0] if camera else "",
+            camera_model=camera.partition("\x00")[2] if camera else "",
         )
 
 
@@ -172,6 +179,12 @@ class HashScan:
 
 def _codes(packed: list[bytes]) -> npt.NDArray[np.uint64]:
     return np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64)
+
+
+def _camera(row: dict[str, Any]) -> str:
+    """A row's camera as one interned string (make, NUL, model); "" when EXIF named none."""
+    make, model = str(row.get("camera_make", "")), str(row.get("camera_model", ""))
+    return sys.intern(f"{make}\x00{model}") if make or model else ""
 
 
 def _frames(texts: list[str], codes: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -712,6 +725,7 @@ class MilvusStore:
         frames: list[npt.NDArray[np.uint64]] = []
         paths: list[str] = []
         formats: list[str] = []
+        cameras: list[str] = []
         sizes: list[npt.NDArray[np.int64]] = []
         stamps: list[npt.NDArray[np.int64]] = []
         fields = [
@@ -725,6 +739,7 @@ class MilvusStore:
             if keepers:
                 paths += [str(row["path"]) for row in batch]
                 formats += [sys.intern(str(row["format"])) for row in batch]
+                cameras += [_camera(row) for row in batch]
                 sizes.append(
                     np.array(
                         [(row["width"], row["height"], row["bytes"]) for row in batch],
@@ -744,6 +759,7 @@ class MilvusStore:
                 formats,
                 np.concatenate(sizes) if sizes else np.zeros((0, 3), dtype=np.int64),
                 np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64),
+                cameras,
             )
         complete = [v for v in variants if v is not None]
         return HashScan(

@@ -331,3 +331,76 @@ def test_move_never_escapes_the_quarantine(make_store: StoreFactory, tmp_path: P
     linked.symlink_to(outside, target_is_directory=True)
     [refused] = fileops.move_into([str(library / "a" / "x.jpg")], linked)
     assert refused.error and "symbolic link" in refused.error
+
+
+CAMERA = {"camera_make": "Canon", "camera_model": "EOS R5"}
+
+
+def test_burst_shots_are_their_own_groups_and_never_moved(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store(clip_dim=4)
+    shot = datetime(2024, 5, 4, 10, 0, 0)
+    later = datetime(2024, 5, 4, 10, 0, 3)
+    rows = [
+        # One camera, 3 s apart, 4 bits apart: two shots of a burst, not copies.
+        replace(record("burst1.jpg", BASE, when=shot, pixels=(400, 300)), **CAMERA),
+        replace(record("burst2.jpg", flip(BASE, 1, 2, 3, 4), when=later), **CAMERA),
+        # One camera, a minute apart: copies as before.
+        replace(record("walk1.jpg", FAR, when=shot, pixels=(400, 300)), **CAMERA),
+        replace(
+            record("walk2.jpg", flip(FAR, 5, 6, 7, 8), when=datetime(2024, 5, 4, 10, 1)), **CAMERA
+        ),
+        # One camera, 2 s apart, 2 bits apart: the same frame saved twice stays a duplicate.
+        replace(record("same1.jpg", 0x0F0F_0F0F_0F0F_0F0F, when=shot, pixels=(400, 300)), **CAMERA),
+        replace(record("same2.jpg", flip(0x0F0F_0F0F_0F0F_0F0F, 1, 2), when=later), **CAMERA),
+    ]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rows = [replace(r, path=str(folder / Path(r.path).name)) for r in rows]
+    for row in rows:
+        Path(row.path).write_bytes(row.id.encode())
+    store.upsert(rows)
+    report = find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=4))
+    kinds = sorted((g.kind, *names(g)[:1], *names(g)[1]) for g in report.groups)
+    assert kinds == [
+        ("burst", "burst1.jpg", "burst2.jpg"),
+        ("near", "same1.jpg", "same2.jpg"),
+        ("near", "walk1.jpg", "walk2.jpg"),
+    ]
+    [burst] = [g for g in report.groups if g.kind == "burst"]
+    assert burst.duplicates[0].reason.startswith("burst: shot 3 s from the keeper on Canon EOS R5")
+    assert report.stats["burst_groups"] == 1
+    resolution = resolve(
+        store, report.groups, move_to=tmp_path / "quarantine", delete_files=False, decisions=None
+    )
+    moved = sorted(Path(a.path).name for a in resolution.actions if a.done)
+    assert moved == ["same2.jpg", "walk2.jpg"]
+    assert (folder / "burst1.jpg").exists() and (folder / "burst2.jpg").exists()
+
+
+def test_a_crop_pairs_with_its_original_through_the_frame_codes(make_store: StoreFactory) -> None:
+    from services.frames import WHOLE, FrameCodes
+
+    store = make_store(clip_dim=4)
+    window80 = 0x5A5A_3C3C_0FF0_9669
+    original = replace(
+        record("original.jpg", BASE, pixels=(800, 600)),
+        frames=FrameCodes(WHOLE, code(BASE), (code(FAR), code(window80), code(~FAR & (2**64 - 1)))),
+    )
+    crop_code = flip(window80, 1, 2)
+    crop = replace(
+        record("crop.jpg", crop_code, pixels=(640, 480)),
+        frames=FrameCodes(WHOLE, code(crop_code), (code(1), code(2), code(3))),
+    )
+    store.upsert([original, crop, record("other.jpg", 0x0F0F_0F0F_0F0F_0F0F)])
+    report = find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=8))
+    [group] = report.groups
+    assert names(group) == ("original.jpg", ["crop.jpg"])
+    assert group.duplicates[0].hamming == 2
+    assert "content region against 80% window" in group.duplicates[0].reason
+    # The same pair through the CLIP path (records, not the hash scan).
+    report = find_duplicates(
+        store, parse_policy(["pixels"]), DedupOptions(max_hamming=8, min_cosine=0.9999)
+    )
+    assert [names(g) for g in report.groups] == [("original.jpg", ["crop.jpg"])]
