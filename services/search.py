@@ -19,6 +19,7 @@ from PIL import Image
 from services.embed import Embedder
 from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
+from services.frames import content_variants, frame_codes
 from services.hashing import phash_variants
 from services.records import FloatVector, ImageRecord
 from services.settings import setting_default
@@ -62,6 +63,10 @@ class SearchQuery:
     max_hamming: int | None = DEFAULT_MAX_HAMMING
     top_k: int = 20
     candidate_limit: int = MAX_SEARCH_LIMIT
+    # The Hamming stage also matches the query's frame codes (services.frames: its content
+    # region when it has a border, its centred windows), so that a bordered or larger copy of a
+    # stored image is found; a stored image's own stored frame codes when ``id`` is given.
+    frames: bool = True
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,10 @@ def _query_signals(
         return None, vector, None
     if query.image is not None:
         variants = phash_variants(query.image)
+        if query.frames:
+            codes = frame_codes(query.image)
+            bordered = [] if codes.box.whole else content_variants(query.image, codes)
+            variants += [*bordered, *codes.windows]
         stages["hash_ms"] = _ms(tick)
         vector = None
         if embedder is not None and _store_has_clip(store):
@@ -245,7 +254,11 @@ def _query_signals(
     record = found[0]
     stages["lookup_ms"] = _ms(tick)
     # The stored flips and rotations too (rows written before they were stored have none).
-    return [record.phash, *record.phash_dihedral], record.clip, record.id
+    queries = [record.phash, *record.phash_dihedral]
+    if query.frames and record.frames is not None:
+        stored = (record.frames.content, *record.frames.windows)
+        queries += [c for c in stored if c not in queries]
+    return queries, record.clip, record.id
 
 
 def _store_has_clip(store: VectorStore) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,38 @@ def test_bad_queries_rejected_before_milvus(populated) -> None:  # type: ignore[
         search(store, None, SearchQuery(signals=QuerySignals((b"\0" * 7,), None), max_hamming=3))
     with pytest.raises(QueryError, match="text search needs a CLIP model"):
         search(store, None, SearchQuery(text="a cat"))
+
+
+def test_bordered_and_larger_copies_are_found_by_their_frame_codes(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from services.pipeline import analyze_batch, load_for_signals
+    from testkit.imagegen import sample_photos
+
+    store = make_store(clip_dim=None)
+    photos = sample_photos(("coffee", "chelsea", "rocket", "astronaut"))
+    paths = []
+    for name, photo in photos.items():
+        paths.append(tmp_path / f"{name}.jpg")
+        photo.convert("RGB").save(paths[-1], "JPEG", quality=90)
+    outcome = analyze_batch(paths, None, max_pixels=10**8)
+    store.upsert(outcome.records)
+    coffee = photos["coffee"].convert("RGB")
+    # A letterboxed copy (black bars, 15% of the height each) and a copy with more around it
+    # (the stored image is its centred 80% window: the stored one is a crop of it).
+    bar = round(coffee.height * 0.15)
+    boxed = Image.new("RGB", (coffee.width, coffee.height + 2 * bar))
+    boxed.paste(coffee, (0, bar))
+    wider = coffee.resize((round(coffee.width / 0.8), round(coffee.height / 0.8)))
+    wider.paste(coffee, ((wider.width - coffee.width) // 2, (wider.height - coffee.height) // 2))
+    coffee_id = outcome.records[0].id
+    for number, copy in enumerate((boxed, wider)):
+        path = tmp_path / f"copy{number}.jpg"
+        copy.save(path, "JPEG", quality=85)
+        image = load_for_signals(path, max_pixels=10**8, embedder=None).image
+        found = search(store, None, SearchQuery(image=image, max_hamming=8))
+        assert [hit.id for hit in found.hits] == [coffee_id], number
+        plain = search(store, None, SearchQuery(image=image, max_hamming=8, frames=False))
+        assert coffee_id not in [hit.id for hit in plain.hits], number
