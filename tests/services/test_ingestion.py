@@ -60,3 +60,29 @@ def test_a_repeated_batch_writes_nothing(make_store: StoreFactory, tmp_path: Pat
         store, None, paths[:1], locks=ProcessLocks(), policy=POLICY, max_pixels=10**8, tags=["x"]
     )
     assert tagged.written == 1 and store.get([tagged.records[0].id])[0].tags == ("x",)
+
+
+def test_a_letterboxed_copy_arriving_later_is_matched_to_its_original(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store(clip_dim=None)
+    original = make_photo_like(7, (480, 360))
+    bar = 50
+    boxed = Image.new("RGB", (480, 360 + 2 * bar))
+    boxed.paste(original, (0, bar))
+    original.save(tmp_path / "original.jpg", "JPEG", quality=92)
+    boxed.save(tmp_path / "boxed.jpg", "JPEG", quality=85)
+    # An unrelated photo in the same batch as the copy: it must stay unmatched.
+    make_photo_like(8, (480, 360)).save(tmp_path / "other.jpg", "JPEG", quality=92)
+    ingest_paths(
+        store, None, [tmp_path / "original.jpg"], locks=ProcessLocks(), policy=POLICY,
+        max_pixels=10**8,
+    )  # fmt: skip
+    ingest_paths(
+        store, None, [tmp_path / "boxed.jpg", tmp_path / "other.jpg"], locks=ProcessLocks(),
+        policy=POLICY, max_pixels=10**8,
+    )  # fmt: skip
+    rows = {Path(r.path).name: r for r in store.iterate("")}
+    assert rows["boxed.jpg"].dup_of == rows["original.jpg"].id
+    assert rows["boxed.jpg"].frames is not None and rows["original.jpg"].frames is not None
+    assert rows["other.jpg"].dup_of == ""
