@@ -8,7 +8,7 @@ crop) hashes far from its original. Two things bring such copies back within a H
   (rows or columns) that are mostly one colour (the bar's), or flat UI (few along-line edges, at
   most three colours), ending at a straight edge where the content starts. The pHash of that
   region (``content``) is what a bordered copy shares with its original. JPEG noise does not
-  count as detail (lines are judged on a 256-pixel thumbnail with a tolerance of 14 levels), and
+  count as detail (lines are judged on a 160-pixel thumbnail with a tolerance of 14 levels), and
   a side is only peeled where a straight edge ends the band, so a photo's own plain wall or sky
   is left alone.
 - **Centred windows** of the content region at 90%, 80% and 70% of each side (``windows``). A
@@ -39,6 +39,7 @@ FRAME_CODES: Final = 1 + len(WINDOW_SCALES)  # content, then one window per scal
 FRAME_HEX_LENGTH: Final = FRAME_CODES * PHASH_BYTES * 2
 
 _THUMB_SIDE: Final = 160  # lines are judged on a thumbnail of at most this side
+_WINDOW_SOURCE: Final = 128  # windows are hashed from a thumbnail of at most this side
 _MIN_LINES: Final = 8  # an image smaller than this on a side has no border to find
 _MAX_PEEL: Final = 0.35  # at most this fraction of a side is border
 _TOLERANCE: Final = 14.0  # colour difference (max over RGB) still "the same colour"
@@ -154,13 +155,22 @@ class FrameCodes:
         raise ValueError(f"{kind.value} is not a frame code")
 
 
-def frame_codes(image: Image.Image) -> FrameCodes:
-    """The content box of ``image`` and the pHashes of that region and its centred windows."""
+def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCodes:
+    """The content box of ``image`` and the pHashes of that region and its centred windows.
+
+    ``whole_phash``: the image's own pHash when the caller has it (the content code of an
+    image without a border). Windows are hashed from a gray thumbnail of the content region of
+    at most :data:`_WINDOW_SOURCE` pixels a side: a window's 32x32 pHash thumbnail needs no
+    more, and it spares resampling the whole decode four times."""
     box = content_box(image)
-    content = box.crop(image)
-    gray = content.convert("L")
-    windows = tuple(phash(_centred(gray, scale)) for scale in WINDOW_SCALES)
-    return FrameCodes(box, phash(gray), windows)
+    gray = box.crop(image).convert("L")
+    content = whole_phash if box.whole and whole_phash is not None else phash(gray)
+    scale = _WINDOW_SOURCE / max(gray.size)
+    if scale < 1.0:
+        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+        gray = gray.resize(size, Image.Resampling.BOX)
+    windows = tuple(phash(_centred(gray, share)) for share in WINDOW_SCALES)
+    return FrameCodes(box, content, windows)
 
 
 def content_variants(image: Image.Image, codes: FrameCodes) -> list[bytes]:

@@ -98,7 +98,7 @@ def analyze_batch(
     for index, item in enumerate(loaded):
         hashes, item_variants = hashes_and_variants(item.image)
         variants.append(item_variants)
-        frames = frame_codes(item.image)
+        frames = frame_codes(item.image, hashes.phash)
         bordered = [] if frames.box.whole else content_variants(item.image, frames)
         frame_queries.append([*bordered, *frames.windows])
         meta = extract_metadata(item)  # computes the content sha256 once, for the id
