@@ -310,7 +310,7 @@ def render() -> None:
         counts = view.counts()
         st.markdown(_summary(result, counts))
         st.caption(_describe(result))
-        if (options, policy) != (result.options, result.policy):
+        if (options, policy or DEFAULT_POLICY) != (result.options, result.policy or DEFAULT_POLICY):
             st.caption("The options above differ from the kept result's: Recompute applies them.")
         if not len(view):
             st.info("No duplicates with these options.")
