@@ -6,8 +6,9 @@ recompressed or mirrored copies), or the images of DIR are used as they are. The
 hash-only ingestion does (``analyze_batch``), given synthetic clustered 512-d CLIP-like vectors
 (copies close to their base) and stored in an embedded Milvus Lite server; the indexing is
 recorded in a Redis ledger as one finished job; the collection is clustered (k-means, k=20,
-PCA map) and its map saved, as the Clusters page does. Then every page of ``ui/app.py`` is
-driven with ``streamlit.testing``'s AppTest: the first render (cold: connections, dedup,
+PCA map) and its map saved, as the Clusters page does, and deduplicated with its result kept,
+as ``lookalike dedup`` does. Then every page of ``ui/app.py`` is driven with
+``streamlit.testing``'s AppTest: the first render (cold: connections, the kept dedup result,
 thumbnails), the first render in a new session once those caches are warm, and the median of 5
 re-renders in the same session (what each interaction costs). ``LOOKALIKE_CLIP_MODEL=none``: no
 model is loaded; a stored-image search reranks with the stored vector (the time to embed an
@@ -185,6 +186,28 @@ def index(
     cluster_map.save(report, cluster_map.map_file(home, COLLECTION))
     cluster_s = time.perf_counter() - tick
     return Indexed(store.count(), ids, analyze_s, insert_s, cluster_s)
+
+
+def keep_dedup(store: Any, redis_url: str) -> None:
+    """Run the dedup once and keep its result, as `lookalike dedup` does: the Duplicates page
+    shows the kept result (bench.duplicates_page compares that with a dedup on every render)."""
+    from services.dedup import DedupOptions, find_duplicates
+    from services.keepers import parse_policy
+    from services.kept_dedup import KeptResult, RedisKeptResults
+
+    options = DedupOptions()
+    started = time.perf_counter()
+    report = find_duplicates(store, parse_policy([]), options)
+    result = KeptResult.of(
+        report,
+        collection=store.collection,
+        instance=store.instance,
+        options=options,
+        policy=[],
+        seconds=time.perf_counter() - started,
+        origin="cli",
+    )
+    RedisKeptResults.from_url(redis_url, store.collection).save(result)
 
 
 @contextmanager
@@ -468,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             server.uri, COLLECTION, SchemaContract.current(MODEL, DIM), timeout=600
         )
         indexed = index(store, JobLedger.from_url(redis_url), paths, home, max_pixels=100_000_000)
+        keep_dedup(store, redis_url)
         store.close()
         print(
             f"indexed {indexed.rows} rows: hashing {indexed.analyze_s:.0f} s, "

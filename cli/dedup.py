@@ -60,11 +60,15 @@ def dedup(
 
     By default no file changes. Groups are anchored on their keeper, so unrelated images are
     never chained together; resolved groups and groups marked not-duplicates do not come back.
+    The result is kept in Redis as the collection's last one: the UI's Duplicates page shows it.
     """
+    import time
+
     from services.decisions import RedisDecisions
     from services.dedup import DedupOptions, find_duplicates, resolve
     from services.filters import compile_filter, parse_where
     from services.keepers import parse_policy
+    from services.kept_dedup import KeptResult, RedisKeptResults
 
     settings = settings_of(ctx)
     if delete and not yes:
@@ -78,7 +82,18 @@ def dedup(
         decisions = RedisDecisions.from_url(settings.redis_url, settings.collection)
         radius = settings.dedup_max_hamming if max_hamming is None else max_hamming
         options = DedupOptions(radius, min_cosine, exact_only, expr)
+        started = time.perf_counter()
         report = find_duplicates(store, policy, options, decisions)
+        kept = KeptResult.of(
+            report,
+            collection=store.collection,
+            instance=store.instance,
+            options=options,
+            policy=keep or [],
+            seconds=time.perf_counter() - started,
+            origin="cli",
+        )
+        RedisKeptResults.from_url(settings.redis_url, settings.collection).save(kept)
         resolution = resolve(
             store,
             report.groups,

@@ -69,6 +69,12 @@ class RedisDecisions:
             pipe.rpush(self._log, entry)
             pipe.execute()
 
+    def version(self) -> int:
+        """How many decisions were ever recorded (the log's length): it changes with every
+        decision, so a view with decisions applied is current while this stays the same."""
+        with mapped_redis_errors("read the dedup decisions log"):
+            return int(self._redis.llen(self._log))
+
     def pinned_keepers(self) -> set[str]:
         """Paths an analyst chose as their group's keeper."""
         with mapped_redis_errors("read pinned keepers"):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Literal, Protocol
@@ -49,6 +49,7 @@ from services.store import VectorStore
 log = logging.getLogger(__name__)
 
 GroupKind = Literal["exact", "near", "burst"]
+Progress = Callable[[float, str], None]  # (fraction done, what runs now)
 VARIANT_NAMES = (
     "as is",
     "mirrored",
@@ -168,8 +169,12 @@ def find_duplicates(
     policy: Sequence[Criterion],
     options: DedupOptions,
     decisions: Decisions | None = None,
+    progress: Progress | None = None,
 ) -> DedupReport:
-    """Every duplicate group in the (filtered) collection, largest first."""
+    """Every duplicate group in the (filtered) collection, largest first. ``progress`` hears of
+    each stage as it starts (and of the hash scan batch by batch), as a fraction of the whole."""
+    report = progress or _silent
+    report(0.0, "reading rows stored under several paths")
     with_clip = options.min_cosine is not None and store.has_clip and not options.exact_only
     # One light scan of the collection (no paths arrays: slow in bulk); the few rows stored
     # under several paths are read whole for the exact groups.
@@ -185,13 +190,15 @@ def find_duplicates(
     if not options.exact_only:
         if with_clip:
             # CLIP pairs need every vector: one light scan with vectors.
+            report(_SCAN_START, "reading hashes and CLIP vectors, pairing")
             records = list(
                 store.iterate(options.where, with_vectors=True, light=True, batch_size=4000)
             )
             links = near_links(records, options.max_hamming, options.min_cosine)
             scanned = len(records)
         else:
-            records, links, scanned = _hash_links_from_scan(store, options)
+            records, links, scanned = _hash_links_from_scan(store, options, report)
+        report(_GROUPS_START, "grouping pairs, choosing keepers")
         links = {
             pair: link
             for pair, link in links.items()
@@ -209,6 +216,7 @@ def find_duplicates(
         groups += near_groups(records, links, policy)
         groups += [_as_burst(group, records) for group in near_groups(records, bursts, policy)]
     groups.sort(key=lambda g: (-len(g.members), g.kind, g.keeper.path))
+    report(1.0, f"{len(groups)} groups")
     stats: dict[str, float | int] = {
         "rows": scanned,
         "pairs": len(links),
@@ -246,13 +254,33 @@ def is_raw_jpeg_pair(a: ImageRecord, b: ImageRecord) -> bool:
     )
 
 
+# Where each stage starts, as a fraction of a whole run (a hash-only run of a million rows on
+# Milvus Lite: the scan is about half, the pairing a quarter).
+_SCAN_START, _PAIRS_START, _GROUPS_START = 0.05, 0.55, 0.8
+
+
+def _silent(done: float, stage: str) -> None:
+    """No progress reported."""
+
+
 def _hash_links_from_scan(
-    store: VectorStore, options: DedupOptions
+    store: VectorStore, options: DedupOptions, report: Progress = _silent
 ) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
     """pHash pairs from one scan of ids, hashes and keeper fields (as columns); records are made
     only for the rows in pairs: the whole collection never travels as records, and no row is
     read twice."""
-    scan = store.scan_hashes(options.where, keepers=True)
+    total = store.count(options.where)
+    report(_SCAN_START, f"reading the hashes of {total:,} rows")
+
+    def scanned(rows: int) -> None:
+        share = min(1.0, rows / total) if total else 1.0
+        report(
+            _SCAN_START + share * (_PAIRS_START - _SCAN_START),
+            f"reading the hashes: {rows:,} of {total:,} rows",
+        )
+
+    scan = store.scan_hashes(options.where, keepers=True, progress=scanned)
+    report(_PAIRS_START, f"pairing {len(scan.ids):,} hashes within radius {options.max_hamming}")
     found = pairs_within(scan.codes, options.max_hamming, variants=scan.variants)
     framed = (
         None if scan.frames is None else frame_pairs(scan.codes, scan.frames, options.max_hamming)

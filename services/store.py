@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -248,7 +248,12 @@ class VectorStore(Protocol):
         light: bool = False,
     ) -> Iterator[ImageRecord]: ...
     def scan_hashes(
-        self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
+        self,
+        expr: str = "",
+        *,
+        batch_size: int = 16384,
+        keepers: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> HashScan: ...
     def search_phash(
         self,
@@ -714,11 +719,17 @@ class MilvusStore:
             iterator.close()
 
     def scan_hashes(
-        self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
+        self,
+        expr: str = "",
+        *,
+        batch_size: int = 16384,
+        keepers: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> HashScan:
         """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
         that all-pairs dedup needs, as compact arrays (32 + 64 bytes a row), each batch packed
-        as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns."""
+        as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns.
+        ``progress``: called with the rows read so far after each batch."""
         ids: list[list[str]] = []
         codes: list[npt.NDArray[np.uint64]] = []
         variants: list[npt.NDArray[np.uint64] | None] = []
@@ -752,6 +763,8 @@ class MilvusStore:
                         dtype=np.int64,
                     )
                 )
+            if progress is not None:
+                progress(sum(len(part) for part in ids))
         columns = None
         if keepers:
             columns = KeeperColumns(

@@ -17,6 +17,7 @@ import streamlit as st
 from services.decisions import RedisDecisions
 from services.embed import Embedder, create_embedder
 from services.errors import LookalikeError, ModelError, StoreError
+from services.kept_dedup import RedisKeptResults
 from services.ledger import JobLedger
 from services.schema import SchemaContract
 from services.settings import Settings
@@ -91,6 +92,13 @@ def ledger() -> JobLedger:
 def decisions() -> RedisDecisions:
     config = settings()
     return RedisDecisions.from_url(config.redis_url, config.collection)
+
+
+@st.cache_resource(show_spinner=False)
+def kept_results() -> RedisKeptResults:
+    """Where the last dedup result is kept (Redis: every UI replica and the CLI share it)."""
+    config = settings()
+    return RedisKeptResults.from_url(config.redis_url, config.collection)
 
 
 @st.cache_resource(show_spinner=False)

@@ -224,6 +224,26 @@ def test_ui_render_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert number(duplicates) >= 3, duplicates  # 3 planted groups in 60 images
 
 
+def test_duplicates_page_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import duplicates_page
+
+    argv = ["--rows", "1000", "2000", "--old-up-to", "1000", "--no-write"]
+    assert duplicates_page.main(argv) == 0  # both pages show every group of the dedup
+    _, [table] = printed(capsys, 1)
+    assert table.column("rows") == ["1,000", "2,000"]
+    for row in table.rows:
+        assert (
+            number(row["groups (shown: kept / before)"]) >= int(row["rows"].replace(",", "")) / 50
+        )
+    assert (
+        "projected" in table.row("2,000")["before: first render of every session (dedup on render)"]
+    )
+    assert (
+        "projected"
+        not in table.row("1,000")["before: first render of every session (dedup on render)"]
+    )
+
+
 def test_s3_ingest_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     import os
 

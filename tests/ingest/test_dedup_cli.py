@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from services.decisions import RedisDecisions
+from services.kept_dedup import KeptResult, RedisKeptResults
 from tests.ingest.conftest import IngestEnv
 from tests.ingest.images import copy_exact, photo_folder
 
@@ -20,6 +21,22 @@ def _groups(env: IngestEnv, *args: str) -> list[dict[str, object]]:
     assert result.returncode == 0, result.stdout + result.stderr
     groups: list[dict[str, object]] = json.loads(result.stdout)["groups"]
     return groups
+
+
+def _kept(env: IngestEnv) -> KeptResult:
+    from services.store import MilvusStore, stored_contract
+
+    contract = stored_contract(env.milvus_uri, env.collection)
+    assert contract is not None
+    store = MilvusStore.connect(env.milvus_uri, env.collection, contract)
+    try:
+        kept = RedisKeptResults.from_url(env.env["LOOKALIKE_REDIS_URL"], env.collection).load(
+            store.instance
+        )
+    finally:
+        store.close()
+    assert kept is not None
+    return kept
 
 
 def _names(group: dict[str, object]) -> tuple[str, list[str]]:
@@ -45,6 +62,11 @@ def test_dedup_finds_exact_flipped_and_rotated_copies(
     ingest_env.ingest_json(str(library), "--wait")
 
     groups = _groups(ingest_env)
+    # The run is kept in Redis for the Duplicates page: the same groups, with what it ran with.
+    kept = _kept(ingest_env)
+    assert [g.to_dict() for g in kept.decided(set(), set()).groups()] == groups
+    assert kept.origin == "cli" and kept.policy == ("path:/photo_", "pixels")
+    assert kept.options.max_hamming == 8 and kept.options.min_cosine is None
     found = sorted(_names(g) for g in groups)
     assert found == sorted(
         [

@@ -80,6 +80,7 @@ def test_browser_searches_opens_duplicates_and_a_cluster(
 
     # Duplicates: the astronaut group, keeper first, its mirrored copy among the duplicates.
     page.goto(f"{ui_url}/duplicates")
+    page.get_by_role("button", name=re.compile("^(Find duplicates|Recompute)$")).click()
     page.get_by_text(re.compile(r"^12 groups")).first.wait_for()
     page.get_by_text(re.compile(r"^Group 10 ·")).first.wait_for()
     page.get_by_text("★ KEEP").nth(9).wait_for()
