@@ -180,6 +180,15 @@ def _variants(texts: list[str]) -> npt.NDArray[np.uint64] | None:
 
 
 @dataclass(frozen=True)
+class CodeScan:
+    """Every row's id and its 64-bit codes by field name, aligned: ``codes[field]`` is (N,)
+    uint64 (the big-endian bytes of a BINARY_VECTOR as one integer)."""
+
+    ids: list[str]
+    codes: dict[str, npt.NDArray[np.uint64]]
+
+
+@dataclass(frozen=True)
 class ClipHit:
     record: ImageRecord
     cosine: float
@@ -223,6 +232,7 @@ class VectorStore(Protocol):
     def scan_hashes(
         self, expr: str = "", *, batch_size: int = 16384, keepers: bool = False
     ) -> HashScan: ...
+    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan: ...
     def search_phash(
         self,
         variants: Sequence[bytes],
@@ -732,6 +742,23 @@ class MilvusStore:
             np.concatenate(codes) if codes else np.zeros(0, dtype=np.uint64),
             np.concatenate(complete) if complete and len(complete) == len(variants) else None,
             columns,
+        )
+
+    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
+        """Ids and 64-bit binary codes (BINARY_VECTOR ``fields``) of every row: the bulk read
+        that builds an in-process code index (8 bytes a code, packed as each batch arrives)."""
+        ids: list[str] = []
+        codes: dict[str, list[npt.NDArray[np.uint64]]] = {name: [] for name in fields}
+        for batch in self._batches("", ["id", *fields], batch_size):
+            ids += [str(row["id"]) for row in batch]
+            for name in fields:
+                codes[name].append(_codes([binary_vector(row[name]) for row in batch]))
+        return CodeScan(
+            ids,
+            {
+                name: np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+                for name, parts in codes.items()
+            },
         )
 
     def search_phash(
