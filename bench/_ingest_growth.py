@@ -24,10 +24,12 @@ import redis
 
 from bench import _report
 from bench.ingest_speed import Bench, Config
+from services.arrival import find_matches
 from services.arrival_index import ArrivalIndex
 from services.code_feed import RedisCodeFeed
-from services.code_index import phash_kind
+from services.code_index import StoredCodes, phash_kind
 from services.ledger import files_cache_name
+from services.pipeline import BatchOutcome, analyze_batch
 from services.records import ImageRecord, to_row
 from services.schema import MAX_PATHS, SchemaContract
 from services.store import MilvusStore
@@ -39,6 +41,8 @@ SHARE_TARGET = 0.8  # rate into 1M rows / rate into an empty collection
 RATE_TARGET = 400.0  # images/s into 1M rows, hash-only, 2 cores
 _FILL_CHUNK = 2000
 _WARMUP_FILES = 64
+_STAGE_FILES = 256
+_INDEX_ONLY_SIZES = (1_000_000,)
 
 
 @dataclass(frozen=True)
@@ -96,19 +100,61 @@ def forget_job(bench: Bench, store: MilvusStore, files: Sequence[Path]) -> None:
     client.delete(files_cache_name(store.collection, store.instance))
 
 
-def index_load_seconds(store: MilvusStore, redis_url: str) -> float:
+def index_load(store: MilvusStore, redis_url: str) -> tuple[float, ArrivalIndex]:
     index = ArrivalIndex(
         store, RedisCodeFeed.from_url(redis_url, store.collection, store.instance), [phash_kind(8)]
     )
     started = time.perf_counter()
     index.rebuild()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, index
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Milliseconds per batch of the Hamming stage of ``find_matches`` alone, in this process."""
+
+    size: int
+    milvus_ms: float | None  # Milvus range search over the variants
+    memory_ms: float  # index refresh and search, then the candidates confirmed by id in Milvus
+
+
+def arrival_batches(files: Sequence[Path], batch_size: int) -> list[BatchOutcome]:
+    chosen = files[:_STAGE_FILES]
+    return [
+        analyze_batch(chosen[start : start + batch_size], None, max_pixels=10**8)
+        for start in range(0, len(chosen), batch_size)
+    ]
+
+
+def stage_ms(store: MilvusStore, index: ArrivalIndex | None, batches: list[BatchOutcome]) -> float:
+    find_matches(store, batches[0].records, batches[0].variants, max_hamming=8, min_cosine=1.0,
+                 index=index)  # fmt: skip
+    started = time.perf_counter()
+    for batch in batches:
+        find_matches(store, batch.records, batch.variants, max_hamming=8, min_cosine=1.0,
+                     index=index)  # fmt: skip
+    return 1000 * (time.perf_counter() - started) / len(batches)
+
+
+def index_only_ms(size: int, batches: list[BatchOutcome]) -> float:
+    """The in-process index alone over ``size`` synthetic codes (no Milvus)."""
+    rng = np.random.default_rng(size)
+    codes = StoredCodes([phash_kind(8)])
+    ids = [f"{i:064x}" for i in range(size)]
+    values = rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True)
+    codes.add("phash", ids, values)
+    codes.near(batches[0].records, batches[0].variants)
+    started = time.perf_counter()
+    for batch in batches:
+        codes.near(batch.records, batch.variants)
+    return 1000 * (time.perf_counter() - started) / len(batches)
 
 
 def run(
     bench: Bench, files: Sequence[Path], sizes: Sequence[int], batch_size: int, concurrency: int
-) -> tuple[list[Point], dict[int, float], dict[int, float]]:
-    """Every (size, design) point, the seconds each fill step took and each index load."""
+) -> tuple[list[Point], dict[int, float], dict[int, float], list[Stage]]:
+    """Every (size, design) point, the seconds each fill step took and each index load, and
+    the cost of the Hamming stage per batch at each size."""
     collection = "bench_growth"
     store = MilvusStore.connect(
         f"http://127.0.0.1:{bench.milvus_port}", collection, SchemaContract.current(None, None)
@@ -116,13 +162,17 @@ def run(
     points: list[Point] = []
     fills: dict[int, float] = {}
     loads: dict[int, float] = {}
+    stages: list[Stage] = []
     have = 0
     warm = list(files[:_WARMUP_FILES])
+    batches = arrival_batches(files, batch_size)
     for size in sizes:
         fills[size] = fill(store, have, size)
         have = size
-        loads[size] = index_load_seconds(store, bench.redis_url)
+        loads[size], index = index_load(store, bench.redis_url)
+        stages.append(Stage(size, stage_ms(store, None, batches), stage_ms(store, index, batches)))
         print(f"{size} rows: filled in {fills[size]:.0f} s, index load {loads[size]:.1f} s")
+        print(stages[-1], flush=True)
         warmups: dict[str, float] = {}
         for design in DESIGNS:
             config = Config(f"hash-only {design}", False, concurrency, batch_size)
@@ -138,11 +188,16 @@ def run(
             print(points[-1], flush=True)
     store.drop()
     store.close()
-    return points, fills, loads
+    for size in _INDEX_ONLY_SIZES:
+        if size > max(sizes):
+            stages.append(Stage(size, None, index_only_ms(size, batches)))
+            print(stages[-1], flush=True)
+    return points, fills, loads, stages
 
 
 def body(
     points: Sequence[Point],
+    stages: Sequence[Stage],
     fills: dict[int, float],
     loads: dict[int, float],
     source: str,
@@ -193,6 +248,23 @@ def body(
         + _report.markdown_table(header, rows)
         + "\n\n"
         + "\n".join(f"- {fact}" for fact in facts)
+        + "\n\n"
+        + f"The Hamming stage of arrival alone, per batch of {batch_size} photos (their 8 "
+        f"variants each; the first {_STAGE_FILES} files), in this process:\n\n"
+        + _report.markdown_table(
+            ["stored rows", "milvus: range search (ms)", "memory: index + confirm by id (ms)"],
+            [
+                [
+                    f"{st.size:,}",
+                    "-" if st.milvus_ms is None else f"{st.milvus_ms:.1f}",
+                    f"{st.memory_ms:.1f}"
+                    + (
+                        " (index alone, synthetic codes, no Milvus)" if st.milvus_ms is None else ""
+                    ),
+                ]
+                for st in stages
+            ],
+        )
         + "\n\n"
         + write_png(points)
         + "\n"

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.code_feed import FeedRead
-from services.code_index import CodeHit, CodeKind, StoredCodes, stored_codes
+from services.code_index import CodeHit, CodeKind, StoredCodes, stored_codes, warm_up
 from services.records import ImageRecord
 from services.store import VectorStore
 
@@ -54,6 +54,7 @@ class ArrivalIndex:
     def rebuild(self) -> None:
         """Load every stored code from the store (the feed's position taken first)."""
         started = time.perf_counter()
+        warm_up()
         position = self._feed.position()
         scan = self._store.scan_codes([kind.name for kind in self.kinds])
         codes = StoredCodes(self.kinds)

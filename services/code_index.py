@@ -206,6 +206,13 @@ def _search_segment(segment: _Segment, queries: I64, radius: int) -> tuple[I64, 
         capacity = found
 
 
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels now, not in the first batch that needs
+    them: a worker whose collection is small uses only the brute-force tail at first."""
+    codes = np.arange(4, dtype=np.int64)
+    _search_segment(_build(np.arange(4, dtype=np.int64), codes, 1), codes, 1)
+
+
 # --- one kind: three tiers --------------------------------------------------------------------
 
 
