@@ -100,6 +100,8 @@ def ingest_paths(
         if previous and previous.get(r.path) and previous[r.path] != r.id
     }
     ids = [r.id for r in records] + list(replaced.values())
+    if index is not None:
+        index.refresh()  # a first load can take minutes: not under the short content locks
     with locks.content_locks(store.collection, ids):
         stored = {r.id: r for r in store.get([r.id for r in records])}
         fresh, fresh_variants, exact = _split_fresh(records, outcome.variants, stored)
