@@ -192,17 +192,26 @@ class Bench:
         with stack:
             yield stack
 
-    def ingest(self, settings: Settings, stack: Stack, files: Sequence[Path] | None = None) -> Run:
-        """One timed job into a fresh collection; returns its wall time and CPU shares."""
+    def ingest(
+        self,
+        settings: Settings,
+        stack: Stack,
+        files: Sequence[Path] | None = None,
+        *,
+        collection: str | None = None,
+        stored: int = 0,
+    ) -> Run:
+        """One timed job into a fresh collection (or ``collection``, holding ``stored`` rows
+        none of the files' contents); returns its wall time and CPU shares."""
         self.runs += 1
-        collection = f"bench_{self.runs:03d}"
+        collection = collection or f"bench_{self.runs:03d}"
         clip = None if settings.hash_only else (settings.clip_model, CLIP_DIM)
         contract = SchemaContract.current(*(clip or (None, None)))
         from services.store import MilvusStore
 
         store = MilvusStore.connect(settings.effective_milvus_uri, collection, contract)
         roots = self.roots if files is None else tuple(str(p) for p in files)
-        expected = self.distinct if files is None else distinct_contents(files)
+        expected = stored + (self.distinct if files is None else distinct_contents(files))
         ledger = JobLedger.from_url(settings.redis_url)
         app = create_app(settings)
         producer = Producer(settings, ledger, app, settings.effective_milvus_uri)
@@ -387,7 +396,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-imagededup", action="store_true", help="skip imagededup's rows")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
+    parser.add_argument(
+        "--growth",
+        action="store_true",
+        help="only the growth curve: hash-only ingest into a collection of each --growth-sizes "
+        "rows, old arrival design (milvus) against new (memory), side by side",
+    )
+    parser.add_argument(
+        "--growth-sizes",
+        default="0,10000,100000,1000000",
+        help="stored rows (synthetic) before each measured job, comma-separated, ascending",
+    )
     args = parser.parse_args(argv)
+    if args.growth:
+        return growth(args.images, args.limit, [int(s) for s in args.growth_sizes.split(",")],
+                      write=not args.no_write)  # fmt: skip
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ingest-speed-") as tmp:
@@ -464,6 +487,37 @@ def main(argv: list[str] | None = None) -> int:
             packages=["pillow", "pymilvus", "milvus-lite", "celery", "redis", "torch",
                       "imagededup"],
         )  # fmt: skip
+    return 0
+
+
+def growth(images: Path | None, limit: int | None, sizes: list[int], *, write: bool) -> int:
+    """The growth curve (bench/_ingest_growth.py): its table and PNG into docs/benchmarks.md."""
+    from bench import _ingest_growth
+
+    if sizes != sorted(sizes):
+        raise SystemExit(f"--growth-sizes must be ascending, got {sizes}")
+    load_before = os.getloadavg()[0]
+    concurrency, batch_size = 2, 32
+    with tempfile.TemporaryDirectory(prefix="ingest-growth-") as tmp:
+        scratch = Path(tmp)
+        files, source = image_files(images, limit, scratch)
+        whole = limit is None and images is not None and images.is_dir()
+        roots = (str(images),) if whole else tuple(str(p) for p in files)
+        with Bench(scratch / "home", files, roots) as bench:
+            points, fills, loads, stages = _ingest_growth.run(
+                bench, files, sizes, batch_size, concurrency
+            )
+    load = (load_before, os.getloadavg()[0])
+    body = _ingest_growth.body(points, stages, fills, loads, source, load, concurrency, batch_size)
+    print(body)
+    if write:
+        _report.write_section(
+            "ingest_growth",
+            "Ingest throughput as the collection grows",
+            body,
+            packages=["pymilvus", "milvus-lite", "celery", "redis", "numba", "numpy"],
+            module="ingest_speed",
+        )
     return 0
 
 

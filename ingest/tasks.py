@@ -20,6 +20,9 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from services.app import connect
+from services.arrival_index import ArrivalIndex
+from services.code_feed import RedisCodeFeed
+from services.code_index import phash_kind
 from services.embed import Embedder, create_embedder
 from services.errors import (
     CollectionNotFoundError,
@@ -59,6 +62,7 @@ class WorkerContext:
     embedder: Embedder | None
     stores: dict[str, MilvusStore] = field(default_factory=dict)
     sources: Sources = field(default_factory=Sources)
+    indexes: dict[str, ArrivalIndex] = field(default_factory=dict)
 
     def store(self, collection: str) -> MilvusStore:
         if collection not in self.stores:
@@ -74,6 +78,24 @@ class WorkerContext:
                 )
             self.stores[collection] = lookalike.store
         return self.stores[collection]
+
+    def index(self, collection: str) -> ArrivalIndex | None:
+        """This process's index of the codes stored in ``collection`` (loaded from Milvus on
+        first use, then kept in step through the Redis feed); None with ``arrival_index=milvus``."""
+        if self.settings.arrival_index == "milvus":
+            return None
+        store = self.store(collection)
+        current = self.indexes.get(collection)
+        if current is None or current.instance != store.instance:
+            feed = RedisCodeFeed.from_url(self.settings.redis_url, collection, store.instance)
+            kinds = [phash_kind(self.settings.dup_max_hamming)]
+            self.indexes[collection] = current = ArrivalIndex(store, feed, kinds)
+        return current
+
+    def forget(self, collection: str) -> None:
+        """The collection was dropped since it was opened: open it (and index it) anew."""
+        self.stores.pop(collection, None)
+        self.indexes.pop(collection, None)
 
 
 _context: WorkerContext | None = None
@@ -143,7 +165,7 @@ def register(app: Celery) -> None:
             # Every way out of a batch is a retry or its files recorded: none may vanish.
             _forget_delivery(ctx, job_id, batch_id)
             if isinstance(exc, CollectionNotFoundError):
-                ctx.stores.pop(collection, None)  # dropped since it was opened: open it anew
+                ctx.forget(collection)  # dropped since it was opened: open it anew
             transient = isinstance(
                 exc,
                 StoreUnavailableError
@@ -209,6 +231,7 @@ def run_batch(
         tags=tags,
         sources=ctx.sources,
         previous=previous,
+        index=ctx.index(collection),
     )
     ctx.ledger.record_batch(
         job_id,

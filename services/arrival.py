@@ -1,8 +1,13 @@
 """Dedup on arrival: the best duplicate match of each new image among what is already stored.
 
-Each arriving image is compared with the stored collection (a Hamming range search over its pHash
-flips and rotations; a CLIP cosine search when vectors exist) and with the images that arrive in
+Each arriving image is compared with the stored collection (its pHash flips and rotations within
+a Hamming radius; a CLIP cosine search when vectors exist) and with the images that arrive in
 the same batch, so a duplicate is known the moment it lands, without a rescan.
+
+The Hamming stage asks an in-process :class:`~services.arrival_index.ArrivalIndex` when one is
+given (a worker's; no scan of the collection), and confirms its candidates by id in Milvus, one
+read per batch; without one it is a Milvus range search per batch (which scans every row on
+Milvus Lite).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from services.arrival_index import ArrivalIndex
 from services.hashing import hamming
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
@@ -38,31 +44,91 @@ def find_matches(
     *,
     max_hamming: int,
     min_cosine: float,
+    index: ArrivalIndex | None = None,
 ) -> list[Match | None]:
-    """For each record, its best near-duplicate (another content) in the store or the batch."""
+    """For each record, its best near-duplicate (another content) in the store or the batch.
+
+    ``index``: the stored codes to look in (its kinds' radii apply), else a Milvus search."""
     if not records:
         return []
     best: list[Match | None] = [None] * len(records)
-    groups = store.search_phash_groups(variants, max_hamming, "", _CANDIDATES + 1)
-    for index, (record, hits) in enumerate(zip(records, groups, strict=True)):
-        for hit in hits:
-            if hit.record.id != record.id:
-                cosine = _cosine(record, hit.record)
-                best[index] = _better(best[index], Match(hit.record.id, hit.hamming, cosine))
-                break
+    by_hash = (
+        _search_hashes(store, records, variants, max_hamming)
+        if index is None
+        else _indexed_hashes(store, index, records, variants)
+    )
+    for position, match in enumerate(by_hash):
+        if match is not None:
+            best[position] = _better(best[position], match)
     if store.has_clip and all(r.clip is not None for r in records):
         vectors = [r.clip for r in records if r.clip is not None]
         clip_groups = store.search_clip_many(vectors, "", _CANDIDATES + 1)
-        for index, clip_hits in enumerate(clip_groups):
+        for position, clip_hits in enumerate(clip_groups):
             for clip_hit in clip_hits:
-                if clip_hit.record.id != records[index].id and clip_hit.cosine >= min_cosine:
+                if clip_hit.record.id != records[position].id and clip_hit.cosine >= min_cosine:
                     candidate = Match(clip_hit.record.id, NO_DISTANCE, clip_hit.cosine)
-                    best[index] = _better(best[index], candidate)
+                    best[position] = _better(best[position], candidate)
                     break
-    for index, match in enumerate(_within_batch(records, variants, max_hamming, min_cosine)):
+    for position, match in enumerate(_within_batch(records, variants, max_hamming, min_cosine)):
         if match is not None:
-            best[index] = _better(best[index], match)
+            best[position] = _better(best[position], match)
     return best
+
+
+def _search_hashes(
+    store: VectorStore,
+    records: Sequence[ImageRecord],
+    variants: Sequence[Sequence[bytes]],
+    max_hamming: int,
+) -> list[Match | None]:
+    """The nearest stored row of each record by a Milvus range search over its variants."""
+    found: list[Match | None] = [None] * len(records)
+    groups = store.search_phash_groups(variants, max_hamming, "", _CANDIDATES + 1)
+    for position, (record, hits) in enumerate(zip(records, groups, strict=True)):
+        for hit in hits:
+            if hit.record.id != record.id:
+                cosine = _cosine(record, hit.record)
+                found[position] = Match(hit.record.id, hit.hamming, cosine)
+                break
+    return found
+
+
+def _indexed_hashes(
+    store: VectorStore,
+    index: ArrivalIndex,
+    records: Sequence[ImageRecord],
+    variants: Sequence[Sequence[bytes]],
+) -> list[Match | None]:
+    """The nearest stored row of each record by the index, each confirmed in the store: a row
+    deleted behind the index's back is forgotten and the next candidate taken."""
+    index.refresh()
+    candidates = [
+        [hit for hit in hits if hit.id != record.id]
+        for record, hits in zip(records, index.near(records, variants), strict=True)
+    ]
+    found: list[Match | None] = [None] * len(records)
+    tried = 0
+    while True:
+        # The first _CANDIDATES untried hits of each record still without a match: one read.
+        wanted = {
+            hit.id
+            for position, hits in enumerate(candidates)
+            if found[position] is None
+            for hit in hits[tried : tried + _CANDIDATES]
+        }
+        if not wanted:
+            return found
+        rows = {r.id: r for r in store.get(sorted(wanted), with_vectors=True, light=True)}
+        index.forget(sorted(wanted - rows.keys()))
+        for position, hits in enumerate(candidates):
+            if found[position] is not None:
+                continue
+            for hit in hits[tried : tried + _CANDIDATES]:
+                if hit.id in rows:
+                    cosine = _cosine(records[position], rows[hit.id])
+                    found[position] = Match(hit.id, hit.distance, cosine)
+                    break
+        tried += _CANDIDATES
 
 
 def with_matches(

@@ -75,7 +75,7 @@ class PairSet:
         return int(self.left.size)
 
 
-class _Substring(NamedTuple):
+class Substring(NamedTuple):
     shift: int  # the key is (code >> shift) & (2**width - 1)
     width: int
     tolerance: int  # probe every key within this many bits of the query's
@@ -111,7 +111,7 @@ def pairs_within(
     queries_per_pass = (
         count if variant_codes is None else min(count, chunk) * variant_codes.shape[1]
     )
-    plan = _plan(count, queries_per_pass, radius)
+    plan = plan_substrings(count, queries_per_pass, radius)
     tables = [_sort_by_key(identity, substring) for substring in plan]
     hits = [_join(identity, None, 0, tables, plan, radius, self_join=True)]
     if variant_codes is not None:
@@ -172,9 +172,9 @@ def _neighbours(width: int, tolerance: int) -> int:
     return sum(math.comb(width, flips) for flips in range(min(width, tolerance) + 1))
 
 
-def _plan(index_size: int, queries: int, radius: int) -> tuple[_Substring, ...]:
+def plan_substrings(index_size: int, queries: int, radius: int) -> tuple[Substring, ...]:
     """The substrings minimising probes plus candidates per query (keys of 0 to 22 bits)."""
-    best: tuple[float, tuple[_Substring, ...]] | None = None
+    best: tuple[float, tuple[Substring, ...]] | None = None
     for width in range(_MAX_KEY_BITS + 1):
         for substrings in range(1, (PHASH_BITS // width if width else 1) + 1):
             tolerances = _tolerances(substrings, radius)
@@ -184,7 +184,7 @@ def _plan(index_size: int, queries: int, radius: int) -> tuple[_Substring, ...]:
             cost = table_cost + sum(_neighbours(width, t) * per_probe for t in tolerances)
             if best is None or cost < best[0]:
                 plan = tuple(
-                    _Substring(PHASH_BITS - (s + 1) * width, width, t)
+                    Substring(PHASH_BITS - (s + 1) * width, width, t)
                     for s, t in enumerate(tolerances)
                 )
                 best = (cost, plan)
@@ -192,7 +192,7 @@ def _plan(index_size: int, queries: int, radius: int) -> tuple[_Substring, ...]:
     return best[1]
 
 
-def _flip_masks(substring: _Substring) -> I64:
+def flip_masks(substring: Substring) -> I64:
     """Every ``width``-bit mask with at most ``tolerance`` bits set, fewest bits first."""
     keys = np.arange(1 << substring.width, dtype=np.int64)
     flips = np.bitwise_count(keys)
@@ -213,35 +213,35 @@ def _popcount_intrinsic(typingctx: Any, value: Any) -> Any:
 
 
 # Numba has no popcount of its own; LLVM's ctpop becomes VPOPCNTQ where the CPU has it.
-_popcount = cast(Callable[[Any], int], intrinsic(_popcount_intrinsic))
+popcount = cast(Callable[[Any], int], intrinsic(_popcount_intrinsic))
 
 
 @_jit
-def _key(code: _Int, shift: _Int, width: _Int) -> np.int64:
+def substring_key(code: _Int, shift: _Int, width: _Int) -> np.int64:
     return np.int64((code >> shift) & ((np.int64(1) << width) - 1))
 
 
 @_jit
-def _counting_sort(codes: I64, shift: int, width: int) -> tuple[I64, I64]:
+def counting_sort(codes: I64, shift: int, width: int) -> tuple[I64, I64]:
     """Stable order of ``codes`` by key, and the offsets of each key's run in that order."""
     offsets = np.zeros((1 << width) + 1, np.int64)
     for code in codes:
-        offsets[_key(code, shift, width) + 1] += 1
+        offsets[substring_key(code, shift, width) + 1] += 1
     for run in range(1 << width):
         offsets[run + 1] += offsets[run]
     fill = offsets[:-1].copy()
     order = np.empty(codes.size, np.int64)
     for position in range(codes.size):
-        key = _key(codes[position], shift, width)
+        key = substring_key(codes[position], shift, width)
         order[fill[key]] = position
         fill[key] += 1
     return order, offsets
 
 
 @_jit
-def _found_earlier(diff: _Int, shifts: I64, widths: I64, tolerances: I64, upto: int) -> bool:
-    for s in range(upto):  # noqa: SIM110 (numba compiles the loop, not any() of a generator)
-        if _popcount(_key(diff, shifts[s], widths[s])) <= tolerances[s]:
+def found_earlier(diff: _Int, shifts: I64, widths: I64, tolerances: I64, upto: int) -> bool:
+    for s in range(upto):
+        if popcount(substring_key(diff, shifts[s], widths[s])) <= tolerances[s]:
             return True
     return False
 
@@ -282,7 +282,7 @@ def _join_range(
     positions = np.empty(4096, np.int64)
     block = begin
     while block < end:
-        key = _key(query_codes[block], shift, width)
+        key = substring_key(query_codes[block], shift, width)
         block_end = min(query_offsets[key + 1], end)
         # Copy the neighbouring buckets into one run (the query's own bucket first, as flips
         # start with 0) so that the loop over candidates is long enough to vectorise. A self
@@ -310,18 +310,18 @@ def _join_range(
             start = q + 1 - index_offsets[key] if self_join else 0
             near = 0
             for t in range(start, total):
-                near += _popcount(code ^ candidates[t]) <= radius
+                near += popcount(code ^ candidates[t]) <= radius
             if near == 0:
                 continue
             item = first_item + query_order[q] // per_item
             variant = query_order[q] % per_item + (0 if self_join else 1)
             for t in range(start, total):
                 diff = code ^ candidates[t]
-                distance = _popcount(diff)
+                distance = popcount(diff)
                 other_item = index_order[positions[t]]
                 if distance > radius or other_item == item:
                     continue
-                if _found_earlier(diff, shifts, widths, tolerances, stage):
+                if found_earlier(diff, shifts, widths, tolerances, stage):
                     continue
                 if found < capacity:
                     out_query[found] = item
@@ -393,8 +393,8 @@ class _Table:
     offsets: I64  # run of key k is codes[offsets[k]:offsets[k + 1]]
 
 
-def _sort_by_key(codes: I64, substring: _Substring) -> _Table:
-    order, offsets = _counting_sort(codes, substring.shift, substring.width)
+def _sort_by_key(codes: I64, substring: Substring) -> _Table:
+    order, offsets = counting_sort(codes, substring.shift, substring.width)
     return _Table(codes=codes[order], order=order, offsets=offsets)
 
 
@@ -411,7 +411,7 @@ def _join(
     per_item: int | None,
     first_item: int,
     tables: list[_Table],
-    plan: tuple[_Substring, ...],
+    plan: tuple[Substring, ...],
     radius: int,
     *,
     self_join: bool,
@@ -443,7 +443,7 @@ def _join(
             table.codes,
             table.order,
             table.offsets,
-            _flip_masks(substring),
+            flip_masks(substring),
             radius,
             stage,
             shifts,

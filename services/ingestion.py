@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.arrival import find_matches, with_matches
+from services.arrival_index import ArrivalIndex
 from services.embed import Embedder
 from services.pipeline import Failure, analyze_batch
 from services.records import ImageRecord
@@ -77,6 +78,7 @@ def ingest_paths(
     tags: Sequence[str] = (),
     sources: Sources | None = None,
     previous: Mapping[str, str] | None = None,
+    index: ArrivalIndex | None = None,
 ) -> IngestOutcome:
     """Store ``paths`` (local paths or ``s3://`` URIs, read through ``sources``) in ``store``:
     safe to run twice on the same paths, and concurrently with other processes that hold the
@@ -84,7 +86,10 @@ def ingest_paths(
 
     ``previous``: the content id each path had when it was last stored (the files cache). A
     path whose content changed since leaves its old row, so that no path is in two rows; a row
-    left with no path is deleted."""
+    left with no path is deleted.
+
+    ``index``: the stored codes to match arrivals against (a worker's), told of the new contents
+    written; without it, arrival searches Milvus."""
     outcome = analyze_batch(
         paths, embedder, max_pixels=max_pixels, source=source, tags=tags, sources=sources
     )
@@ -95,6 +100,8 @@ def ingest_paths(
         if previous and previous.get(r.path) and previous[r.path] != r.id
     }
     ids = [r.id for r in records] + list(replaced.values())
+    if index is not None:
+        index.refresh()  # a first load can take minutes: not under the short content locks
     with locks.content_locks(store.collection, ids):
         stored = {r.id: r for r in store.get([r.id for r in records])}
         # Each arrival's queries: its pHash flips and turns, then its frame codes (a bordered
@@ -110,6 +117,7 @@ def ingest_paths(
             fresh_variants,
             max_hamming=policy.max_hamming,
             min_cosine=policy.min_cosine,
+            index=index,
         )
         # The first path of each new content carries its match; a second path of the same
         # content in this batch is its own record (its path must not be lost), merged on upsert.
@@ -118,14 +126,19 @@ def ingest_paths(
             matched.get(id(r), r) for r in records if r.id not in stored or r.adds_to(stored[r.id])
         ]
         written = store.upsert(changed, stored=stored) if changed else 0
+        if index is not None:
+            index.stored(fresh)
         if replaced:
-            _leave_old_rows(store, replaced)
+            emptied = _leave_old_rows(store, replaced)
+            if index is not None:
+                index.forget(emptied)
     near = [r.path for r, m in zip(fresh, matches, strict=True) if m is not None]
     return IngestOutcome(records, outcome.failures, near, exact, written)
 
 
-def _leave_old_rows(store: VectorStore, replaced: Mapping[str, str]) -> None:
-    """Take each path out of the row of the content it held before."""
+def _leave_old_rows(store: VectorStore, replaced: Mapping[str, str]) -> list[str]:
+    """Take each path out of the row of the content it held before; returns the ids of the
+    rows deleted (left with no path)."""
     old_rows = store.get(sorted(set(replaced.values())), with_vectors=True)
     rewritten, emptied = [], []
     for row in old_rows:
@@ -137,6 +150,7 @@ def _leave_old_rows(store: VectorStore, replaced: Mapping[str, str]) -> None:
             rewritten.append(replace(row, path=kept[0], paths=tuple(kept)))
     store.replace(rewritten)
     store.delete(emptied)
+    return emptied
 
 
 def _split_fresh(

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     dup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
     )
+    arrival_index: Literal["memory", "milvus"] = Field(
+        default="memory",
+        description="Where workers look for stored near-duplicates of arrivals: memory (an "
+        "in-process index per worker, kept in step through Redis) or milvus (a range search "
+        "per batch, which scans every row on Milvus Lite).",
+    )
     dedup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of `lookalike dedup` and the UI."
     )

@@ -207,6 +207,15 @@ def _variants(texts: list[str]) -> npt.NDArray[np.uint64] | None:
 
 
 @dataclass(frozen=True)
+class CodeScan:
+    """Every row's id and its 64-bit codes by field name, aligned: ``codes[field]`` is (N,)
+    uint64 (the big-endian bytes of a BINARY_VECTOR as one integer)."""
+
+    ids: list[str]
+    codes: dict[str, npt.NDArray[np.uint64]]
+
+
+@dataclass(frozen=True)
 class ClipHit:
     record: ImageRecord
     cosine: float
@@ -255,6 +264,7 @@ class VectorStore(Protocol):
         keepers: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> HashScan: ...
+    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan: ...
     def search_phash(
         self,
         variants: Sequence[bytes],
@@ -781,6 +791,23 @@ class MilvusStore:
             np.concatenate(complete) if complete and len(complete) == len(variants) else None,
             columns,
             np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64),
+        )
+
+    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
+        """Ids and 64-bit binary codes (BINARY_VECTOR ``fields``) of every row: the bulk read
+        that builds an in-process code index (8 bytes a code, packed as each batch arrives)."""
+        ids: list[str] = []
+        codes: dict[str, list[npt.NDArray[np.uint64]]] = {name: [] for name in fields}
+        for batch in self._batches("", ["id", *fields], batch_size):
+            ids += [str(row["id"]) for row in batch]
+            for name in fields:
+                codes[name].append(_codes([binary_vector(row[name]) for row in batch]))
+        return CodeScan(
+            ids,
+            {
+                name: np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+                for name, parts in codes.items()
+            },
         )
 
     def search_phash(

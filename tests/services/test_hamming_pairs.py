@@ -75,7 +75,7 @@ def assert_same(got: PairSet, expected: PairSet) -> None:
 def sixteen_bit_plan(index_size: int, queries: int, radius: int) -> tuple[object, ...]:
     """The plan the cost model picks for a million codes at radius 10, forced on small inputs."""
     return tuple(
-        hamming_pairs._Substring(48 - 16 * s, 16, t)
+        hamming_pairs.Substring(48 - 16 * s, 16, t)
         for s, t in enumerate(hamming_pairs._tolerances(4, radius))
     )
 
@@ -87,7 +87,7 @@ def test_matches_brute_force(
     radius: int, per_item: int, plan: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if plan == "4 x 16 bits":
-        monkeypatch.setattr(hamming_pairs, "_plan", sixteen_bit_plan)
+        monkeypatch.setattr(hamming_pairs, "plan_substrings", sixteen_bit_plan)
     codes = planted_codes(2500)
     variants = planted_variants(codes, per_item) if per_item else None
 

@@ -1,0 +1,303 @@
+"""Ingest throughput as the collection grows: ``python -m bench.ingest_speed --growth``.
+
+One collection is filled step by step with synthetic rows (random pHashes and dihedral hashes,
+bulk-inserted) to each size of ``--growth-sizes``; at each size, the same photos are ingested
+end to end (producer, Redis, one Celery worker, Milvus Lite) once per arrival design, side by side:
+``milvus`` (a range search per batch, the old design) and ``memory`` (the worker's in-process
+index, loaded from Milvus at its first batch). Each design gets a fresh worker and a warm-up job
+(whose index load is timed apart); after each job its rows and its files cache are deleted, so
+the next job stores the photos again into a collection of the same size. The index load is also
+timed in this process (``ArrivalIndex.rebuild``: one bulk read of ids and pHashes, then the
+tables). Hash-only: the worker runs without CLIP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from bench import _report
+from bench.ingest_speed import Bench, Config
+from services.arrival import find_matches
+from services.arrival_index import ArrivalIndex
+from services.code_feed import RedisCodeFeed
+from services.code_index import StoredCodes, phash_kind
+from services.ledger import files_cache_name
+from services.pipeline import BatchOutcome, analyze_batch
+from services.records import ImageRecord, to_row
+from services.schema import MAX_PATHS, SchemaContract
+from services.store import MilvusStore
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = ROOT / "docs" / "img" / "ingest_growth.png"
+DESIGNS = ("milvus", "memory")
+SHARE_TARGET = 0.8  # rate into 1M rows / rate into an empty collection
+RATE_TARGET = 400.0  # images/s into 1M rows, hash-only, 2 cores
+_FILL_CHUNK = 2000
+_WARMUP_FILES = 64
+_STAGE_FILES = 256
+_INDEX_ONLY_SIZES = (1_000_000,)
+
+
+@dataclass(frozen=True)
+class Point:
+    size: int
+    design: str
+    seconds: float
+    rate: float
+    index_load_s: float | None  # the worker's first batch (warm-up job) minus the old design's
+
+
+def synthetic(start: int, count: int, rng: np.random.Generator) -> list[ImageRecord]:
+    codes = rng.integers(0, 2**64 - 1, size=(count, 8), dtype=np.uint64, endpoint=True)
+    raw = codes.astype(">u8").tobytes()
+    records = []
+    for i in range(count):
+        hashes = [raw[(i * 8 + k) * 8 : (i * 8 + k + 1) * 8] for k in range(8)]
+        number = start + i
+        records.append(
+            ImageRecord(
+                id=hashlib.sha256(f"synthetic {number}".encode()).hexdigest(),
+                path=f"/synthetic/{number:07d}.jpg",
+                phash=hashes[0],
+                phash_dihedral=tuple(hashes[1:]),
+                width=640,
+                height=480,
+                format="JPEG",
+                bytes=100_000,
+            )
+        )
+    return records
+
+
+def fill(store: MilvusStore, have: int, want: int) -> float:
+    """Bulk-insert synthetic rows until ``want`` are stored; returns the seconds it took."""
+    rng = np.random.default_rng(have)
+    started = time.perf_counter()
+    for start in range(have, want, _FILL_CHUNK):
+        records = synthetic(start, min(_FILL_CHUNK, want - start), rng)
+        rows = [to_row(r, with_clip=False, max_paths=MAX_PATHS) for r in records]
+        store.client.insert(store.collection, rows, timeout=600)  # new ids: no upsert needed
+    return time.perf_counter() - started
+
+
+def content_ids(files: Sequence[Path]) -> list[str]:
+    return sorted({hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+
+
+def forget_job(bench: Bench, store: MilvusStore, files: Sequence[Path]) -> None:
+    """Delete what a job stored (its rows, the files cache) so the next job stores it again."""
+    ids = content_ids(files)
+    for start in range(0, len(ids), 500):
+        store.delete(ids[start : start + 500])
+    client = redis.Redis.from_url(bench.redis_url)
+    client.delete(files_cache_name(store.collection, store.instance))
+
+
+def index_load(store: MilvusStore, redis_url: str) -> tuple[float, ArrivalIndex]:
+    index = ArrivalIndex(
+        store, RedisCodeFeed.from_url(redis_url, store.collection, store.instance), [phash_kind(8)]
+    )
+    started = time.perf_counter()
+    index.rebuild()
+    return time.perf_counter() - started, index
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Milliseconds per batch of the Hamming stage of ``find_matches`` alone, in this process."""
+
+    size: int
+    milvus_ms: float | None  # Milvus range search over the variants
+    memory_ms: float  # index refresh and search, then the candidates confirmed by id in Milvus
+
+
+def arrival_batches(files: Sequence[Path], batch_size: int) -> list[BatchOutcome]:
+    chosen = files[:_STAGE_FILES]
+    return [
+        analyze_batch(chosen[start : start + batch_size], None, max_pixels=10**8)
+        for start in range(0, len(chosen), batch_size)
+    ]
+
+
+def stage_ms(store: MilvusStore, index: ArrivalIndex | None, batches: list[BatchOutcome]) -> float:
+    find_matches(store, batches[0].records, batches[0].variants, max_hamming=8, min_cosine=1.0,
+                 index=index)  # fmt: skip
+    started = time.perf_counter()
+    for batch in batches:
+        find_matches(store, batch.records, batch.variants, max_hamming=8, min_cosine=1.0,
+                     index=index)  # fmt: skip
+    return 1000 * (time.perf_counter() - started) / len(batches)
+
+
+def index_only_ms(size: int, batches: list[BatchOutcome]) -> float:
+    """The in-process index alone over ``size`` synthetic codes (no Milvus)."""
+    rng = np.random.default_rng(size)
+    codes = StoredCodes([phash_kind(8)])
+    ids = [f"{i:064x}" for i in range(size)]
+    values = rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True)
+    codes.add("phash", ids, values)
+    codes.near(batches[0].records, batches[0].variants)
+    started = time.perf_counter()
+    for batch in batches:
+        codes.near(batch.records, batch.variants)
+    return 1000 * (time.perf_counter() - started) / len(batches)
+
+
+def run(
+    bench: Bench, files: Sequence[Path], sizes: Sequence[int], batch_size: int, concurrency: int
+) -> tuple[list[Point], dict[int, float], dict[int, float], list[Stage]]:
+    """Every (size, design) point, the seconds each fill step took and each index load, and
+    the cost of the Hamming stage per batch at each size."""
+    collection = "bench_growth"
+    store = MilvusStore.connect(
+        f"http://127.0.0.1:{bench.milvus_port}", collection, SchemaContract.current(None, None)
+    )
+    points: list[Point] = []
+    fills: dict[int, float] = {}
+    loads: dict[int, float] = {}
+    stages: list[Stage] = []
+    have = 0
+    warm = list(files[:_WARMUP_FILES])
+    batches = arrival_batches(files, batch_size)
+    for size in sizes:
+        fills[size] = fill(store, have, size)
+        have = size
+        loads[size], index = index_load(store, bench.redis_url)
+        stages.append(Stage(size, stage_ms(store, None, batches), stage_ms(store, index, batches)))
+        print(f"{size} rows: filled in {fills[size]:.0f} s, index load {loads[size]:.1f} s")
+        print(stages[-1], flush=True)
+        warmups: dict[str, float] = {}
+        for design in DESIGNS:
+            config = Config(f"hash-only {design}", False, concurrency, batch_size)
+            settings = bench.settings(config, None).model_copy(update={"arrival_index": design})
+            with bench.worker(settings) as stack:
+                warmup = bench.ingest(settings, stack, warm, collection=collection, stored=have)
+                warmups[design] = warmup.seconds
+                forget_job(bench, store, warm)
+                timed = bench.ingest(settings, stack, collection=collection, stored=have)
+                forget_job(bench, store, files)
+            load = warmups[design] - warmups["milvus"] if design == "memory" else None
+            points.append(Point(size, design, timed.seconds, len(files) / timed.seconds, load))
+            print(points[-1], flush=True)
+    store.drop()
+    store.close()
+    for size in _INDEX_ONLY_SIZES:
+        if size > max(sizes):
+            stages.append(Stage(size, None, index_only_ms(size, batches)))
+            print(stages[-1], flush=True)
+    return points, fills, loads, stages
+
+
+def body(
+    points: Sequence[Point],
+    stages: Sequence[Stage],
+    fills: dict[int, float],
+    loads: dict[int, float],
+    source: str,
+    load: tuple[float, float],
+    concurrency: int,
+    batch_size: int,
+) -> str:
+    header = ["stored rows", "design", "seconds", "images/s", "vs empty", "index load (s)"]
+    empty = {p.design: p.rate for p in points if p.size == 0}
+    rows = [
+        [
+            f"{p.size:,}",
+            p.design,
+            f"{p.seconds:.2f}",
+            f"{p.rate:.0f}",
+            f"{100 * p.rate / empty[p.design]:.0f}%" if p.design in empty else "-",
+            f"{loads[p.size]:.1f}" if p.design == "memory" else "-",
+        ]
+        for p in points
+    ]
+    largest = max(p.size for p in points)
+    facts = []
+    for design in DESIGNS:
+        last = next(p for p in points if p.size == largest and p.design == design)
+        if design in empty:
+            share = last.rate / empty[design]
+            facts.append(
+                f"{design}: {last.rate:.0f} images/s into {largest:,} rows, "
+                f"{100 * share:.0f}% of its empty-collection rate ({empty[design]:.0f}); target "
+                f"{100 * SHARE_TARGET:.0f}%: {_verdict(share >= SHARE_TARGET)}; target "
+                f"{RATE_TARGET:.0f} images/s: {_verdict(last.rate >= RATE_TARGET)}."
+            )
+    setup = [
+        f"{source}; hash-only, {concurrency} worker processes, batches of {batch_size}; "
+        "the producer in this process, timed until the job is done and every row is counted",
+        "images/s = files / seconds of one job per (size, design), after a warm-up job of "
+        f"{_WARMUP_FILES} files on the same worker",
+        "index load: `ArrivalIndex.rebuild` in this process (bulk read and tables), what a "
+        "worker pays once, at its first batch",
+        "fill (synthetic rows, bulk insert, not timed in the rates): "
+        + ", ".join(f"{s:,} in {fills[s]:.0f} s" for s in fills),
+        f"load average (1 min) {load[0]:.1f} before, {load[1]:.1f} after: measured under the "
+        "load of other work on a shared machine",
+    ]
+    return (
+        "; ".join(setup)
+        + ".\n\n"
+        + _report.markdown_table(header, rows)
+        + "\n\n"
+        + "\n".join(f"- {fact}" for fact in facts)
+        + "\n\n"
+        + f"The Hamming stage of arrival alone, per batch of {batch_size} photos (their 8 "
+        f"variants each; the first {_STAGE_FILES} files), in this process:\n\n"
+        + _report.markdown_table(
+            ["stored rows", "milvus: range search (ms)", "memory: index + confirm by id (ms)"],
+            [
+                [
+                    f"{st.size:,}",
+                    "-" if st.milvus_ms is None else f"{st.milvus_ms:.1f}",
+                    f"{st.memory_ms:.1f}"
+                    + (
+                        " (index alone, synthetic codes, no Milvus)" if st.milvus_ms is None else ""
+                    ),
+                ]
+                for st in stages
+            ],
+        )
+        + "\n\n"
+        + write_png(points)
+        + "\n"
+    )
+
+
+def write_png(points: Sequence[Point]) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no growth-curve PNG written."
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    sizes = sorted({p.size for p in points})
+    positions = range(len(sizes))
+    for design, style in zip(DESIGNS, ("s--", "o-"), strict=True):
+        rates = {p.size: p.rate for p in points if p.design == design}
+        label = {"milvus": "Milvus range search per batch (old)", "memory": "in-process index"}
+        axes.plot(positions, [rates[s] for s in sizes], style, label=label[design])
+    axes.axhline(RATE_TARGET, color="grey", linestyle=":", label=f"target {RATE_TARGET:.0f}/s")
+    axes.set_xticks(list(positions), [f"{s:,}" for s in sizes])
+    axes.set(xlabel="rows already stored", ylabel="images/s (end to end, hash-only)")
+    axes.set_title("Ingest rate as the collection grows (2 shared cores)")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    PNG.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(PNG, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return f"![ingest growth curve](img/{PNG.name})"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**not met**"

@@ -1,0 +1,106 @@
+"""A worker's index of the codes stored in one collection, kept in step with Milvus.
+
+Built once from Milvus (one bulk read of ids and codes), then kept current through a
+:class:`CodeFeed` (:mod:`services.code_feed`: a Redis stream every worker appends the codes it
+upserted to, and reads before it matches a batch). The position is taken *before* the bulk read,
+so a row stored meanwhile is read twice rather than missed (an id twice is harmless). A reader
+whose position was trimmed from the feed rebuilds from Milvus.
+
+The index may hold rows deleted since (``lookalike dedup --move-to``, ``undo``, ``sync``, a path
+leaving its row): arrival confirms its candidates by id in Milvus before writing a ``dup_of``,
+and tells the index to forget those that are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from services.code_feed import FeedRead
+from services.code_index import CodeHit, CodeKind, StoredCodes, stored_codes, warm_up
+from services.records import ImageRecord
+from services.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class CodeFeed(Protocol):
+    """Where writers of one collection announce the codes they stored."""
+
+    def position(self) -> str: ...
+    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None: ...
+    def read(self, after: str) -> FeedRead: ...
+
+
+class ArrivalIndex:
+    """The stored codes of ``kinds`` in ``store``'s collection, for one process."""
+
+    def __init__(self, store: VectorStore, feed: CodeFeed, kinds: Sequence[CodeKind]) -> None:
+        self._store = store
+        self.instance = store.instance
+        self._feed = feed
+        self.kinds = tuple(kinds)
+        self._codes = StoredCodes(self.kinds)
+        self._position = ""
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def rebuild(self) -> None:
+        """Load every stored code from the store (the feed's position taken first)."""
+        started = time.perf_counter()
+        warm_up()
+        position = self._feed.position()
+        scan = self._store.scan_codes([kind.name for kind in self.kinds])
+        codes = StoredCodes(self.kinds)
+        for kind in self.kinds:
+            codes.add(kind.name, scan.ids, scan.codes[kind.name])
+        self._codes, self._position = codes, position
+        log.info(
+            "arrival index of %s: %d rows loaded in %.1f s",
+            self._store.collection,
+            len(scan.ids),
+            time.perf_counter() - started,
+        )
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Take in what other writers stored since the last refresh (a rebuild if needed)."""
+        if not self._position:
+            self.rebuild()
+            return
+        read = self._feed.read(self._position)
+        if read.gap:
+            log.warning(
+                "arrival index of %s fell behind its feed: rebuilding", self._store.collection
+            )
+            self.rebuild()
+            return
+        names = {kind.name for kind in self.kinds}
+        for entry in read.entries:
+            for kind, (ids, values) in entry.codes.items():
+                if kind in names:
+                    self._codes.add(kind, ids, values)
+        self._position = read.position
+
+    def near(
+        self, records: Sequence[ImageRecord], variants: Sequence[Sequence[bytes]]
+    ) -> list[list[CodeHit]]:
+        """Per record, every indexed row within its kind's radius, nearest first."""
+        return self._codes.near(records, variants)
+
+    def stored(self, records: Sequence[ImageRecord]) -> None:
+        """``records`` were just written as new contents: tell every index (this one reads them
+        back from the feed at its next refresh, as the others do)."""
+        found = stored_codes(self.kinds, records)
+        self._feed.publish({kind: (ids, values) for kind, ids, values in found})
+
+    def forget(self, ids: Sequence[str]) -> None:
+        """Rows found missing from the store (deleted behind the index's back)."""
+        if ids:
+            self._codes.forget(ids)

@@ -1,0 +1,126 @@
+"""The codes each worker stores, told to the others: one Redis stream per collection instance.
+
+::
+
+    lookalike:codes:{collection}:{instance}
+        stream   one entry per upserted batch: for each code kind K, ``K:ids`` (the new rows'
+                 ids, newline-separated) and ``K:codes`` (their codes, uint64 little-endian);
+                 trimmed to about MAX_ENTRIES entries
+
+A worker reads the entries after its position before it matches a batch, so rows another worker
+stored are in its index. A position is the last entry id read and the stream's count of entries
+ever added (``XINFO STREAM``'s ``entries-added``); fewer entries read than were added since means
+some were trimmed unread (a worker idle while others stored MAX_ENTRIES batches) or the stream was
+lost with Redis: that worker rebuilds its index from Milvus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from services.ledger import PREFIX, mapped_redis_errors
+
+MAX_ENTRIES: Final = 20000  # batches; ~50 bytes a row per kind
+START_ID: Final = "0-0"
+
+
+def feed_key(collection: str, instance: str) -> str:
+    return f"{PREFIX}:codes:{collection}:{instance}"
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One published batch: per code kind, the ids and codes of the rows it stored."""
+
+    codes: dict[str, tuple[list[str], npt.NDArray[np.uint64]]]
+
+
+@dataclass(frozen=True)
+class FeedRead:
+    """Entries after a position, the position after them, and whether entries after the old
+    position were trimmed away unread (then the reader must rebuild from the store)."""
+
+    entries: list[FeedEntry]
+    position: str
+    gap: bool
+
+
+class RedisCodeFeed:
+    """:class:`services.arrival_index.CodeFeed` on a Redis stream."""
+
+    def __init__(self, client: redis.Redis, collection: str, instance: str) -> None:
+        self._redis = client
+        self.key = feed_key(collection, instance)
+
+    @classmethod
+    def from_url(cls, url: str, collection: str, instance: str) -> RedisCodeFeed:
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        return cls(client, collection, instance)
+
+    def position(self) -> str:
+        """Where the feed is now (opaque): read from here on."""
+        with mapped_redis_errors("read the code feed's position"):
+            last, added = self._state(self._redis)
+        return f"{last}@{added}"
+
+    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None:
+        fields: dict[str, bytes] = {}
+        for kind, (ids, values) in codes.items():
+            if ids:
+                fields[f"{kind}:ids"] = "\n".join(ids).encode()
+                fields[f"{kind}:codes"] = np.asarray(values, "<u8").tobytes()
+        if fields:
+            with mapped_redis_errors("publish stored codes"):
+                self._redis.xadd(self.key, fields, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
+
+    def read(self, after: str) -> FeedRead:
+        """The entries published after ``after``, in one transaction with the stream's count of
+        entries ever added: fewer read than were added means some were trimmed (a gap)."""
+        last, _, seen = after.partition("@")
+        with mapped_redis_errors("read the code feed"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xrange(self.key, min=f"({last}", max="+")
+            pipe.xinfo_stream(self.key)
+            replies: Any = pipe.execute(raise_on_error=False)
+        batch: list[Any] = replies[0]
+        if isinstance(replies[1], redis.ResponseError):  # no stream: nothing ever published
+            newest, added = START_ID, 0
+        else:
+            newest, added = _text(replies[1]["last-generated-id"]), int(replies[1]["entries-added"])
+        entries = [_entry(fields) for _, fields in batch]
+        position = _text(batch[-1][0]) if batch else last
+        gap = added - int(seen or 0) != len(entries)
+        return FeedRead(entries, f"{max(position, newest, key=_stream_id)}@{added}", gap)
+
+    def _state(self, client: redis.Redis) -> tuple[str, int]:
+        try:
+            info: Any = client.xinfo_stream(self.key)
+        except redis.ResponseError:  # no stream: nothing was ever published
+            return START_ID, 0
+        return _text(info["last-generated-id"]), int(info["entries-added"])
+
+
+def _entry(fields: dict[bytes, bytes]) -> FeedEntry:
+    codes: dict[str, tuple[list[str], npt.NDArray[np.uint64]]] = {}
+    for name, value in fields.items():
+        kind, _, part = _text(name).rpartition(":")
+        if part == "ids":
+            ids = _text(value).split("\n")
+            raw = fields[f"{kind}:codes".encode()]
+            codes[kind] = (ids, np.frombuffer(raw, "<u8").astype(np.uint64))
+    return FeedEntry(codes)
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    millis, _, sequence = value.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

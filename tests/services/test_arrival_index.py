@@ -1,0 +1,156 @@
+"""Arrival against a worker's in-process index: real Milvus Lite, real Redis (the feed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+
+from cli.stack.redis_server import RedisServer
+from services.arrival import find_matches
+from services.arrival_index import ArrivalIndex
+from services.code_feed import RedisCodeFeed
+from services.code_index import phash_kind
+from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
+from services.pipeline import analyze_batch
+from services.store import MilvusStore
+from testkit.imagegen import make_photo_like
+from tests.conftest import StoreFactory, free_port
+
+POLICY = MatchPolicy(max_hamming=8, min_cosine=0.95)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = RedisServer(url, tmp_path / "redis")
+    server.start()
+    yield url
+    server.stop()
+
+
+def photos(folder: Path, seeds: range) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"p{seed}.jpg"
+        make_photo_like(seed, (96, 72)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def mirrors(paths: list[str], folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        target = folder / Path(path).name
+        Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, quality=90)
+        out.append(str(target))
+    return out
+
+
+def worker_index(store: MilvusStore, redis_url: str) -> ArrivalIndex:
+    feed = RedisCodeFeed.from_url(redis_url, store.collection, store.instance)
+    return ArrivalIndex(store, feed, [phash_kind(POLICY.max_hamming)])
+
+
+def ingest(store: MilvusStore, paths: list[str], index: ArrivalIndex | None):  # type: ignore[no-untyped-def]
+    return ingest_paths(
+        store, None, paths, locks=ProcessLocks(), policy=POLICY, max_pixels=10**8, index=index
+    )
+
+
+def dup_of(store: MilvusStore) -> dict[str, str]:
+    return {r.path: r.dup_of for r in store.iterate()}
+
+
+def test_a_row_stored_by_one_index_is_matched_through_the_other(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    first, second = worker_index(store, redis_url), worker_index(store, redis_url)
+    ingest(store, photos(tmp_path / "warm", range(100, 102)), first)
+    first.refresh()  # both built before the originals exist
+    second.refresh()
+    assert len(first) == len(second) == 2
+    originals = photos(tmp_path / "a", range(4))
+    ingest(store, originals, first)
+
+    copies = mirrors(originals, tmp_path / "m")
+    outcome = ingest(store, copies, second)
+
+    assert sorted(outcome.near) == sorted(copies)
+    rows = {r.path: r for r in store.iterate()}
+    for original, copy in zip(originals, copies, strict=True):
+        assert rows[copy].dup_of == rows[original].id
+    assert len(second) == 6  # warm-up and originals (the feed); its copies at the next refresh
+    assert len(first) == 2  # not refreshed since (its originals come back through the feed)
+    first.refresh()
+    second.refresh()
+    assert len(first) == len(second) == 10
+
+
+def test_matches_equal_those_of_a_milvus_search(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """The reference: the same arrivals against the same rows, by a Milvus range search."""
+    store = make_store(clip_model=None, clip_dim=None)
+    ingest(store, photos(tmp_path / "a", range(30)), None)
+    arrivals = analyze_batch(
+        mirrors(photos(tmp_path / "b", range(20, 40)), tmp_path / "m"), None, max_pixels=10**8
+    )
+    index = worker_index(store, redis_url)
+
+    by_index = find_matches(
+        store, arrivals.records, arrivals.variants, max_hamming=8, min_cosine=0.95, index=index
+    )
+    by_milvus = find_matches(
+        store, arrivals.records, arrivals.variants, max_hamming=8, min_cosine=0.95
+    )
+    assert sum(m is not None for m in by_milvus) >= 10
+    assert by_index == by_milvus
+
+
+def test_a_row_deleted_behind_the_index_is_never_matched(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    index = worker_index(store, redis_url)
+    [original] = photos(tmp_path / "a", range(1))
+    requal = tmp_path / "a" / "requal.jpg"  # another content, a near pHash
+    Image.open(original).save(requal, quality=60)
+    ingest(store, [original], index)
+    ingest(store, [str(requal)], index)
+    rows = {r.path: r for r in store.iterate()}
+    assert rows[str(requal)].dup_of == rows[original].id
+    store.delete([rows[original].id])  # as dedup --move-to or sync do: no word to the index
+
+    [copy] = mirrors([original], tmp_path / "m")
+    ingest(store, [copy], index)
+
+    assert dup_of(store)[copy] == rows[str(requal)].id  # the next candidate, still stored
+    [lonely] = mirrors(photos(tmp_path / "c", range(50, 51)), tmp_path / "n")
+    store.delete([r.id for r in store.iterate()])
+    ingest(store, [lonely], index)
+    assert dup_of(store) == {lonely: ""}
+
+
+def test_an_index_behind_a_trimmed_feed_rebuilds_from_milvus(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    idle, busy = worker_index(store, redis_url), worker_index(store, redis_url)
+    idle.refresh()
+    originals = photos(tmp_path / "a", range(3))
+    ingest(store, originals, busy)
+    client = redis.Redis.from_url(redis_url)
+    client.xtrim(RedisCodeFeed(client, store.collection, store.instance).key, maxlen=0)
+
+    copies = mirrors(originals, tmp_path / "m")
+    ingest(store, copies, idle)
+
+    rows = {r.path: r for r in store.iterate()}
+    assert [rows[c].dup_of for c in copies] == [rows[o].id for o in originals]
