@@ -79,7 +79,8 @@ def test_a_kept_result_round_trips_through_redis(make_store: StoreFactory, redis
     assert loaded.options == DedupOptions(max_hamming=6) and loaded.policy == ("bytes",)
     assert loaded.stats == report.stats and loaded.seconds == 1.25 and loaded.origin == "cli"
     assert loaded.decided(set(), set()).counts() == {
-        k: report.stats[k] for k in ("groups", "duplicates", "exact_groups", "near_groups")
+        k: report.stats[k]
+        for k in ("groups", "duplicates", "exact_groups", "near_groups", "burst_groups")
     }
     meta = kept.meta(store.instance)
     assert meta is not None and meta["run"] == loaded.run and meta["groups"] == len(report.groups)
