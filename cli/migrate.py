@@ -120,7 +120,7 @@ def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool) -> None:
     if as_json:
         payload = {
             "collection": plan.collection,
-            "schema_version": SCHEMA_VERSION if current else plan.from_version,
+            "schema_version": plan.stored_version,
             "stage": plan.stage.value,
             "dry_run": dry_run,
             "rows": plan.rows,

@@ -325,3 +325,36 @@ def test_other_collections_are_refused(milvus_uri: str, redis_url: str) -> None:
         assert missing.exit_code == 1 and "no collection" in missing.output
     finally:
         drop_when_reachable(milvus_uri, name)
+
+
+@pytest.mark.parametrize("v1", ["hash-only"], indirect=True)
+def test_refuses_while_a_worker_answers(v1: V1Collection, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.ingest.conftest import ROOT, IngestEnv
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    redis_server = RedisServer(url, tmp_path / "worker-redis")
+    redis_server.start()
+    home = tmp_path / "home"
+    home.mkdir()
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env = plain | v1.env(url) | {"LOOKALIKE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    setup = IngestEnv(env, redis_server, v1.uri, v1.name, home)
+    try:
+        setup.start_worker()
+        result = run_cli(v1.env(url))
+    finally:
+        for worker in setup.workers:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(5)
+        redis_server.stop()
+    assert result.exit_code == 1
+    assert "1 worker(s) live (test-" in result.output
+    assert read_rows(v1.uri, v1.name) == v1.before
