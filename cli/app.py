@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli import clusters, dedup, jobs, milvus, search, serve, watch
+from cli import clusters, dedup, jobs, migrate, milvus, search, serve, watch
 from cli.common import console, handle_errors
 from services import __version__
 from services.settings import Settings
@@ -58,6 +58,7 @@ for name, command in (
     ("add", search.add),
     ("search", search.search_command),
     ("info", search.info),
+    ("migrate", migrate.migrate_command),
     ("dedup", dedup.dedup),
     ("decide", dedup.decide),
     ("undo", dedup.undo),

@@ -52,7 +52,13 @@ class BatchOutcome:
 
 def draft_size(embedder: Embedder | None) -> tuple[int, int]:
     """The decode size ingestion uses: enough for CLIP when a model is loaded, else for pHash."""
-    return CLIP_DRAFT_SIZE if embedder is not None else HASH_DRAFT_SIZE
+    return collection_draft_size(clip=embedder is not None)
+
+
+def collection_draft_size(*, clip: bool) -> tuple[int, int]:
+    """The decode size ingestion uses for a collection with (``clip``) or without CLIP vectors:
+    its workers load the model exactly when the collection stores vectors."""
+    return CLIP_DRAFT_SIZE if clip else HASH_DRAFT_SIZE
 
 
 def load_for_signals(
@@ -61,12 +67,15 @@ def load_for_signals(
     max_pixels: int,
     embedder: Embedder | None,
     sources: Sources | None = None,
+    draft: tuple[int, int] | None = None,
 ) -> LoadedImage:
     """Decode ``path`` (a local path or an ``s3://`` URI, read through ``sources``) exactly as
-    ingestion does, so query and stored signals agree."""
+    ingestion does, so query and stored signals agree. ``draft``: the decode size, when it is
+    not the one ``embedder`` implies (:func:`collection_draft_size`, for work without a model)."""
     name = str(path)
     data = (sources or Sources()).read(name)
-    return load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft_size(embedder))
+    size = draft or draft_size(embedder)
+    return load_image_bytes(data, name, max_pixels=max_pixels, draft_size=size)
 
 
 def analyze_batch(

@@ -14,6 +14,9 @@ from typing import Any
 from services.errors import QueryError, SchemaMismatchError
 
 SCHEMA_VERSION = 2  # 2: frame_codes (docs/schema.md, "Version history")
+# The fields each schema version added to the one before: what `lookalike migrate` computes for
+# the rows of a collection one version older (services.migration).
+FIELDS_ADDED: dict[int, tuple[str, ...]] = {2: ("frame_codes",)}
 PHASH_BITS = 64
 PHASH_BIT_ORDER = (
     "msb-first"  # bit i of imagehash's flattened hash is bit (7 - i % 8) of byte i // 8

@@ -9,13 +9,15 @@ computed exactly as ingestion computed the stored ones, and the search parameter
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.decode import load_image_bytes
 from services.embed import Embedder
 from services.errors import QueryError
-from services.hashing import hashes_and_variants
-from services.pipeline import draft_size
+from services.frames import content_variants, frame_codes
+from services.hashing import hashes_and_variants, phash
+from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
     DIHEDRAL_VARIANTS,
     PHASH_BITS,
@@ -29,7 +31,9 @@ DEFAULT_MAX_PIXELS: int = setting_default("max_image_pixels")
 # Re-exported: the search parameters that match the contract, for apps.
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "FrameSignals",
     "clip_search_params",
+    "frame_signals",
     "phash_search_params",
     "query_signals",
     "stored_variants",
@@ -66,3 +70,30 @@ def stored_variants(row: Mapping[str, Any]) -> tuple[bytes, ...]:
             "hashes: read it with output_fields=['phash', 'phash_dihedral']"
         )
     return (own, *(bytes.fromhex(dihedral[i : i + 16]) for i in range(0, len(dihedral), 16)))
+
+
+@dataclass(frozen=True)
+class FrameSignals:
+    """What an app needs to find copies of an image whose frame differs (docs/apps.md)."""
+
+    phash: bytes  # the whole frame's pHash, as the stored ``phash``
+    frame_codes: str  # as the stored ``frame_codes``: content region, windows 90/80/70
+    # Search ``phash`` with these: the content region's 8 flips and turns where the image has a
+    # border, then its 3 centred windows (what dedup on arrival searches with).
+    queries: tuple[bytes, ...]
+
+
+def frame_signals(
+    data: bytes,
+    *,
+    clip: bool,
+    name: str = "query image",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> FrameSignals:
+    """The frame codes of ``data``, decoded as ingestion decodes for a collection with
+    (``clip``) or without CLIP vectors, so they agree with the stored ones bit for bit."""
+    draft = collection_draft_size(clip=clip)
+    loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft)
+    codes = frame_codes(loaded.image)
+    bordered = [] if codes.box.whole else content_variants(loaded.image, codes)
+    return FrameSignals(phash(loaded.image), codes.to_hex(), (*bordered, *codes.windows))

@@ -363,8 +363,12 @@ class MilvusStore:
         uri: str = "",
         timeout: float = 10.0,
         profile: IndexProfile | None = None,
+        create_instance: str | None = None,
     ) -> None:
         self.uri = uri
+        # The instance id the collection gets if this store creates it (None: a new random one);
+        # `lookalike migrate` re-creates a collection under its old instance (services.migration).
+        self._create_instance = create_instance
         self.collection = collection
         self.contract = contract
         self._client = client
@@ -508,7 +512,7 @@ class MilvusStore:
         schema = self._client.create_schema(
             auto_id=False,
             enable_dynamic_field=False,
-            description=contract.to_description(instance=uuid.uuid4().hex),
+            description=contract.to_description(instance=self._create_instance or uuid.uuid4().hex),
         )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("phash", DataType.BINARY_VECTOR, dim=PHASH_BITS)

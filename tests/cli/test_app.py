@@ -11,7 +11,7 @@ from tests.ingest.conftest import ROOT
 
 COMMANDS = {
     "demo", "up", "ui", "ingest", "status", "worker", "add", "search", "info", "dedup",
-    "decide", "undo", "eval", "clusters", "sync", "watch", "version", "milvus",
+    "decide", "undo", "eval", "clusters", "sync", "watch", "version", "milvus", "migrate",
 }  # fmt: skip
 
 

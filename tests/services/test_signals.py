@@ -16,6 +16,7 @@ from services.errors import DecodeError, QueryError
 from services.pipeline import analyze_batch
 from services.signals import (
     clip_search_params,
+    frame_signals,
     phash_search_params,
     query_signals,
     stored_variants,
@@ -146,3 +147,83 @@ def test_the_recipe_in_docs_apps_gives_the_same_hashes() -> None:
         for a, b in zip(recipe, signals.phash_variants, strict=True)
     ]
     assert distances[0] == 0 and max(distances) <= 2, distances
+
+
+def test_frame_signals_equal_what_ingestion_stores(tmp_path: Path, embedder: ClipEmbedder) -> None:
+    # A JPEG large enough that the decode scale of a CLIP collection differs from a hash-only one.
+    path = tmp_path / "photo.jpg"
+    canvas = Image.new("RGB", (640, 600), (250, 250, 250))
+    canvas.paste(make_photo_like(8, (640, 480)), (0, 60))
+    canvas.save(path, quality=90)
+    for model, clip in ((embedder, True), (None, False)):
+        stored = analyze_batch([path], model, max_pixels=10**8)
+        record, queries = stored.records[0], stored.frame_queries[0]
+        signals = frame_signals(path.read_bytes(), clip=clip)
+        assert record.frames is not None and not record.frames.box.whole
+        assert signals.phash == record.phash
+        assert signals.frame_codes == record.frames.to_hex()
+        assert list(signals.queries) == queries  # what dedup on arrival searches with
+
+
+def _doc_blocks(section: str) -> list[str]:
+    """The python code blocks of one section of docs/apps.md, in order."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "apps.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [part.split("```", 1)[0] for part in body.split("```python\n")[1:]]
+
+
+@pytest.mark.integration
+def test_the_reframed_copies_samples_in_docs_apps(
+    tmp_path: Path, make_store: StoreFactory, milvus_uri: str
+) -> None:
+    """docs/apps.md, "Copies that change the frame", run as written against a real server."""
+    from pymilvus import MilvusClient
+
+    photo, other, unrelated = (make_photo_like(seed, (400, 300)) for seed in (21, 22, 23))
+
+    def boxed(image: Image.Image) -> Image.Image:
+        canvas = Image.new("RGB", (400, 400), (0, 0, 0))
+        canvas.paste(image, (0, 50))
+        return canvas
+
+    images = {
+        "photo.png": photo,
+        "crop.png": photo.crop((40, 30, 360, 270)),  # its centred 80% window
+        "boxed.png": boxed(photo),
+        "other.png": other,
+        "unrelated.png": unrelated,
+    }
+    for name, image in images.items():
+        (tmp_path / name).write_bytes(png_bytes(image))
+    records = analyze_batch(sorted(tmp_path.iterdir()), None, max_pixels=10**8).records
+    store = make_store(clip_model=None, clip_dim=None)
+    store.upsert(records)
+    blocks = _doc_blocks("Copies that change the frame")
+    assert len(blocks) == 2
+
+    def run(upload: Image.Image) -> dict[str, object]:
+        client = MilvusClient(uri=milvus_uri)
+        namespace: dict[str, object] = {
+            "client": client,
+            "COLLECTION": store.collection,
+            "clip_model": None,
+            "uploaded_bytes": png_bytes(upload),
+        }
+        try:
+            for block in blocks:
+                exec(compile(block, "docs/apps.md", "exec"), namespace)
+        finally:
+            client.close()
+        return namespace
+
+    def names(found: object) -> set[str]:
+        assert isinstance(found, dict)
+        return {Path(path).name for path in found.values()}
+
+    the_photo = run(photo)
+    # Milvus alone finds the crop (its pHash meets the photo's 80% window), not the boxed copy.
+    assert names(the_photo["reframed_by_milvus"]) == {"crop.png"}
+    # Compared in-process, the stored frame codes find the boxed copy too.
+    assert names(the_photo["reframed_in_process"]) == {"photo.png", "crop.png", "boxed.png"}
+    # A boxed upload finds its original with Milvus alone (its content region's code).
+    assert "other.png" in names(run(boxed(other))["reframed_by_milvus"])

@@ -1,0 +1,170 @@
+"""``lookalike migrate``: upgrade a collection to the current schema version in place."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cli.common import console, err_console, fail, handle_errors, settings_of
+from cli.stack.milvus_lite import milvus_uri
+from services.errors import LedgerUnavailableError
+from services.ledger import JobLedger
+from services.migration import FrameReader, MigrationReport, Plan, Stage, inspect, migrate
+from services.queue import QUEUE, live_workers
+from services.schema import SCHEMA_VERSION
+from services.settings import Settings
+from services.sources import Sources
+from services.store import milvus_client
+
+_SHOW_UNREADABLE = 20
+
+
+def migrate_command(
+    ctx: typer.Context,
+    collection: Annotated[
+        str | None, typer.Option(help="The collection to upgrade (default LOOKALIKE_COLLECTION).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say where the collection stands and what would run.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+) -> None:
+    """Upgrade a collection of schema version 1 to version 2 in place (a copy; resumable).
+
+    Rows go to COLLECTION__migrating with frame_codes from each row's image (decoded as on ingest).
+
+    COLLECTION is then re-created under the same instance id and the rows are copied back.
+
+    A row whose image cannot be read keeps empty frame codes and is listed: no row is lost.
+
+    Killed at any point, run it again: it resumes where it stopped.
+
+    Nothing may write meanwhile: stop the workers, `lookalike up`, `watch` and the UI first.
+
+    It refuses to start while workers answer or batches are queued.
+    """
+    settings = settings_of(ctx)
+    name = collection or settings.collection
+    with handle_errors(), milvus_uri(settings) as uri:
+        client = milvus_client(uri, token=settings.milvus_secret)
+        try:
+            plan = inspect(client, uri, name)
+            if plan.stage is Stage.CURRENT or dry_run:
+                _print_plan(plan, as_json=as_json, dry_run=dry_run)
+                return
+            _refuse_while_busy(settings)
+            reader = FrameReader(
+                Sources(max_bytes=settings.max_source_bytes),
+                settings.max_image_pixels,
+                clip=plan.contract.clip_dim is not None,
+            )
+            report = _run(client, uri, plan, reader, quiet=as_json)
+        finally:
+            client.close()
+    _print_report(report, as_json=as_json)
+
+
+def _refuse_while_busy(settings: Settings) -> None:
+    """Fail while workers answer or batches wait: they would write during the copy."""
+    ledger = JobLedger.from_url(settings.redis_url)
+    try:
+        depth = ledger.queue_depth(QUEUE)
+    except LedgerUnavailableError:
+        err_console.print(
+            f"[yellow]warning:[/] Redis at {settings.redis_url} does not answer, so no worker "
+            "can take batches from it; make sure no other process writes to the collection"
+        )
+        return
+    workers = live_workers(settings)
+    if workers or depth:
+        fail(
+            f"{len(workers)} worker(s) live ({', '.join(workers) or 'none'}) and {depth} "
+            f"batch(es) queued: workers must not write during a migration. Let the queue drain "
+            "(`lookalike status`), stop every worker (and `lookalike up`, `watch`), then run "
+            "`lookalike migrate` again"
+        )
+
+
+def _run(client: Any, uri: str, plan: Plan, reader: FrameReader, *, quiet: bool) -> MigrationReport:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+    )
+    tasks: dict[str, TaskID] = {}
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=max(total, 1))
+            bar.update(tasks[phase], completed=done if total else 1)
+
+        return migrate(client, uri, plan, reader, progress=progress)
+
+
+def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool) -> None:
+    current = plan.stage is Stage.CURRENT
+    if as_json:
+        payload = {
+            "collection": plan.collection,
+            "schema_version": plan.stored_version,
+            "stage": plan.stage.value,
+            "dry_run": dry_run,
+            "rows": plan.rows,
+            "steps": plan.steps,
+        }
+        console.print_json(json.dumps(payload))
+        return
+    if current:
+        console.print(
+            f"collection {plan.collection!r} is already at schema version {SCHEMA_VERSION} "
+            f"({plan.rows} rows): nothing to migrate"
+        )
+        return
+    console.print(
+        f"collection {plan.collection!r} ({plan.rows} rows) is at stage {plan.stage.value} of "
+        f"a migration to schema version {SCHEMA_VERSION}; `lookalike migrate` would:"
+    )
+    for step in plan.steps:
+        console.print(f"  - {step}")
+
+
+def _print_report(report: MigrationReport, *, as_json: bool) -> None:
+    plan = report.plan
+    if as_json:
+        payload = {
+            "collection": plan.collection,
+            "from_version": plan.from_version,
+            "schema_version": SCHEMA_VERSION,
+            "stage": plan.stage.value,
+            "dry_run": False,
+            "rows": report.rows,
+            "migrated": report.migrated,
+            "unreadable": [{"path": u.path, "error": u.error} for u in report.unreadable],
+            "seconds": round(report.seconds, 3),
+        }
+        console.print_json(json.dumps(payload))
+        return
+    console.print(
+        f"collection {plan.collection!r} is at schema version {SCHEMA_VERSION}: "
+        f"{report.rows} rows, {report.migrated} with frame codes, "
+        f"{len(report.unreadable)} unreadable (kept, matched by their whole frame), "
+        f"{report.seconds:.1f} s"
+    )
+    for item in report.unreadable[:_SHOW_UNREADABLE]:
+        console.print(f"  [yellow]unreadable[/] {item.path}: {item.error}")
+    if len(report.unreadable) > _SHOW_UNREADABLE:
+        console.print(f"  … and {len(report.unreadable) - _SHOW_UNREADABLE} more (--json)")
