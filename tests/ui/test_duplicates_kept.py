@@ -64,7 +64,7 @@ def test_the_kept_result_shows_without_a_recompute(ui_stack: UiStack) -> None:
 
     recomputed = app.button(key="dups-recompute").click().run()
     assert not recomputed.exception
-    assert summary(recomputed).startswith("**12 groups**, 36 duplicates (6 exact, 6 near)")
+    assert summary(recomputed).startswith("**12 groups**, 42 duplicates (6 exact, 6 near)")
     assert any("Found 12 groups" in s.value for s in recomputed.success)
     meta = kept(ui_stack).meta(ui_stack.store().instance)
     assert meta is not None and meta["run"] != result.run and meta["origin"] == "ui"
@@ -143,7 +143,7 @@ def test_browser_shows_the_kept_result_and_recomputes(
         assert meta is not None and meta["run"] == result.run  # shown, not recomputed
 
         page.get_by_role("button", name="Recompute").click()
-        page.get_by_text(re.compile(r"^12 groups, 36 duplicates \(6 exact, 6 near\)")).wait_for()
+        page.get_by_text(re.compile(r"^12 groups, 42 duplicates \(6 exact, 6 near\)")).wait_for()
         page.get_by_text("by the Duplicates page", exact=False).first.wait_for()
         page.get_by_text("★ KEEP").nth(9).wait_for()
         deadline = time.monotonic() + 10

@@ -43,9 +43,10 @@ def test_search_by_stored_image_finds_copies_flipped_and_rotated(ui_stack: UiSta
     app.radio(key="search-mode").set_value("Stored image").run()
     app.text_input(key="search-id").input(original.id).run()
     assert not app.exception
-    assert summary(app, "results").startswith("**5 results**")
+    # The five whole-frame copies, and the 17% centred crop through the frame codes.
+    assert summary(app, "results").startswith("**6 results**")
     shown = names_shown(app)
-    for copy in ("mirrored", "rotated", "resized", "recompressed", "tinted"):
+    for copy in ("mirrored", "rotated", "resized", "recompressed", "tinted", "cropped"):
         assert f"astronaut_{copy}.jpg" in shown
     assert "astronaut.png" not in shown  # the query itself is left out
 
@@ -127,8 +128,9 @@ def recomputed(app: AppTest) -> AppTest:
 def test_duplicates_page_lists_groups_with_keeper_and_reason(ui_stack: UiStack) -> None:
     app = recomputed(ui_stack.app("duplicates"))
     stats = summary(app, "groups")
-    # 6 originals, each with 5 near copies, and 6 byte-identical copies.
-    assert stats.startswith("**12 groups**, 36 duplicates (6 exact, 6 near) among")
+    # 6 originals, each with 6 near copies (the 17% centred crop through the frame codes), and
+    # 6 byte-identical copies.
+    assert stats.startswith("**12 groups**, 42 duplicates (6 exact, 6 near) among")
     first = [c for c in captions(app) if "\n" in c][:6]  # the grid's, not the page's
     assert first[0].startswith("**★ KEEP**") and "kept: largest file" in first[0]
     assert all("pHash distance" in c for c in first[1:])
