@@ -177,13 +177,8 @@ def find_duplicates(
     shots: set[tuple[int, int]] = set()
     scanned = 0
     if not options.exact_only:
-        if with_clip:
-            # CLIP pairs need every vector: one light scan with vectors.
-            records = list(
-                store.iterate(options.where, with_vectors=True, light=True, batch_size=4000)
-            )
-            links = near_links(records, options.max_hamming, options.min_cosine)
-            scanned = len(records)
+        if with_clip and options.min_cosine is not None:
+            records, links, scanned = _clip_links_from_scan(store, options, options.min_cosine)
         else:
             records, links, scanned = _hash_links_from_scan(store, options)
         links = {
@@ -235,6 +230,31 @@ def _hash_links_from_scan(
     codes = scan.codes.tolist()
     records = [columns.record(row, scan.ids[row], codes[row]) for row in involved]
     return records, _pair_links(found, position), len(scan.ids)
+
+
+def _clip_links_from_scan(
+    store: VectorStore, options: DedupOptions, min_cosine: float
+) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
+    """pHash and CLIP pairs from one bulk read of hashes, keeper fields and vectors (a float32
+    matrix, normalised in place: one copy of the vectors in memory); records only for the rows
+    in pairs, as :func:`_hash_links_from_scan`."""
+    scan = store.scan_hashes(options.where, keepers=True, vectors=True)
+    columns, vectors = scan.keepers, scan.clip
+    assert columns is not None and vectors is not None
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    links = _pair_links(pairs_within(scan.codes, options.max_hamming, variants=scan.variants))
+    for pair, cosine in clip_join(vectors, min_cosine):
+        links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
+    for (left, right), link in list(links.items()):
+        if link.cosine is None:
+            cosine = float(vectors[left] @ vectors[right])
+            links[(left, right)] = Link(link.hamming, link.variant, cosine)
+    involved = sorted({row for pair in links for row in pair})
+    position = {row: index for index, row in enumerate(involved)}
+    codes = scan.codes
+    records = [columns.record(row, scan.ids[row], int(codes[row])) for row in involved]
+    renumbered = {(position[left], position[right]): link for (left, right), link in links.items()}
+    return records, renumbered, len(scan.ids)
 
 
 def _pair_links(
