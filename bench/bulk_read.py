@@ -84,7 +84,7 @@ def raw_page(store: MilvusStore, rows: int, tries: int = 4) -> float:
     return best
 
 
-def measure(store: MilvusStore, n: int, old: bool) -> dict[str, float]:
+def measure(store: MilvusStore, n: int, old: bool, clusters: bool) -> dict[str, float]:
     out: dict[str, float] = {"n": n, "raw_row_ms": 1000 * raw_page(store, 256)}
     scan, out["read_new_s"], _ = peak_rss(store.scan_vectors)
     assert len(scan.ids) == n, (len(scan.ids), n)
@@ -103,11 +103,12 @@ def measure(store: MilvusStore, n: int, old: bool) -> dict[str, float]:
         lambda: find_duplicates(store, [], options)
     )
     out["groups"] = report.stats["groups"]
-    clusters, out["clusters_s"], out["clusters_gib"] = peak_rss(
-        lambda: cluster_collection(store, k=_synthetic.CLUSTERS, projection="pca")
-    )
-    for stage in ("pull_s", "cluster_s", "map_s", "write_s"):
-        out[f"clusters_{stage}"] = float(clusters.stats[stage])
+    if clusters:
+        found, out["clusters_s"], out["clusters_gib"] = peak_rss(
+            lambda: cluster_collection(store, k=_synthetic.CLUSTERS, projection="pca")
+        )
+        for stage in ("pull_s", "cluster_s", "map_s", "write_s"):
+            out[f"clusters_{stage}"] = float(found.stats[stage])
     return out
 
 
@@ -179,9 +180,13 @@ def table(results: list[dict[str, float]]) -> str:
                 f"{1000 / r['raw_row_ms']:,.0f}/s",
                 dedup_old,
                 f"{r['dedup_new_s']:.1f} s ({r['dedup_new_gib']:.2f} GiB)",
-                f"{r['clusters_pull_s']:.1f} / {r['clusters_cluster_s']:.1f} / "
-                f"{r['clusters_map_s']:.1f} / {r['clusters_write_s']:.1f} = "
-                f"{r['clusters_s']:.1f} s",
+                (
+                    f"{r['clusters_pull_s']:.1f} / {r['clusters_cluster_s']:.1f} / "
+                    f"{r['clusters_map_s']:.1f} / {r['clusters_write_s']:.1f} = "
+                    f"{r['clusters_s']:.1f} s"
+                )
+                if "clusters_s" in r
+                else "not run (--clusters-max)",
             ]
         )
     return _report.markdown_table(header, rows)
@@ -196,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--home", type=Path, help="Milvus Lite data folder, kept (default: temporary)"
     )
+    parser.add_argument(
+        "--clusters-max", type=int, default=100_000, help="largest size clustered (write-back)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     results = []
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.n:
                 store = _synthetic.ensure(server.uri, n)
                 try:
-                    results.append(measure(store, n, n <= args.old_max))
+                    results.append(measure(store, n, n <= args.old_max, n <= args.clusters_max))
                 finally:
                     store.close()
                 print(results[-1], flush=True)
