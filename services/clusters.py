@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -22,9 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from services.errors import QueryError
-from services.records import ImageRecord
 from services.schema import UNASSIGNED_CLUSTER
-from services.store import VectorStore
+from services.store import VectorScan, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +114,12 @@ def cluster_collection(
     report = progress or (lambda stage, fraction: None)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    records, vectors = _pull(store, where, report)
+    scan = _pull(store, where, report)
+    vectors = scan.clip
     timings["pull_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    stats: dict[str, int | float | str] = {"rows": len(records), "method": method}
+    stats: dict[str, int | float | str] = {"rows": len(scan.ids), "method": method}
     if method == "kmeans":
         labels, centroids = _kmeans(vectors, k, stats, report)
     elif method == "density":
@@ -136,16 +136,16 @@ def cluster_collection(
     timings["map_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    written = _write_back(store, records, labels, report) if write else 0
+    written = _write_back(store, scan, labels, report) if write else 0
     timings["write_s"] = time.perf_counter() - started
 
     stats |= {"k": len(centroids), "projection": chosen, "written": written}
     stats |= {"noise": int((labels == UNASSIGNED_CLUSTER).sum())} if method == "density" else {}
     stats |= {name: round(seconds, 3) for name, seconds in timings.items()}
-    clusters = _cluster_infos(records, labels, distances, len(centroids))
+    clusters = _cluster_infos(scan, labels, distances, len(centroids))
     points = [
-        MapPoint(r.id, r.path, float(x), float(y), int(c), float(s))
-        for r, (x, y), c, s in zip(records, coords, labels, scores, strict=True)
+        MapPoint(i, p, float(x), float(y), int(c), float(s))
+        for i, p, (x, y), c, s in zip(scan.ids, scan.paths, coords, labels, scores, strict=True)
     ]
     return ClusterReport(clusters, points, stats)
 
@@ -153,27 +153,22 @@ def cluster_collection(
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _pull(store: VectorStore, where: str, report: Progress) -> tuple[list[ImageRecord], Matrix]:
-    """Every matching record (vectors kept, for complete rows on write-back) and the normalised
-    (N, dim) matrix of their CLIP vectors."""
+def _pull(store: VectorStore, where: str, report: Progress) -> VectorScan:
+    """Id, path, stored cluster and CLIP vector (normalised in place) of every matching row, in
+    one bulk read (:meth:`VectorStore.scan_vectors`)."""
     if not store.has_clip:
         raise QueryError(
             f"collection {store.collection!r} is hash-only (no CLIP vectors): clustering needs "
             "CLIP embeddings; ingest with a CLIP model (LOOKALIKE_CLIP_MODEL)"
         )
-    total = max(store.count(), 1)
     report("pull", 0.0)
-    records: list[ImageRecord] = []
-    for record in store.iterate(where, with_vectors=True):
-        records.append(record)
-        if len(records) % WRITE_BATCH == 0:
-            report("pull", min(len(records) / total, 1.0))
+    scan = store.scan_vectors(where)
     report("pull", 1.0)
-    if not records:
+    if not len(scan.ids):
         raise QueryError(f"no stored image matches {where or 'the collection'}: nothing to cluster")
-    vectors = np.stack([r.clip for r in records if r.clip is not None]).astype(np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return records, vectors / np.maximum(norms, 1e-12)
+    vectors = scan.clip
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return scan
 
 
 # -- clustering ---------------------------------------------------------------------------------
@@ -285,7 +280,7 @@ def _outlier_scores(distances: Matrix, labels: Labels, count: int) -> Matrix:
 
 
 def _cluster_infos(
-    records: Sequence[ImageRecord], labels: Labels, distances: Matrix, count: int
+    scan: VectorScan, labels: Labels, distances: Matrix, count: int
 ) -> list[ClusterInfo]:
     infos = []
     for cluster in range(count):
@@ -297,7 +292,7 @@ def _cluster_infos(
             ClusterInfo(
                 cluster,
                 len(members),
-                tuple((records[i].id, records[i].path) for i in central),
+                tuple((scan.ids[i], scan.paths[i]) for i in central),
                 float(distances[members].mean()),
             )
         )
@@ -400,19 +395,20 @@ def _sample(rows: int, limit: int) -> npt.NDArray[np.int64]:
 # -- writing back -------------------------------------------------------------------------------
 
 
-def _write_back(
-    store: VectorStore, records: Sequence[ImageRecord], labels: Labels, report: Progress
-) -> int:
-    """Rewrite the rows whose cluster changed (whole rows, vectors included); returns how many."""
-    changed = [
-        replace(record, cluster=int(label))
-        for record, label in zip(records, labels, strict=True)
-        if record.cluster != int(label)
-    ]
+def _write_back(store: VectorStore, scan: VectorScan, labels: Labels, report: Progress) -> int:
+    """Rewrite the rows whose cluster changed; returns how many. Milvus Lite 2.5 rejects a
+    partial update, so each changed row is read whole (paths, tags, vector) by id, in batches,
+    and written back whole; a row deleted meanwhile is left deleted."""
+    changed = np.flatnonzero(scan.clusters != labels)
     report("write", 0.0)
+    written = 0
     for start in range(0, len(changed), WRITE_BATCH):
-        store.replace(changed[start : start + WRITE_BATCH])
+        rows = changed[start : start + WRITE_BATCH]
+        label_of = {scan.ids[int(row)]: int(labels[row]) for row in rows}
+        stored = store.get(list(label_of), with_vectors=True)
+        store.replace([replace(record, cluster=label_of[record.id]) for record in stored])
+        written += len(stored)
         report("write", min((start + WRITE_BATCH) / len(changed), 1.0))
     report("write", 1.0)
-    log.info("wrote cluster ids of %d of %d rows", len(changed), len(records))
-    return len(changed)
+    log.info("wrote cluster ids of %d of %d rows", written, len(scan.ids))
+    return written

@@ -188,14 +188,9 @@ def find_duplicates(
     shots: set[tuple[int, int]] = set()
     scanned = 0
     if not options.exact_only:
-        if with_clip:
-            # CLIP pairs need every vector: one light scan with vectors.
+        if with_clip and options.min_cosine is not None:
             report(_SCAN_START, "reading hashes and CLIP vectors, pairing")
-            records = list(
-                store.iterate(options.where, with_vectors=True, light=True, batch_size=4000)
-            )
-            links = near_links(records, options.max_hamming, options.min_cosine)
-            scanned = len(records)
+            records, links, scanned = _clip_links_from_scan(store, options, options.min_cosine)
         else:
             records, links, scanned = _hash_links_from_scan(store, options, report)
         report(_GROUPS_START, "grouping pairs, choosing keepers")
@@ -317,6 +312,33 @@ def _add_frame_links(
         key = (left, right) if position is None else (position[left], position[right])
         link = Link(int(distance), 0, None, labels[rule])
         links[key] = links[key].merged(link) if key in links else link
+
+
+def _clip_links_from_scan(
+    store: VectorStore, options: DedupOptions, min_cosine: float
+) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
+    """pHash and CLIP pairs from one bulk read of hashes, keeper fields and vectors (a float32
+    matrix, normalised in place: one copy of the vectors in memory); records only for the rows
+    in pairs, as :func:`_hash_links_from_scan`."""
+    scan = store.scan_hashes(options.where, keepers=True, vectors=True)
+    columns, vectors = scan.keepers, scan.clip
+    assert columns is not None and vectors is not None
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    links = _pair_links(pairs_within(scan.codes, options.max_hamming, variants=scan.variants))
+    if scan.frames is not None:
+        _add_frame_links(links, frame_pairs(scan.codes, scan.frames, options.max_hamming))
+    for pair, cosine in clip_join(vectors, min_cosine):
+        links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
+    for (left, right), link in list(links.items()):
+        if link.cosine is None:
+            cosine = float(vectors[left] @ vectors[right])
+            links[(left, right)] = Link(link.hamming, link.variant, cosine, link.frame)
+    involved = sorted({row for pair in links for row in pair})
+    position = {row: index for index, row in enumerate(involved)}
+    codes = scan.codes
+    records = [columns.record(row, scan.ids[row], int(codes[row])) for row in involved]
+    renumbered = {(position[left], position[right]): link for (left, right), link in links.items()}
+    return records, renumbered, len(scan.ids)
 
 
 def _pair_links(

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,14 @@ log = logging.getLogger(__name__)
 # Milvus caps one search's limit (topk) at 16384.
 MAX_SEARCH_LIMIT = 16384
 _GET_BATCH = 512
+# A bulk-read page stays well under gRPC's 4 MiB message limit: a 4,000-row page of 512-d vectors
+# (8 MB) stalls Milvus Lite until the call times out (docs/benchmarks.md, "Bulk reads").
+BULK_PAGE_BYTES = 512 * 1024
+# Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
+# the 16 leading hex digits; any other id falls in the first or last range) ...
+_PK_CUTS = tuple("123456789abcdef")
+# ... read by this many threads at once, each with its own keyset pagination.
+BULK_READ_THREADS = 2
 # How long a process waits for the indexes of a collection another process is creating.
 INDEX_WAIT_SECONDS = 30.0
 # The instance of a collection created before collections carried one (see SchemaContract).
@@ -175,13 +184,24 @@ class HashScan:
     # (N, 4) uint64 frame codes (services.frames: content, windows 90/80/70); a row without
     # them (not migrated) repeats its pHash, so it still matches by its whole frame.
     frames: npt.NDArray[np.uint64] | None = None
+    clip: npt.NDArray[np.float32] | None = None  # (N, dim), when the scan read the vectors
+
+
+@dataclass(frozen=True)
+class VectorScan:
+    """Every scanned row's id, first path, stored cluster id and CLIP vector, as columns."""
+
+    ids: Sequence[str]
+    paths: list[str]
+    clusters: npt.NDArray[np.int64]
+    clip: npt.NDArray[np.float32]  # (N, dim), as stored (not normalised)
 
 
 def _codes(packed: list[bytes]) -> npt.NDArray[np.uint64]:
     return np.frombuffer(b"".join(packed), dtype=">u8").astype(np.uint64)
 
 
-def _camera(row: dict[str, Any]) -> str:
+def _camera(row: Mapping[str, Any]) -> str:
     """A row's camera as one interned string (make, NUL, model); "" when EXIF named none."""
     make, model = str(row.get("camera_make", "")), str(row.get("camera_model", ""))
     return sys.intern(f"{make}\x00{model}") if make or model else ""
@@ -263,8 +283,10 @@ class VectorStore(Protocol):
         batch_size: int = 16384,
         keepers: bool = False,
         progress: Callable[[int], None] | None = None,
+        vectors: bool = False,
     ) -> HashScan: ...
     def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan: ...
+    def scan_vectors(self, expr: str = "") -> VectorScan: ...
     def search_phash(
         self,
         variants: Sequence[bytes],
@@ -739,28 +761,42 @@ class MilvusStore:
         batch_size: int = 16384,
         keepers: bool = False,
         progress: Callable[[int], None] | None = None,
+        vectors: bool = False,
     ) -> HashScan:
         """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
         that all-pairs dedup needs, as compact arrays (32 + 64 bytes a row), each batch packed
-        as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns.
+        as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns;
+        ``vectors``: the CLIP vectors too, as one float32 matrix (read by :meth:`bulk_pages`).
         ``progress``: called with the rows read so far after each batch."""
+        fields = [
+            "id", "phash", "phash_dihedral", "frame_codes", *(KEEPER_FIELDS if keepers else ())
+        ]  # fmt: skip
+        if vectors and self._with_clip:
+            pages: Iterator[_Page] = self.bulk_pages(expr, [*fields, "clip"])
+        else:
+            pages = (_Page(list(batch), None) for batch in self._batches(expr, fields, batch_size))
         ids: list[list[str]] = []
         codes: list[npt.NDArray[np.uint64]] = []
         variants: list[npt.NDArray[np.uint64] | None] = []
         frames: list[npt.NDArray[np.uint64]] = []
+        clips: list[npt.NDArray[np.float32]] = []
         paths: list[str] = []
         formats: list[str] = []
         cameras: list[str] = []
         sizes: list[npt.NDArray[np.int64]] = []
         stamps: list[npt.NDArray[np.int64]] = []
-        fields = [
-            "id", "phash", "phash_dihedral", "frame_codes", *(KEEPER_FIELDS if keepers else ())
-        ]  # fmt: skip
-        for batch in self._batches(expr, fields, batch_size):
+        for page in pages:
+            batch = page.rows
             ids.append([str(row["id"]) for row in batch])
-            codes.append(_codes([binary_vector(row["phash"]) for row in batch]))
+            codes.append(
+                page.codes
+                if page.codes is not None
+                else _codes([binary_vector(row["phash"]) for row in batch])
+            )
             variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
             frames.append(_frames([str(row.get("frame_codes", "")) for row in batch], codes[-1]))
+            if page.clip is not None:
+                clips.append(page.clip)
             if keepers:
                 paths += [str(row["path"]) for row in batch]
                 formats += [sys.intern(str(row["format"])) for row in batch]
@@ -794,7 +830,10 @@ class MilvusStore:
             np.concatenate(codes) if codes else np.zeros(0, dtype=np.uint64),
             np.concatenate(complete) if complete and len(complete) == len(variants) else None,
             columns,
-            np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64),
+            frames=(
+                np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64)
+            ),
+            clip=self._matrix(clips) if vectors and self._with_clip else None,
         )
 
     def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
@@ -813,6 +852,79 @@ class MilvusStore:
                 for name, parts in codes.items()
             },
         )
+
+    def scan_vectors(self, expr: str = "") -> VectorScan:
+        """Id, first path, cluster id and CLIP vector of every row matching ``expr`` (what
+        clustering reads), without the ARRAY fields; QueryError on a hash-only collection."""
+        if not self._with_clip:
+            raise QueryError(f"collection {self.collection!r} is hash-only (no CLIP vectors)")
+        ids: list[list[str]] = []
+        paths: list[str] = []
+        clusters: list[int] = []
+        clips: list[npt.NDArray[np.float32]] = []
+        for page in self.bulk_pages(expr, ["id", "path", "cluster", "clip"]):
+            ids.append([str(row["id"]) for row in page.rows])
+            paths += [str(row["path"]) for row in page.rows]
+            clusters += [int(row["cluster"]) for row in page.rows]
+            if page.clip is not None:
+                clips.append(page.clip)
+        return VectorScan(
+            ContentIds(ids), paths, np.asarray(clusters, dtype=np.int64), self._matrix(clips)
+        )
+
+    def _matrix(self, clips: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        if not clips:
+            return np.zeros((0, self._clip_dim or 0), dtype=np.float32)
+        return np.concatenate(clips)
+
+    def bulk_pages(
+        self,
+        expr: str,
+        fields: Sequence[str],
+        *,
+        page_rows: int | None = None,
+        threads: int = BULK_READ_THREADS,
+    ) -> Iterator[_Page]:
+        """Every row matching ``expr`` exactly once, as pages: each of 16 primary-key ranges is
+        read by keyset pagination (``id > last`` in primary-key order, the query iterator's
+        own method, so any Milvus serves it), ``threads`` ranges at a time, and each page's
+        vectors are decoded as one array rather than row by row. Pages come in key order."""
+        width = 4 * (self._clip_dim or 0) if "clip" in fields else 0
+        rows = page_rows or max(64, BULK_PAGE_BYTES // (width + 256))
+        bounds = ["", *_PK_CUTS, None]
+        spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for pages in pool.map(lambda span: self._range_pages(expr, fields, span, rows), spans):
+                yield from pages
+
+    def _range_pages(
+        self, expr: str, fields: Sequence[str], span: tuple[str, str | None], rows: int
+    ) -> list[_Page]:
+        low, high = span
+        pages: list[_Page] = []
+        last: str | None = None
+        while True:
+            bounds = [f"id > {_quoted(last)}" if last is not None else f"id >= {_quoted(low)}"]
+            if high is not None:
+                bounds.append(f"id < {_quoted(high)}")
+            where = " and ".join(bounds) + (f" and ({expr})" if expr else "")
+            with mapped(f"read a page of {rows} rows", self.uri):
+                result = self._client.query(
+                    self.collection,
+                    filter=where,
+                    output_fields=list(fields),
+                    limit=rows,
+                    timeout=self._timeout,
+                    # The query iterator's flags: results in primary-key order.
+                    iterator="True",
+                    reduce_stop_for_best="True",
+                )
+            page = _page(result, self._clip_dim or 0)
+            if page.rows:
+                pages.append(page)
+                last = str(page.rows[-1]["id"])
+            if len(page.rows) < rows:
+                return pages
 
     def search_phash(
         self,
@@ -922,6 +1034,52 @@ class MilvusStore:
                 output_fields=self._search_fields(with_vectors, whole=whole),
                 timeout=self._timeout,
             )
+
+
+def _quoted(text: str) -> str:
+    """A VARCHAR literal for a Milvus filter."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page of a bulk read: the scalar values as row dicts, the vectors as arrays."""
+
+    rows: Sequence[Mapping[str, Any]]
+    clip: npt.NDArray[np.float32] | None
+    codes: npt.NDArray[np.uint64] | None = None
+
+
+def _page(result: Any, dim: int) -> _Page:
+    """Decode one query result. pymilvus leaves vector fields in the response until a row is
+    read, then copies each vector into a list of Python floats (most of a bulk read's client
+    time); here they become arrays straight from the response bytes. Any other field that
+    pymilvus decodes lazily is read its own way, row by row."""
+    count = len(result)
+    lazy = {data.field_name: data for data in getattr(result, "_lazy_field_data", ())}
+    vectors = {name: lazy.pop(name) for name in ("clip", "phash") if name in lazy}
+    if lazy or not isinstance(result, list):
+        rows = [dict(row) for row in result]
+        matrix = None
+        if rows and "clip" in rows[0]:
+            matrix = np.asarray([r["clip"] for r in rows], np.float32).reshape(count, dim)
+        return _Page(rows, matrix)
+    rows = [list.__getitem__(result, i) for i in range(count)]
+    clip = _float_matrix(vectors["clip"], count, dim) if "clip" in vectors else None
+    codes = None
+    if "phash" in vectors:
+        codes = np.frombuffer(vectors["phash"].vectors.binary_vector, dtype=">u8").astype(np.uint64)
+    return _Page(rows, clip, codes)
+
+
+def _float_matrix(data: Any, count: int, dim: int) -> npt.NDArray[np.float32]:
+    """(count, dim) float32 from a FLOAT_VECTOR FieldData: its packed floats are the tail of the
+    serialized FloatArray (tag, length, then little-endian float32s)."""
+    raw = data.vectors.float_vector.SerializeToString()
+    size = count * dim * 4
+    if size == 0:
+        return np.zeros((count, dim), dtype=np.float32)
+    return np.frombuffer(raw[len(raw) - size :], dtype="<f4").reshape(count, dim).copy()
 
 
 def _hit_row(hit: Any) -> dict[str, Any]:

@@ -272,3 +272,18 @@ def test_clip_join_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert number(row["brute force"]) > 0 and number(row["IVF join"]) > 0, row
         assert 0.99 <= number(row["recall"]) <= 1, row
         assert row["extra"] == "0", row  # every reported pair is checked against the threshold
+
+
+def test_bulk_read_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import bulk_read
+
+    assert bulk_read.main(["--n", "1500", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert row["rows"] == "1,500"
+    assert number(row["speed-up"].rstrip("x")) > 0, row
+    assert row["read old"].endswith("/s)") and row["read new"].endswith("/s)"), row
+    assert "GiB" in row["dedup new (peak RSS)"], row
+    stages = row["clusters new: pull / cluster / map / write-back = total"]
+    parts, total = stages.rstrip(" s").split(" = ")
+    assert 0 < sum(number(p) for p in parts.split(" / ")) <= number(total) + 0.1, row

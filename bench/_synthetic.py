@@ -1,0 +1,107 @@
+"""A synthetic collection for the scale benchmarks: planted CLIP clusters and near-duplicates.
+
+Row ``i`` has id sha256(str(i)), a random pHash and a unit 512-d vector near one of ``clusters``
+random centres (cosine about 0.75 to it, as bench.clusters_speed); the last ``COPY_SHARE`` of
+the rows are noisy copies of earlier rows (cosine about 0.93 to 0.999 with their source, as
+bench.clip_join). Built once per size and kept: a Milvus Lite insert runs a few hundred rows a
+second, so a 1,000,000-row collection takes most of an hour to build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+
+from services.records import ImageRecord, to_row
+from services.schema import MAX_PATHS, SchemaContract
+from services.store import MilvusStore
+
+log = logging.getLogger(__name__)
+
+DIM = 512
+CLUSTERS = 20
+COPY_SHARE = 0.1
+INSERT_BATCH = 2000
+INSERT_THREADS = 2
+_SEED = 0
+
+
+def content_id(row: int) -> str:
+    return hashlib.sha256(str(row).encode()).hexdigest()
+
+
+def vectors(n: int, clusters: int = CLUSTERS) -> tuple[npt.NDArray[np.float32], np.ndarray]:
+    """(n, DIM) unit vectors and each row's planted cluster; copies share their source's."""
+    rng = np.random.default_rng(_SEED)
+    centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = rng.integers(0, clusters, size=n)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for start in range(0, n, 65536):
+        rows = slice(start, min(start + 65536, n))
+        noise = rng.normal(scale=0.9 / np.sqrt(DIM), size=(rows.stop - start, DIM))
+        out[rows] = centres[truth[rows]] + noise.astype(np.float32)
+    copies = int(n * COPY_SHARE) if n >= 20 else 0
+    if copies:
+        sources = rng.integers(0, n - copies, copies)
+        scale = rng.uniform(0.05, 0.36, (copies, 1)).astype(np.float32)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        jitter = rng.standard_normal((copies, DIM), dtype=np.float32) / np.sqrt(DIM)
+        out[n - copies :] = out[sources] + scale * jitter
+        truth[n - copies :] = truth[sources]
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out, truth
+
+
+def records(matrix: npt.NDArray[np.float32], start: int, stop: int) -> list[ImageRecord]:
+    rng = np.random.default_rng(start + 1)
+    return [
+        ImageRecord(
+            id=content_id(i),
+            path=f"/photos/{i:07d}.jpg",
+            phash=rng.integers(0, 256, 8, dtype=np.uint8).tobytes(),
+            width=640,
+            height=480,
+            format="JPEG",
+            bytes=100_000,
+            clip=matrix[i],
+        )
+        for i in range(start, stop)
+    ]
+
+
+def collection_name(n: int) -> str:
+    return f"bench_scale_{n}"
+
+
+def ensure(uri: str, n: int) -> MilvusStore:
+    """The store over the synthetic collection of ``n`` rows, built unless already complete."""
+    contract = SchemaContract.current("bench", DIM)
+    store = MilvusStore.connect(uri, collection_name(n), contract, timeout=600.0)
+    have = store.count()
+    if have == n:
+        return store
+    if have:
+        store.drop()
+        store.close()
+        store = MilvusStore.connect(uri, collection_name(n), contract, timeout=600.0)
+    matrix, _ = vectors(n)
+    started = time.perf_counter()
+
+    def write(start: int) -> None:
+        batch = records(matrix, start, min(start + INSERT_BATCH, n))
+        rows = [to_row(r, with_clip=True, max_paths=MAX_PATHS) for r in batch]
+        store.client.insert(store.collection, rows, timeout=600.0)
+
+    with ThreadPoolExecutor(INSERT_THREADS) as pool:
+        for done, _ in enumerate(pool.map(write, range(0, n, INSERT_BATCH)), 1):
+            if done % 50 == 0:
+                rate = done * INSERT_BATCH / (time.perf_counter() - started)
+                log.info("%s: %d rows, %.0f rows/s", store.collection, done * INSERT_BATCH, rate)
+    log.info("built %s in %.0f s", store.collection, time.perf_counter() - started)
+    return store
