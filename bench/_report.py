@@ -60,13 +60,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def write_section(
-    name: str, title: str, body: str, packages: Sequence[str], argv: Sequence[str] | None = None
+    name: str,
+    title: str,
+    body: str,
+    packages: Sequence[str],
+    argv: Sequence[str] | None = None,
+    module: str | None = None,
 ) -> None:
     """Replace the generated part of section ``name`` of docs/benchmarks.md with ``body`` and its
     provenance; a new section is appended under the heading ``title``. ``argv``: the options
-    credited in the command line (default: this process's)."""
+    credited in the command line (default: this process's); ``module``: the script under bench/
+    that wrote it, where one script writes several sections (default: ``name``)."""
     options = " ".join(sys.argv[1:] if argv is None else argv)
-    command = f"python -m bench.{name} {options}".strip()
+    command = f"python -m bench.{module or name} {options}".strip()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
