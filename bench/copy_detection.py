@@ -225,11 +225,16 @@ def _paths(items: Sequence[EvalItem], left: np.ndarray, right: np.ndarray) -> se
     }
 
 
-def methods_of(entries: Sequence[Entry], folder: Path, with_pdq: bool) -> list[Method]:
+def methods_of(
+    entries: Sequence[Entry], folder: Path, with_pdq: bool
+) -> tuple[list[Method], dict[str, bool]]:
+    """Each method's pairs (lookalike now first), and which images' content box is the whole
+    frame as ingestion computes it."""
     truth = {str(e.path): e.group for e in entries}
     start = time.perf_counter()
     items = lookalike_items(entries)
     seconds = time.perf_counter() - start
+    whole = {item.path: item.frames is not None and item.frames.box.whole for item in items}
     before = phash_pairs(items, DEFAULT_RADIUS)
     methods = [
         Method(NOW, DEFAULT_RADIUS, _paths(items, *dedup_pairs(items, DEFAULT_RADIUS)),
@@ -250,7 +255,7 @@ def methods_of(entries: Sequence[Entry], folder: Path, with_pdq: bool) -> list[M
         start = time.perf_counter()
         found = pdq_pairs([e.path for e in entries], PDQ_THRESHOLD)
         methods.append(Method(PDQ, PDQ_THRESHOLD, found, None, time.perf_counter() - start))
-    return methods
+    return methods, whole
 
 
 def _has(pairs: set[tuple[str, str]], a: str, b: str) -> bool:
@@ -345,11 +350,35 @@ def target_line(
     )
 
 
-def report(set_name: str, source: str, entries: Sequence[Entry], methods: list[Method]) -> str:
+def box_split(
+    entries: Sequence[Entry], pairs: set[tuple[str, str]], whole: dict[str, bool]
+) -> list[list[str]]:
+    """The centred crops found, split by whether the base's content box is the whole frame (a
+    centred crop is one of the original's windows only then)."""
+    base = {e.group: str(e.path) for e in entries if not e.transform and "-view" not in e.group}
+    rows = []
+    for name in (n for n in TRANSFORMS if n.startswith("crop") and n.endswith("centred")):
+        cells = [name]
+        for flag in (True, False):
+            copies = [e for e in entries if e.transform == name and whole[base[e.group]] is flag]
+            hit = sum(_has(pairs, base[e.group], str(e.path)) for e in copies)
+            cells.append(f"{hit}/{len(copies)}")
+        rows.append(cells)
+    return rows
+
+
+def report(
+    set_name: str,
+    source: str,
+    entries: Sequence[Entry],
+    methods: list[Method],
+    whole: dict[str, bool],
+) -> str:
     truth = {str(e.path): e.group for e in entries}
     scores = {m.name: transform_scores(entries, m.pairs) for m in methods}
     per_transform = [[name, *(scores[m.name][name].cell() for m in methods)] for name in TRANSFORMS]
     now = methods[0]
+    bases = [str(e.path) for e in entries if not e.transform and "-view" not in e.group]
     at_default = score_pairs(now.pairs, truth, DEFAULT_RADIUS, now.name)
     fp, total = _hard_negatives(entries, now.pairs)
     timing = "; ".join(f"{m.name} {m.seconds:.1f} s" for m in methods if m.name != BEFORE)
@@ -367,6 +396,13 @@ def report(set_name: str, source: str, entries: Sequence[Entry], methods: list[M
             "pairs that involve a copy made by the transform):",
             _report.markdown_table(
                 ["transform", *(f"{m.name} <={m.threshold}" for m in methods)], per_transform
+            ),
+            f"Centred crops found by lookalike now at radius {DEFAULT_RADIUS}, by the base's "
+            f"content box at ingestion's decode ({sum(whole[b] for b in bases)} of {len(bases)} "
+            "bases have the whole frame as content box):",
+            _report.markdown_table(
+                ["transform", "base's box whole", "base's box peeled"],
+                box_split(entries, now.pairs, whole),
             ),
         ]
     )
@@ -406,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         entries = build_set(bases, SEEDS[args.set_name], folder)
         print(f"{len(entries)} images written in {time.perf_counter() - start:.1f} s", flush=True)
-        methods = methods_of(entries, folder, with_pdq)
-    body = report(args.set_name, source, entries, methods)
+        methods, whole = methods_of(entries, folder, with_pdq)
+    body = report(args.set_name, source, entries, methods, whole)
     print(body, flush=True)
     if args.no_write:
         return 0

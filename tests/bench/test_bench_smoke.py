@@ -126,7 +126,7 @@ def test_copy_detection_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     missing = tmp_path / "no-ukbench-here"
     argv = ["--images", str(missing), "--limit", "4", "--no-pdq", "--no-write"]
     assert copy_detection.main(argv) == 0
-    out, (overall, per_transform) = printed(capsys, 2)
+    out, (overall, per_transform, by_box) = printed(capsys, 3)
     now, before = copy_detection.NOW, copy_detection.BEFORE
     for row in overall.rows:
         for name in ("precision", "recall", "F1"):
@@ -146,6 +146,11 @@ def test_copy_detection_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     screenshot = per_transform.row("screenshot padding")
     assert screenshot[now_column].startswith("4/4") and screenshot[before_column].startswith("0/4")
     assert "Targets (lookalike now" in out and "Pair precision >= 0.995" in out
+    assert by_box.column("transform") == [n for n in TRANSFORMS if n.endswith("% centred")]
+    for row in by_box.rows:
+        whole, peeled = fraction(row["base's box whole"]), fraction(row["base's box peeled"])
+        assert whole[1] + peeled[1] == 4, row  # every base is one or the other
+        assert whole[0] + peeled[0] == fraction(per_transform.row(row["transform"])[now_column])[0]
 
 
 def test_copy_detection_other_set_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,7 +159,7 @@ def test_copy_detection_other_set_smoke(tmp_path: Path, capsys: pytest.CaptureFi
     argv = ["--set", "other", "--images", str(tmp_path / "none"), "--limit", "1", "--no-pdq",
             "--no-write"]  # fmt: skip
     assert copy_detection.main(argv) == 0
-    out, (overall, per_transform) = printed(capsys, 2)
+    out, (overall, per_transform, _) = printed(capsys, 3)
     assert "2 bases not from the tuning set (1 skimage, 0 imagededup, 1 generated)" in out
     assert "edits seeded with 2027" in out
     for cell in per_transform.column(per_transform.header[1]):
