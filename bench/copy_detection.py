@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from bench import _report
-from bench._copy_edits import RECALL_FLOOR, TRANSFORMS
+from bench._copy_edits import RECALL_FLOOR, TRANSFORMS, Edit
 from bench._pdq import PDQ_THRESHOLD, pdq_pairs
 from bench.dedup_scale import _import_imagededup_phash
 from services.evaluation import (
@@ -158,8 +158,14 @@ def other_bases(folder: Path, limit: int | None) -> list[Base]:
     return bases
 
 
-def build_set(bases: Sequence[Base], seed: int, folder: Path) -> list[Entry]:
-    """Bases, their copies and the hard negatives, written under ``folder``."""
+def build_set(
+    bases: Sequence[Base],
+    seed: int,
+    folder: Path,
+    transforms: Mapping[str, tuple[Edit, str]] = TRANSFORMS,
+) -> list[Entry]:
+    """Bases, their copies (one per transform) and the hard negatives, written under
+    ``folder``."""
     entries: list[Entry] = []
     for obj, base in enumerate(bases):
         group = f"object{obj:04d}"
@@ -173,7 +179,7 @@ def build_set(bases: Sequence[Base], seed: int, folder: Path) -> list[Entry]:
         else:
             base_file = _save(base.image, folder / f"{base.name}.jpg", "JPEG95")
         entries.append(Entry(base_file, group, obj, ""))
-        for number, (name, (edit, kind)) in enumerate(TRANSFORMS.items()):
+        for number, (name, (edit, kind)) in enumerate(transforms.items()):
             rng = np.random.default_rng([seed, obj, number])
             target = folder / f"{base.name}_t{number:02d}.jpg"
             entries.append(Entry(_save(edit(base.image, rng), target, kind), group, obj, name))
