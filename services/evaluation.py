@@ -2,9 +2,12 @@
 
 A ground truth labels images with groups; every unordered pair of evaluated items that are both
 labelled is a question, a positive when both share a group. A pHash threshold ``t`` predicts the
-pairs within Hamming distance ``t`` (over flips and rotations, the same ``pairs_within`` search
-as ``lookalike dedup``); a CLIP threshold ``c`` predicts the pairs with cosine ``>= c``. One search
-at the largest threshold gives every smaller one by filtering on the distance.
+pairs within Hamming distance ``t`` over flips and rotations (:func:`evaluate`, the whole-frame
+``pairs_within`` search of ``lookalike dedup``); :func:`evaluate_dedup` adds the pairs that the
+frame rules find at ``max_hamming = t`` (:func:`services.frame_pairs.frame_pairs`), which is all
+that ``lookalike dedup`` matches by hashes. A CLIP threshold ``c`` predicts the pairs with cosine
+``>= c``. One pHash search at the largest threshold gives every smaller one by filtering on the
+distance; the frame rules' radii follow the threshold (``Rule.radius``), so they run per threshold.
 
 An item is one *path*: a stored content known under several paths is expanded to one item per
 path (:func:`items_from_records`), so byte-identical copies are evaluated as pairs at distance 0.
@@ -23,24 +26,31 @@ import numpy as np
 import numpy.typing as npt
 
 from services.errors import LookalikeError, QueryError
+from services.frame_pairs import frame_pairs
+from services.frames import FRAME_CODES, FrameCodes
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.records import ImageRecord
+
+I64 = npt.NDArray[np.int64]
 
 DEFAULT_RADII: tuple[int, ...] = tuple(range(17))
 DEFAULT_COSINES: tuple[float, ...] = tuple(round(0.80 + 0.01 * k, 2) for k in range(20))
 _PATH_COLUMNS = ("path", "filename", "file")
 _GROUP_COLUMNS = ("group", "group_id", "label")
 _CLIP_CHUNK = 1024
+HAMMING_SIGNALS = ("phash", "phash+frames")  # thresholds that are radii: smaller is stricter
 
 
 @dataclass(frozen=True)
 class EvalItem:
-    """One image path with its signals: pHash, its 7 flip/rotation variants, optional CLIP."""
+    """One image path with its signals: pHash, its 7 flip/rotation variants, optional CLIP, and
+    optional frame codes (content region and centred windows, :mod:`services.frames`)."""
 
     path: str
     phash: bytes
     variants: tuple[bytes, ...] = ()
     clip: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
+    frames: FrameCodes | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,7 @@ def items_from_records(records: Iterable[ImageRecord], *, normalise: bool = True
                     phash=record.phash,
                     variants=record.phash_dihedral,
                     clip=record.clip,
+                    frames=record.frames,
                 )
             )
     return items
@@ -152,6 +163,62 @@ def phash_pairs(items: Sequence[EvalItem], radius: int) -> PairSet:
     if items and all(len(item.variants) == 7 for item in items):
         variants = np.stack([codes_from_bytes(list(item.variants)) for item in items])
     return pairs_within(codes, radius, variants=variants)
+
+
+def frame_matrix(items: Sequence[EvalItem]) -> npt.NDArray[np.uint64]:
+    """The (N, 4) frame codes of ``items`` as dedup scans them: an item without frame codes
+    repeats its pHash (``services.store.HashScan.frames``)."""
+    rows = [
+        [item.frames.content, *item.frames.windows] if item.frames else [item.phash] * FRAME_CODES
+        for item in items
+    ]
+    flat = codes_from_bytes([code for row in rows for code in row])
+    return flat.reshape(len(items), FRAME_CODES)
+
+
+def dedup_pairs(items: Sequence[EvalItem], radius: int) -> tuple[I64, I64]:
+    """The pairs ``left < right`` (indices, sorted) that ``lookalike dedup --max-hamming radius``
+    links by hashes: the pHash pairs over flips and turns, and the frame rules' pairs."""
+    whole = phash_pairs(items, radius)
+    return _union(whole.left, whole.right, *_frame_pairs(items, radius), len(items))
+
+
+def _frame_pairs(items: Sequence[EvalItem], radius: int) -> tuple[I64, I64]:
+    codes = codes_from_bytes([item.phash for item in items])
+    found = frame_pairs(codes, frame_matrix(items), radius)
+    return found.left, found.right
+
+
+def _union(left: I64, right: I64, more_left: I64, more_right: I64, count: int) -> tuple[I64, I64]:
+    keys = np.union1d(left * count + right, more_left * count + more_right).astype(np.int64)
+    return keys // count, keys % count
+
+
+def evaluate_dedup(
+    items: Sequence[EvalItem],
+    truth: Mapping[str, str],
+    thresholds: Sequence[int] = DEFAULT_RADII,
+) -> list[ThresholdResult]:
+    """Scores of what ``lookalike dedup`` links by hashes (:func:`dedup_pairs`) at each
+    ``--max-hamming`` in ``thresholds``, over the labelled ``items``."""
+    if not thresholds:
+        raise QueryError("give at least one threshold")
+    kept = labelled(items, truth)
+    groups = _group_ids(kept, truth)
+    positives = _positive_pairs(groups)
+    signal = HAMMING_SIGNALS[1]
+    if len(kept) < 2:
+        return [ThresholdResult.of(t, 0, 0, positives, signal) for t in thresholds]
+    whole = phash_pairs(kept, max(thresholds))
+    results = []
+    for radius in thresholds:
+        within = whole.distance <= radius
+        left, right = _union(
+            whole.left[within], whole.right[within], *_frame_pairs(kept, radius), len(kept)
+        )
+        tp = int(np.count_nonzero(groups[left] == groups[right]))
+        results.append(ThresholdResult.of(radius, tp, left.size - tp, positives - tp, signal))
+    return results
 
 
 def evaluate(
@@ -216,7 +283,10 @@ def best_f1(results: Sequence[ThresholdResult]) -> ThresholdResult:
     """The result with the highest F1 (the smallest threshold among ties for pHash)."""
     if not results:
         raise QueryError("no results to choose from")
-    return max(results, key=lambda r: (r.f1, -r.threshold if r.signal == "phash" else r.threshold))
+    return max(
+        results,
+        key=lambda r: (r.f1, -r.threshold if r.signal in HAMMING_SIGNALS else r.threshold),
+    )
 
 
 def pr_curve_png(

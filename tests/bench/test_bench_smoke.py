@@ -120,23 +120,51 @@ def test_dedup_collection_smoke(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_copy_detection_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import copy_detection
+    from bench._copy_edits import TRANSFORMS
 
     # A folder that does not exist: the script generates its base photos (a clone has no data).
     missing = tmp_path / "no-ukbench-here"
-    assert copy_detection.main(["--images", str(missing), "--limit", "4", "--no-write"]) == 0
-    _, (overall, survivable, per_transform, negatives) = printed(capsys, 4)
-    for table in (overall, survivable):
-        for row in table.rows:
-            for name in ("precision", "recall", "F1"):
-                assert 0 <= number(row[name]) <= 1, row
-    default = overall.row("lookalike, default radius")
-    assert number(default["precision"]) >= 0.99 and number(default["recall"]) >= 0.5
-    assert per_transform.column("transform") == list(copy_detection.TRANSFORMS)
-    # The 8 flips/turns are why lookalike finds mirrored and rotated copies; identity alone not.
+    argv = ["--images", str(missing), "--limit", "4", "--no-pdq", "--no-write"]
+    assert copy_detection.main(argv) == 0
+    out, (overall, per_transform, by_box) = printed(capsys, 3)
+    now, before = copy_detection.NOW, copy_detection.BEFORE
+    for row in overall.rows:
+        for name in ("precision", "recall", "F1"):
+            assert 0 <= number(row[name]) <= 1, row
+    at_default = {m: overall.row(f"{m}, default") for m in (now, before)}
+    assert number(at_default[now]["precision"]) >= 0.99
+    # Now is before plus the frame rules' pairs: it finds all that before found, and more.
+    assert number(at_default[now]["TP"]) > number(at_default[before]["TP"]) > 0
+    assert per_transform.column("transform") == list(TRANSFORMS)
+    now_column, before_column = per_transform.header[1:3]
+    assert now_column.startswith(now) and before_column.startswith(before)
+    for row in per_transform.rows:
+        assert fraction(row[now_column])[0] >= fraction(row[before_column])[0], row
+    # The 8 flips/turns find mirrored and turned copies; the content region a copy in a window.
     for name in ("resize 50%", "JPEG q=30", "mirror", "rotate 90", "blur r=2"):
-        assert per_transform.row(name)["lookalike r<=8"].startswith("4/4"), name
-    assert per_transform.row("mirror")["lookalike identity only r<=8"].startswith("0/4")
-    assert negatives.column("method") == ["lookalike, radius 8", "identity only, radius 8"]
+        assert per_transform.row(name)[before_column].startswith("4/4"), name
+    screenshot = per_transform.row("screenshot padding")
+    assert screenshot[now_column].startswith("4/4") and screenshot[before_column].startswith("0/4")
+    assert "Targets (lookalike now" in out and "Pair precision >= 0.995" in out
+    assert by_box.column("transform") == [n for n in TRANSFORMS if n.endswith("% centred")]
+    for row in by_box.rows:
+        whole, peeled = fraction(row["base's box whole"]), fraction(row["base's box peeled"])
+        assert whole[1] + peeled[1] == 4, row  # every base is one or the other
+        assert whole[0] + peeled[0] == fraction(per_transform.row(row["transform"])[now_column])[0]
+
+
+def test_copy_detection_other_set_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import copy_detection
+
+    argv = ["--set", "other", "--images", str(tmp_path / "none"), "--limit", "1", "--no-pdq",
+            "--no-write"]  # fmt: skip
+    assert copy_detection.main(argv) == 0
+    out, (overall, per_transform, _) = printed(capsys, 3)
+    assert "2 bases not from the tuning set (1 skimage, 0 imagededup, 1 generated)" in out
+    assert "edits seeded with 2027" in out
+    for cell in per_transform.column(per_transform.header[1]):
+        assert fraction(cell)[1] == 2, cell  # one copy of each base per transform
+    assert overall.row(f"{copy_detection.NOW}, default")["hard negatives predicted"] == "0 of 0"
 
 
 def test_clusters_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:

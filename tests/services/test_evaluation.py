@@ -9,22 +9,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from services.dedup import near_links
 from services.errors import QueryError
 from services.evaluation import (
     EvalItem,
     ThresholdResult,
     best_f1,
+    dedup_pairs,
     evaluate,
     evaluate_clip,
+    evaluate_dedup,
     items_from_records,
     load_ground_truth,
     normalise_path,
     pr_curve_png,
     score_pairs,
 )
+from services.frames import frame_codes
 from services.hashing import hamming, int_to_phash, phash_variants
 from services.records import ImageRecord
-from testkit.imagegen import make_photo_like
+from testkit.imagegen import make_photo_like, sample_photos
 
 
 def _item(path: str, code: int, clip: list[float] | None = None) -> EvalItem:
@@ -191,3 +195,71 @@ def test_pr_curve_png_is_written(tmp_path: Path) -> None:
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     single = pr_curve_png(phash, tmp_path / "single.png")
     assert single.stat().st_size > 1000
+
+
+def _signals(path: str, image: Image.Image) -> EvalItem:
+    """An item with the signals ingestion stores: pHash, its 7 variants, the frame codes."""
+    variants = phash_variants(image)
+    return EvalItem(path, variants[0], tuple(variants[1:]), frames=frame_codes(image))
+
+
+def _centred_crop(image: Image.Image, keep: float) -> Image.Image:
+    w, h = image.size
+    dx, dy = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
+    return image.crop((dx, dy, w - dx, h - dy))
+
+
+@pytest.fixture(scope="module")
+def framed_items() -> list[EvalItem]:
+    photos = {
+        n: i.convert("RGB") for n, i in sample_photos(("astronaut", "coffee", "chelsea")).items()
+    }
+    items = [_signals(name, image) for name, image in photos.items()]
+    items.append(_signals("astronaut crop", _centred_crop(photos["astronaut"], 0.9)))
+    items.append(_signals("coffee crop", _centred_crop(photos["coffee"], 0.8)))
+    return items
+
+
+FRAMED_TRUTH = {
+    "astronaut": "a",
+    "astronaut crop": "a",
+    "coffee": "c",
+    "coffee crop": "c",
+    "chelsea": "k",
+}
+
+
+def test_a_crop_is_found_by_the_frame_rules_and_not_by_the_phash(
+    framed_items: list[EvalItem],
+) -> None:
+    original, crop = framed_items[0], framed_items[3]
+    assert min(hamming(crop.phash, v) for v in (original.phash, *original.variants)) > 8
+    (phash_only,) = evaluate(framed_items, FRAMED_TRUTH, [8])
+    assert (phash_only.tp, phash_only.fp, phash_only.fn) == (0, 0, 2)
+    (with_frames,) = evaluate_dedup(framed_items, FRAMED_TRUTH, [8])
+    assert (with_frames.tp, with_frames.fp, with_frames.fn) == (2, 0, 0)
+    assert with_frames.signal == "phash+frames"
+    # Without frame codes an item matches by its whole frame only: the pHash-only answer.
+    bare = [EvalItem(i.path, i.phash, i.variants) for i in framed_items]
+    for a, b in zip(evaluate_dedup(bare, FRAMED_TRUTH), evaluate(bare, FRAMED_TRUTH), strict=True):
+        assert (a.tp, a.fp, a.fn) == (b.tp, b.fp, b.fn), a.threshold
+
+
+def test_dedup_pairs_are_the_pairs_dedup_links_at_each_radius(
+    framed_items: list[EvalItem],
+) -> None:
+    records = [
+        ImageRecord(
+            id=str(k), path=i.path, phash=i.phash, width=1, height=1, format="JPEG", bytes=1,
+            phash_dihedral=i.variants, frames=i.frames,
+        )
+        for k, i in enumerate(framed_items)
+    ]  # fmt: skip
+    results = evaluate_dedup(framed_items, FRAMED_TRUTH, range(17))
+    for radius, result in zip(range(17), results, strict=True):
+        left, right = dedup_pairs(framed_items, radius)
+        pairs = set(zip(left.tolist(), right.tolist(), strict=True))
+        assert pairs == set(near_links(records, radius, None)), radius
+        same = sum(FRAMED_TRUTH[records[a].path] == FRAMED_TRUTH[records[b].path] for a, b in pairs)
+        assert (result.tp, result.fp) == (same, len(pairs) - same), radius
+    assert results[8].tp == 2  # not vacuous: both crops are linked at the default radius
