@@ -246,14 +246,15 @@ def eval_command(
     """Precision, recall and F1 of duplicate pairs against labelled groups, per threshold.
 
     Every pair of stored paths that the CSV labels is a question (a positive when both share a
-    group); pHash radii 0..16 (over flips and rotations, as `lookalike dedup`) and, where the
+    group); pHash radii 0..16 (over flips and rotations and the frame codes, exactly the pairs
+    `lookalike dedup` links by hashes) and, where the
     collection stores CLIP, minimum cosines 0.80..0.99. A content stored under several paths
     counts once per path, so exact copies are pairs at distance 0.
     """
     from services.evaluation import (
         best_f1,
-        evaluate,
         evaluate_clip,
+        evaluate_dedup,
         items_from_records,
         labelled,
         load_ground_truth,
@@ -268,7 +269,7 @@ def eval_command(
     with handle_errors(), existing_collection(settings) as store:
         items = items_from_records(store.iterate(expr, with_vectors=store.has_clip))
         found = labelled(items, truth)
-        curves = {"pHash": evaluate(found, truth)}
+        curves = {"pHash": evaluate_dedup(found, truth)}
         if store.has_clip:
             curves["CLIP"] = evaluate_clip(found, truth)
         if png is not None:
