@@ -359,12 +359,21 @@ def stored_contract(
     return SchemaContract.from_description(collection, description)
 
 
+# pymilvus pings every 10 s even on an idle channel; a gRPC server's default policy (Milvus
+# Lite's) allows one ping in 5 minutes without data and answers more with GOAWAY
+# "too_many_pings", which fails the next call on that channel. Ping idle channels less often
+# than that; calls have their own timeouts, so a dead server is still noticed on use.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
+
+
 def milvus_client(uri: str, *, token: str | None = None, timeout: float = 10.0) -> Any:
     """A pymilvus client for ``uri`` (no request is sent yet)."""
     from pymilvus import MilvusClient
 
     with mapped("connect", uri):
-        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        return MilvusClient(
+            uri=uri, token=token or "", timeout=timeout, grpc_options=dict(_GRPC_OPTIONS)
+        )
 
 
 class MilvusStore:
