@@ -193,7 +193,7 @@ def lookalike_items(entries: Sequence[Entry]) -> list[EvalItem]:
     for entry in entries:
         loaded = load_for_signals(entry.path, max_pixels=max_pixels, embedder=None)
         variants = phash_variants(loaded.image)
-        frames = frame_codes(loaded.image)
+        frames = frame_codes(loaded.image, variants[0])
         items.append(EvalItem(str(entry.path), variants[0], tuple(variants[1:]), frames=frames))
     return items
 

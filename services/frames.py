@@ -178,6 +178,13 @@ def content_variants(image: Image.Image, codes: FrameCodes) -> list[bytes]:
     return phash_variants(codes.box.crop(image))
 
 
+def frame_queries(image: Image.Image, codes: FrameCodes) -> list[bytes]:
+    """What an image queries stored pHashes with beside its own flips and turns (arrival,
+    search): its content region's flips and turns where it has a border, then its windows."""
+    bordered = [] if codes.box.whole else content_variants(image, codes)
+    return [*bordered, *codes.windows]
+
+
 def content_box(image: Image.Image) -> Box:
     """The region of ``image`` inside its borders (:data:`WHOLE` when it has none)."""
     pixels = _thumbnail(image)

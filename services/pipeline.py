@@ -16,7 +16,7 @@ from pathlib import Path
 from services.decode import LoadedImage, load_image_bytes
 from services.embed import Embedder
 from services.errors import DecodeError
-from services.frames import content_variants, frame_codes
+from services.frames import frame_codes, frame_queries
 from services.hashing import hashes_and_variants
 from services.metadata import extract_metadata
 from services.records import ImageRecord
@@ -103,13 +103,12 @@ def analyze_batch(
             log.info("%s (skipped, recorded as failed)", exc)
             failures.append(Failure(str(path), exc.reason))
     vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
-    records, variants, frame_queries = [], [], []
+    records, variants, queries = [], [], []
     for index, item in enumerate(loaded):
         hashes, item_variants = hashes_and_variants(item.image)
         variants.append(item_variants)
         frames = frame_codes(item.image, hashes.phash)
-        bordered = [] if frames.box.whole else content_variants(item.image, frames)
-        frame_queries.append([*bordered, *frames.windows])
+        queries.append(frame_queries(item.image, frames))
         meta = extract_metadata(item)  # computes the content sha256 once, for the id
         records.append(
             ImageRecord(
@@ -136,4 +135,4 @@ def analyze_batch(
                 clip=vectors[index] if vectors is not None else None,
             )
         )
-    return BatchOutcome(records, failures, variants, frame_queries)
+    return BatchOutcome(records, failures, variants, queries)

@@ -19,7 +19,7 @@ from PIL import Image
 from services.embed import Embedder
 from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
-from services.frames import content_variants, frame_codes
+from services.frames import frame_codes, frame_queries
 from services.hashing import phash_variants
 from services.records import FloatVector, ImageRecord
 from services.settings import setting_default
@@ -234,9 +234,7 @@ def _query_signals(
     if query.image is not None:
         variants = phash_variants(query.image)
         if query.frames:
-            codes = frame_codes(query.image)
-            bordered = [] if codes.box.whole else content_variants(query.image, codes)
-            variants += [*bordered, *codes.windows]
+            variants += frame_queries(query.image, frame_codes(query.image, variants[0]))
         stages["hash_ms"] = _ms(tick)
         vector = None
         if embedder is not None and _store_has_clip(store):

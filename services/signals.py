@@ -15,7 +15,7 @@ from typing import Any
 from services.decode import load_image_bytes
 from services.embed import Embedder
 from services.errors import QueryError
-from services.frames import content_variants, frame_codes
+from services.frames import frame_codes, frame_queries
 from services.hashing import hashes_and_variants, phash
 from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
@@ -94,6 +94,6 @@ def frame_signals(
     (``clip``) or without CLIP vectors, so they agree with the stored ones bit for bit."""
     draft = collection_draft_size(clip=clip)
     loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft)
-    codes = frame_codes(loaded.image)
-    bordered = [] if codes.box.whole else content_variants(loaded.image, codes)
-    return FrameSignals(phash(loaded.image), codes.to_hex(), (*bordered, *codes.windows))
+    whole = phash(loaded.image)
+    codes = frame_codes(loaded.image, whole)
+    return FrameSignals(whole, codes.to_hex(), tuple(frame_queries(loaded.image, codes)))
