@@ -15,7 +15,7 @@ seed for the random edits; no hard negatives. Each base gets one copy per transf
 seeded per base and transform. Every image is written to a temporary folder.
 
 lookalike's signals are computed as ingestion computes them (``services.pipeline.load_for_signals``
-with no CLIP model, then ``services.hashing.phash_variants`` and ``services.frames.frame_codes`` on
+with no CLIP model, then ``services.hashing.image_variants`` and ``services.frames.frame_codes`` on
 the decoded image); its pairs come from ``services.evaluation``: *now* is what ``lookalike dedup``
 links by hashes (pHash pairs over flips and turns plus ``services.frame_pairs``), *before* the
 pHash pairs alone, which is what lookalike matched before the frame codes. imagededup's
@@ -54,7 +54,7 @@ from services.evaluation import (
     score_pairs,
 )
 from services.frames import frame_codes
-from services.hashing import phash_variants
+from services.hashing import image_variants
 from services.pipeline import load_for_signals
 from services.settings import Settings
 
@@ -192,7 +192,7 @@ def lookalike_items(entries: Sequence[Entry]) -> list[EvalItem]:
     items = []
     for entry in entries:
         loaded = load_for_signals(entry.path, max_pixels=max_pixels, embedder=None)
-        variants = phash_variants(loaded.image)
+        variants = image_variants(loaded.image)
         frames = frame_codes(loaded.image, variants[0])
         items.append(EvalItem(str(entry.path), variants[0], tuple(variants[1:]), frames=frames))
     return items

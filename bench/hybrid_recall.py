@@ -5,7 +5,7 @@
 
 Real photos: UKBench holds 4 views of each object; view 0 is a base that gets the 12 transformed
 copies of ``bench.copy_detection`` (one group: base + copies), views 1-3 are other photos of the
-same object. Every image is hashed as ingestion does (``services.hashing.phash_variants``); the
+same object. Every image is hashed as ingestion does (``services.hashing.image_variants``); the
 query side uses its 8 variants and the stored side its pHash, the distance being the smallest
 over the variants, with an inclusive radius, as ``MilvusStore.search_phash`` computes it.
 
@@ -35,7 +35,7 @@ from PIL import Image
 from bench import _report
 from bench._copy_edits import TRANSFORMS as COPY_EDITS
 from bench.copy_detection import DATA, SEEDS, Entry, build_set, ukbench_bases
-from services.hashing import phash_variants
+from services.hashing import image_variants
 from services.pipeline import load_for_signals
 from services.search import DEFAULT_MAX_HAMMING
 from services.settings import Settings
@@ -87,7 +87,7 @@ def signals(entries: Sequence[Entry]) -> Signals:
     variants, embeddings = [], []
     for entry in entries:
         image = load_for_signals(entry.path, max_pixels=max_pixels, embedder=None).image
-        variants.append([int.from_bytes(v, "big") for v in phash_variants(image)])
+        variants.append([int.from_bytes(v, "big") for v in image_variants(image)])
         embeddings.append(colour_histogram(image))
     return Signals(np.array(variants, dtype=np.uint64), np.stack(embeddings))
 

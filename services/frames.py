@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from services.hashing import PHASH_BYTES, phash, phash_variants
+from services.hashing import PHASH_BYTES, hash_input, phash, phash_variants
 
 WINDOW_SCALES: Final = (0.9, 0.8, 0.7)
 FRAME_CODES: Final = 1 + len(WINDOW_SCALES)  # content, then one window per scale
@@ -40,6 +40,9 @@ FRAME_HEX_LENGTH: Final = FRAME_CODES * PHASH_BYTES * 2
 
 _THUMB_SIDE: Final = 160  # lines are judged on a thumbnail of at most this side
 _WINDOW_SOURCE: Final = 128  # windows are hashed from a thumbnail of at most this side
+# A window's 32x32 thumbnail: Pillow's bilinear filter widens with the scale, so it still
+# averages; it costs a third of LANCZOS and moves a window's pHash by 0.3 bits on average.
+_WINDOW_RESAMPLE: Final = Image.Resampling.BILINEAR
 _MIN_LINES: Final = 8  # an image smaller than this on a side has no border to find
 _MAX_PEEL: Final = 0.35  # at most this fraction of a side is border
 _TOLERANCE: Final = 14.0  # colour difference (max over RGB) still "the same colour"
@@ -158,18 +161,22 @@ class FrameCodes:
 def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCodes:
     """The content box of ``image`` and the pHashes of that region and its centred windows.
 
-    ``whole_phash``: the image's own pHash when the caller has it (the content code of an
-    image without a border). Windows are hashed from a gray thumbnail of the content region of
-    at most :data:`_WINDOW_SOURCE` pixels a side: a window's 32x32 pHash thumbnail needs no
-    more, and it spares resampling the whole decode four times."""
+    ``whole_phash``: the image's stored pHash (``services.hashing.image_variants``) when the
+    caller has it: the content code of an image without a border. Windows are hashed from a
+    gray thumbnail of the content region of at most :data:`_WINDOW_SOURCE` pixels a side: a
+    window's 32x32 pHash thumbnail needs no more, and it spares resampling the whole decode
+    four times."""
     box = content_box(image)
     gray = box.crop(image).convert("L")
-    content = whole_phash if box.whole and whole_phash is not None else phash(gray)
+    if box.whole:
+        content = whole_phash if whole_phash is not None else phash(hash_input(image))
+    else:
+        content = phash(gray)
     scale = _WINDOW_SOURCE / max(gray.size)
     if scale < 1.0:
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
         gray = gray.resize(size, Image.Resampling.BOX)
-    windows = tuple(phash(_centred(gray, share)) for share in WINDOW_SCALES)
+    windows = tuple(phash(_centred(gray, share), _WINDOW_RESAMPLE) for share in WINDOW_SCALES)
     return FrameCodes(box, content, windows)
 
 
@@ -191,23 +198,18 @@ def content_box(image: Image.Image) -> Box:
     height, width = pixels.shape[:2]
     if min(height, width) < _MIN_LINES:
         return WHOLE
-    steps = np.abs(np.diff(pixels, axis=1)).max(axis=2)
-    along_rows = np.zeros((height, width), np.bool_)
-    along_rows[:, 1:] = steps >= _EDGE_LEVEL
-    steps = np.abs(np.diff(pixels, axis=0)).max(axis=2)
-    along_columns = np.zeros((height, width), np.bool_)
-    along_columns[1:, :] = steps >= _EDGE_LEVEL
     top, bottom, left, right = 0, height, 0, width
     row_limit, column_limit = int(height * _MAX_PEEL), int(width * _MAX_PEEL)
     for _ in range(2):  # a second pass sees each side without the bars of the others
-        rows = np.ascontiguousarray(pixels[:, left:right])
-        edges = np.ascontiguousarray(along_rows[:, left:right])
-        top = max(top, _band_depth(rows, edges, row_limit))
-        bottom = min(bottom, height - _band_depth(rows[::-1], edges[::-1], row_limit))
-        columns = np.ascontiguousarray(pixels[top:bottom].transpose(1, 0, 2))
-        edges = np.ascontiguousarray(along_columns[top:bottom].T)
-        left = max(left, _band_depth(columns, edges, column_limit))
-        right = min(right, width - _band_depth(columns[::-1], edges[::-1], column_limit))
+        before = (top, bottom, left, right)
+        rows = pixels[:, left:right]  # views: the kernel reads strided lines in place
+        top = max(top, _band_depth(rows, row_limit))
+        bottom = min(bottom, height - _band_depth(rows[::-1], row_limit))
+        columns = pixels[top:bottom].transpose(1, 0, 2)
+        left = max(left, _band_depth(columns, column_limit))
+        right = min(right, width - _band_depth(columns[::-1], column_limit))
+        if (top, bottom, left, right) == before:
+            break  # nothing peeled: the next pass would see the same lines
     if bottom - top < _MIN_LINES or right - left < _MIN_LINES:
         return WHOLE
     return Box(left / width, top / height, right / width, bottom / height)
@@ -234,27 +236,53 @@ def _share_within(line: Pixels, r: float, g: float, b: float) -> float:
 
 
 @_jit
-def _is_ui_line(line: Pixels, counts: npt.NDArray[np.int64]) -> bool:
+def _detail_share(line: Pixels) -> float:
+    """The share of a line's pixels that step from their neighbour along it by
+    :data:`_EDGE_LEVEL` levels or more (in any channel): its detail."""
+    steps = 0
+    for i in range(1, line.shape[0]):
+        d = max(
+            abs(line[i, 0] - line[i - 1, 0]),
+            abs(line[i, 1] - line[i - 1, 1]),
+            abs(line[i, 2] - line[i - 1, 2]),
+        )
+        if d >= _EDGE_LEVEL:
+            steps += 1
+    share: float = steps / line.shape[0]
+    return share
+
+
+@_jit
+def _is_ui_line(line: Pixels) -> bool:
     """At most :data:`_UI_COLOURS` colours (16 levels a channel) cover most of the line."""
-    counts[:] = 0
+    keys = np.empty(line.shape[0], np.int64)
     for i in range(line.shape[0]):
-        key = int(line[i, 0]) // 16 * 256 + int(line[i, 1]) // 16 * 16 + int(line[i, 2]) // 16
-        counts[key] += 1
-    covered: int = np.sort(counts)[-_UI_COLOURS:].sum()
-    wide: bool = covered >= _UI_SHARE * line.shape[0]
+        keys[i] = int(line[i, 0]) // 16 * 256 + int(line[i, 1]) // 16 * 16 + int(line[i, 2]) // 16
+    keys.sort()
+    top = np.zeros(_UI_COLOURS + 1, np.int64)  # the largest runs of equal keys, descending
+    run = 1
+    for i in range(1, keys.shape[0] + 1):
+        if i < keys.shape[0] and keys[i] == keys[i - 1]:
+            run += 1
+            continue
+        top[_UI_COLOURS] = run
+        for j in range(_UI_COLOURS, 0, -1):  # insert the run in order
+            if top[j] > top[j - 1]:
+                top[j], top[j - 1] = top[j - 1], top[j]
+        run = 1
+    wide: bool = top[:_UI_COLOURS].sum() >= _UI_SHARE * line.shape[0]
     return wide
 
 
 @_jit
-def _band_depth(lines: Pixels, edges: npt.NDArray[np.bool_], limit: int) -> int:
+def _band_depth(lines: Pixels, limit: int) -> int:
     """How many lines, from the first inward, are border: bands of bar, flat or UI lines that end
-    at a straight edge (0 when none does). ``lines`` is (count, length, 3), ``edges`` marks the
-    detail pixels of each line. A run of up to :data:`_GAP` other lines (the rounded corners of a
+    at a straight edge (0 when none does). ``lines`` is (count, length, 3), a view in any
+    layout. A run of up to :data:`_GAP` other lines (the rounded corners of a
     button, a line of text) does not end a band that goes on after it."""
     span = min(limit, lines.shape[0] - 2)
     length = lines.shape[1]
     border = np.zeros(max(span, 0), np.bool_)
-    counts = np.zeros(4096, np.int64)
     colour = np.empty(3, np.float32)
     for c in range(3):
         colour[c] = np.median(lines[0, :, c])
@@ -262,7 +290,7 @@ def _band_depth(lines: Pixels, edges: npt.NDArray[np.bool_], limit: int) -> int:
     last = 0  # one past the last border line
     for index in range(span):
         line = lines[index]
-        detail = edges[index].sum() / length
+        detail = _detail_share(line)
         if _share_within(line, colour[0], colour[1], colour[2]) >= _BAR_SHARE:
             border[index] = True
         else:
@@ -271,7 +299,7 @@ def _band_depth(lines: Pixels, edges: npt.NDArray[np.bool_], limit: int) -> int:
             if detail < _FLAT_EDGES and _share_within(line, own[0], own[1], own[2]) >= _FLAT_SHARE:
                 colour[:] = own  # a new flat band (a window's title bar, then its background)
                 border[index] = True
-            elif detail < _UI_EDGES and _is_ui_line(line, counts):
+            elif detail < _UI_EDGES and _is_ui_line(line):
                 border[index] = True
             elif index - last >= _GAP:
                 break

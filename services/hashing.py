@@ -5,6 +5,11 @@ Every hash equals the ``imagehash`` library's on the same PIL image (``str(image
 == compute_hashes(img).phash.hex()``); pHash is computed here with a precomputed DCT matrix
 instead of ``scipy.fftpack``, falling back to scipy exactly where a coefficient lies so close to
 the median that rounding could flip a bit.
+
+What ingestion stores and what queries are hashed with is taken from :func:`hash_input` of the
+decoded image (a box-reduced copy of at least :data:`HASH_INPUT_SIDE` pixels on the short side),
+through :func:`stored_hashes` and :func:`image_variants`: every caller that must agree with the
+stored ``phash`` uses those, so the reduction happens in one place.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ PHASH_BITS: Final = 64
 PHASH_BYTES: Final = PHASH_BITS // 8
 _HASH_SIZE: Final = 8
 _IMG_SIZE: Final = 32  # imagehash's hash_size * highfreq_factor (8 * 4)
+# The whole-frame hashes are taken from the decode box-reduced to at least this short side:
+# about twice the 32x32 pHash thumbnail, so its LANCZOS resample still averages; it is what a
+# 640x480 JPEG decoded at 1/8 gives. A larger input changes a pHash by a fraction of a bit and
+# costs more (aHash, dHash and the colour hash each read every pixel).
+HASH_INPUT_SIDE: Final = 60
+_REDUCIBLE_MODES: Final = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})
 # Coefficients closer than this (relative to the largest) to the median are "near ties": the
 # matrix product and scipy's FFT round differently, so those hashes are recomputed with scipy.
 _TIE_TOLERANCE: Final = 1e-9
@@ -58,6 +69,29 @@ class ImageHashes:
     colorhash: str
 
 
+def hash_input(image: Image.Image) -> Image.Image:
+    """``image`` box-reduced by the largest whole factor that keeps its short side at least
+    :data:`HASH_INPUT_SIDE` pixels (``image`` itself when it is no larger)."""
+    factor = min(image.size) // HASH_INPUT_SIDE
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE_MODES:
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    return image.reduce(factor)
+
+
+def stored_hashes(image: Image.Image) -> tuple[ImageHashes, list[bytes]]:
+    """The hashes and pHash variants ingestion stores for a decoded ``image``: those of
+    :func:`hash_input` (``image``)."""
+    return hashes_and_variants(hash_input(image))
+
+
+def image_variants(image: Image.Image) -> list[bytes]:
+    """The 8 pHash variants of a decoded ``image`` as ingestion computes them (index 0 is its
+    stored ``phash``): what searches and dedup compare with the stored codes."""
+    return phash_variants(hash_input(image))
+
+
 def compute_hashes(image: Image.Image) -> ImageHashes:
     """All four hashes of ``image`` (any mode), each equal to imagehash's."""
     return hashes_and_variants(image)[0]
@@ -80,9 +114,10 @@ def hashes_and_variants(image: Image.Image) -> tuple[ImageHashes, list[bytes]]:
     return hashes, variants
 
 
-def phash(image: Image.Image) -> bytes:
-    """The 64-bit pHash of ``image`` as 8 bytes; bit-for-bit ``imagehash.phash(image)``."""
-    return _phash_of_gray(_gray32(image))
+def phash(image: Image.Image, resample: Image.Resampling = Image.Resampling.LANCZOS) -> bytes:
+    """The 64-bit pHash of ``image`` as 8 bytes; bit-for-bit ``imagehash.phash(image)`` with the
+    default ``resample`` (imagehash's LANCZOS), the filter of the 32x32 thumbnail."""
+    return _phash_of_gray(_gray32(image, resample))
 
 
 def phash_variants(image: Image.Image) -> list[bytes]:
@@ -133,10 +168,12 @@ def int_to_phash(value: int) -> bytes:
     return value.to_bytes(PHASH_BYTES, "big")
 
 
-def _gray32(image: Image.Image) -> npt.NDArray[np.uint8]:
+def _gray32(
+    image: Image.Image, resample: Image.Resampling = Image.Resampling.LANCZOS
+) -> npt.NDArray[np.uint8]:
     # Exactly imagehash's preprocessing (LANCZOS is its ANTIALIAS), so the pixels are identical.
     gray = image if image.mode == "L" else image.convert("L")
-    small = gray.resize((_IMG_SIZE, _IMG_SIZE), Image.Resampling.LANCZOS)
+    small = gray.resize((_IMG_SIZE, _IMG_SIZE), resample)
     return np.asarray(small, dtype=np.uint8)
 
 

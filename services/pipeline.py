@@ -17,7 +17,7 @@ from services.decode import LoadedImage, load_image_bytes
 from services.embed import Embedder
 from services.errors import DecodeError
 from services.frames import frame_codes, frame_queries
-from services.hashing import hashes_and_variants
+from services.hashing import stored_hashes
 from services.metadata import extract_metadata
 from services.records import ImageRecord
 from services.sources import Sources
@@ -25,11 +25,13 @@ from services.sources import Sources
 log = logging.getLogger(__name__)
 
 # JPEGs are decoded at a reduced scale (libjpeg's DCT scaling) that still covers what the signals
-# need: 128 pixels a side for the hashes (the 32x32 pHash thumbnail of the whole frame and of the
-# windows of the content region, and the border search of services.frames, which a 32-pixel
-# draft leaves too coarse), or CLIP's 224x224 crop. A draft changes a pHash by a fraction of a
-# bit on average (docs/benchmarks.md), so stored and query images are decoded the same way.
-HASH_DRAFT_SIZE = (128, 128)
+# need: 120 pixels on the short side for the hashes (the 32x32 pHash thumbnail of the whole frame
+# and of the windows of the content region, and the border search of services.frames, which
+# judges lines on a thumbnail of 160 pixels on the long side: a 4:3 photo drafts to 160x120 or
+# more; a 32-pixel draft left it too coarse), or CLIP's 224x224 crop. A draft changes a pHash by a
+# fraction of a bit on average (docs/benchmarks.md), so stored and query images are decoded the
+# same way.
+HASH_DRAFT_SIZE = (120, 120)
 CLIP_DRAFT_SIZE = (224, 224)
 
 
@@ -105,7 +107,7 @@ def analyze_batch(
     vectors = embedder.embed_images([item.image for item in loaded]) if embedder else None
     records, variants, queries = [], [], []
     for index, item in enumerate(loaded):
-        hashes, item_variants = hashes_and_variants(item.image)
+        hashes, item_variants = stored_hashes(item.image)
         variants.append(item_variants)
         frames = frame_codes(item.image, hashes.phash)
         queries.append(frame_queries(item.image, frames))

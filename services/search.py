@@ -20,7 +20,7 @@ from services.embed import Embedder
 from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
 from services.frames import frame_codes, frame_queries
-from services.hashing import phash_variants
+from services.hashing import image_variants
 from services.records import FloatVector, ImageRecord
 from services.settings import setting_default
 from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
@@ -232,7 +232,7 @@ def _query_signals(
         stages["embed_ms"] = _ms(tick)
         return None, vector, None
     if query.image is not None:
-        variants = phash_variants(query.image)
+        variants = image_variants(query.image)
         if query.frames:
             variants += frame_queries(query.image, frame_codes(query.image, variants[0]))
         stages["hash_ms"] = _ms(tick)

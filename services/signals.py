@@ -16,7 +16,7 @@ from services.decode import load_image_bytes
 from services.embed import Embedder
 from services.errors import QueryError
 from services.frames import frame_codes, frame_queries
-from services.hashing import hashes_and_variants, phash
+from services.hashing import image_variants, stored_hashes
 from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
     DIHEDRAL_VARIANTS,
@@ -53,7 +53,7 @@ def query_signals(
     Decoded as ingestion decodes (upright, JPEG draft scale); DecodeError names ``name``.
     """
     loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft_size(embedder))
-    _, variants = hashes_and_variants(loaded.image)
+    _, variants = stored_hashes(loaded.image)
     clip = embedder.embed_images([loaded.image])[0] if embedder is not None else None
     return QuerySignals(phash_variants=tuple(variants), clip=clip)
 
@@ -94,6 +94,6 @@ def frame_signals(
     (``clip``) or without CLIP vectors, so they agree with the stored ones bit for bit."""
     draft = collection_draft_size(clip=clip)
     loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft)
-    whole = phash(loaded.image)
+    whole = image_variants(loaded.image)[0]
     codes = frame_codes(loaded.image, whole)
     return FrameSignals(whole, codes.to_hex(), tuple(frame_queries(loaded.image, codes)))
