@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import tempfile
 import time
@@ -393,8 +394,8 @@ def report(
     return "\n\n".join(
         [
             f"{source}, {len(TRANSFORMS)} transformed copies of each base (edits seeded with "
-            f"{SEEDS[set_name]}); {len(entries)} images. Hashing and pairs, one process, under "
-            f"the shared load of other engineers' jobs: {timing}.",
+            f"{SEEDS[set_name]}); {len(entries)} images. Hashing and pairs, one process "
+            f"(load average {os.getloadavg()[0]:.1f} at the end): {timing}.",
             target_line(scores[now.name], at_default, f"{fp} of {total:,}"),
             "All pairs, each method at its default threshold and at its best-F1 one:",
             _report.markdown_table(header, overall_rows(entries, methods)),

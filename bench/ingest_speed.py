@@ -504,11 +504,13 @@ def growth(images: Path | None, limit: int | None, sizes: list[int], *, write: b
         whole = limit is None and images is not None and images.is_dir()
         roots = (str(images),) if whole else tuple(str(p) for p in files)
         with Bench(scratch / "home", files, roots) as bench:
-            points, fills, loads, stages = _ingest_growth.run(
+            points, fills, settles, loads, stages = _ingest_growth.run(
                 bench, files, sizes, batch_size, concurrency
             )
     load = (load_before, os.getloadavg()[0])
-    body = _ingest_growth.body(points, stages, fills, loads, source, load, concurrency, batch_size)
+    body = _ingest_growth.body(
+        points, stages, fills, settles, loads, source, load, concurrency, batch_size
+    )
     print(body)
     if write:
         _report.write_section(

@@ -210,3 +210,36 @@ def test_fast_path_is_used_on_ordinary_images(monkeypatch: pytest.MonkeyPatch) -
     for seed in range(20):
         phash(make_photo_like(seed, (64, 48)))
     assert len(calls) <= 4  # the scipy fallback is for near-ties only
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((50, 40), (50, 40)), ((160, 120), (80, 60)), ((640, 480), (80, 60)), ((500, 375), (84, 63))],
+)
+def test_hash_input_box_reduces_to_a_short_side_of_60_to_119(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    image = make_photo_like(3, size)
+    reduced = hashing.hash_input(image)
+    assert reduced.size == expected
+    assert min(reduced.size) < 2 * hashing.HASH_INPUT_SIDE
+    if reduced.size != size:
+        factor = min(size) // hashing.HASH_INPUT_SIDE
+        assert reduced.tobytes() == image.reduce(factor).tobytes()  # a box average, nothing else
+
+
+def test_hash_input_takes_palette_images() -> None:
+    palette = make_photo_like(4, (320, 240)).convert("P")
+    reduced = hashing.hash_input(palette)
+    assert reduced.mode == "RGB" and reduced.size == (80, 60)
+
+
+def test_stored_signals_are_those_of_the_hash_input() -> None:
+    """What ingestion stores, searches and app signals use: one reduction, the same bits."""
+    image = make_photo_like(5, (640, 480))
+    hashes, variants = hashing.stored_hashes(image)
+    assert (hashes, variants) == hashing.hashes_and_variants(hashing.hash_input(image))
+    assert hashing.image_variants(image) == variants
+    assert hashes.phash.hex() == str(imagehash.phash(hashing.hash_input(image)))
+    # The reduction moves the pHash of a photo by a few bits at most.
+    assert hamming(hashes.phash, phash(image)) <= 6
