@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+import numpy.typing as npt
+
 from services.arrival_index import ArrivalIndex
-from services.hashing import hamming
+from services.hamming_pairs import codes_from_bytes
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
 from services.store import VectorStore
@@ -147,14 +150,24 @@ def _within_batch(
     max_hamming: int,
     min_cosine: float,
 ) -> list[Match | None]:
-    """Each record against the ones before it in the batch (they are not stored yet)."""
+    """Each record against the ones before it in the batch (they are not stored yet).
+
+    The distances of every (query code of i, pHash of j) come from one numpy pass; only the
+    pairs within ``max_hamming`` are looked at one by one, and every earlier record where ``i``
+    has a CLIP vector (its cosine may match alone)."""
     found: list[Match | None] = [None] * len(records)
+    if len(records) < 2:
+        return found
+    distances = _query_distances(records, variants)
     for i, record in enumerate(records):
-        for j in range(i):
-            other = records[j]
+        close = (
+            range(i) if record.clip is not None else np.flatnonzero(distances[i, :i] <= max_hamming)
+        )
+        for j in close:
+            other = records[int(j)]
             if other.id == record.id:
                 continue
-            distance = min(hamming(v, other.phash) for v in variants[i])
+            distance = int(distances[i, j])
             cosine = _cosine(record, other)
             if distance <= max_hamming:
                 candidate = Match(other.id, distance, cosine)
@@ -164,6 +177,22 @@ def _within_batch(
                 continue
             found[i] = _better(found[i], candidate)
     return found
+
+
+def _query_distances(
+    records: Sequence[ImageRecord], variants: Sequence[Sequence[bytes]]
+) -> npt.NDArray[np.int64]:
+    """(n, n): the smallest Hamming distance from a query code of record i to the pHash of j."""
+    width = max(1, *(len(v) for v in variants))
+    rows = [
+        [*v, *[v[0] if v else r.phash] * (width - len(v))]
+        for r, v in zip(records, variants, strict=True)
+    ]
+    queries = codes_from_bytes([code for row in rows for code in row]).reshape(len(rows), width)
+    own = codes_from_bytes([r.phash for r in records])
+    pairs = np.bitwise_count(queries[:, :, None] ^ own[None, None, :])
+    distances: npt.NDArray[np.int64] = pairs.min(axis=1).astype(np.int64)
+    return distances
 
 
 def _cosine(a: ImageRecord, b: ImageRecord) -> float:
