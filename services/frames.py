@@ -225,11 +225,19 @@ def _thumbnail(image: Image.Image) -> Pixels:
 
 
 @_jit
-def _share_within(line: Pixels, r: float, g: float, b: float) -> float:
+def _difference(a: Pixels, i: int, b: Pixels, j: int) -> float:
+    """How far pixel ``a[i]`` is from ``b[j]``: the largest difference over R, G and B (the
+    measure of every colour comparison here)."""
+    d: float = max(abs(a[i, 0] - b[j, 0]), abs(a[i, 1] - b[j, 1]), abs(a[i, 2] - b[j, 2]))
+    return d
+
+
+@_jit
+def _share_within(line: Pixels, colour: Pixels) -> float:
+    """The share of a line's pixels within :data:`_TOLERANCE` of ``colour`` (shape (1, 3))."""
     close = 0
     for i in range(line.shape[0]):
-        d = max(abs(line[i, 0] - r), abs(line[i, 1] - g), abs(line[i, 2] - b))
-        if d <= _TOLERANCE:
+        if _difference(line, i, colour, 0) <= _TOLERANCE:
             close += 1
     share: float = close / line.shape[0]
     return share
@@ -241,12 +249,7 @@ def _detail_share(line: Pixels) -> float:
     :data:`_EDGE_LEVEL` levels or more (in any channel): its detail."""
     steps = 0
     for i in range(1, line.shape[0]):
-        d = max(
-            abs(line[i, 0] - line[i - 1, 0]),
-            abs(line[i, 1] - line[i - 1, 1]),
-            abs(line[i, 2] - line[i - 1, 2]),
-        )
-        if d >= _EDGE_LEVEL:
+        if _difference(line, i, line, i - 1) >= _EDGE_LEVEL:
             steps += 1
     share: float = steps / line.shape[0]
     return share
@@ -283,20 +286,20 @@ def _band_depth(lines: Pixels, limit: int) -> int:
     span = min(limit, lines.shape[0] - 2)
     length = lines.shape[1]
     border = np.zeros(max(span, 0), np.bool_)
-    colour = np.empty(3, np.float32)
+    colour = np.empty((1, 3), np.float32)
     for c in range(3):
-        colour[c] = np.median(lines[0, :, c])
-    own = np.empty(3, np.float32)
+        colour[0, c] = np.median(lines[0, :, c])
+    own = np.empty((1, 3), np.float32)
     last = 0  # one past the last border line
     for index in range(span):
         line = lines[index]
         detail = _detail_share(line)
-        if _share_within(line, colour[0], colour[1], colour[2]) >= _BAR_SHARE:
+        if _share_within(line, colour) >= _BAR_SHARE:
             border[index] = True
         else:
             for c in range(3):
-                own[c] = np.median(line[:, c])
-            if detail < _FLAT_EDGES and _share_within(line, own[0], own[1], own[2]) >= _FLAT_SHARE:
+                own[0, c] = np.median(line[:, c])
+            if detail < _FLAT_EDGES and _share_within(line, own) >= _FLAT_SHARE:
                 colour[:] = own  # a new flat band (a window's title bar, then its background)
                 border[index] = True
             elif detail < _UI_EDGES and _is_ui_line(line):
@@ -311,12 +314,7 @@ def _band_depth(lines: Pixels, limit: int) -> int:
             continue
         differ = 0
         for i in range(length):
-            d = max(
-                abs(lines[cut - 1, i, 0] - lines[cut + 1, i, 0]),
-                abs(lines[cut - 1, i, 1] - lines[cut + 1, i, 1]),
-                abs(lines[cut - 1, i, 2] - lines[cut + 1, i, 2]),
-            )
-            if d > _STRAIGHT_EDGE:
+            if _difference(lines[cut - 1], i, lines[cut + 1], i) > _STRAIGHT_EDGE:
                 differ += 1
         if differ >= _STRAIGHT_SHARE * length:
             return cut
