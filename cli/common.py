@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike
+from services.code_feed import FeedDeletions
 from services.errors import (
     CollectionNotFoundError,
     ConfigError,
@@ -88,7 +89,10 @@ def existing_collection(settings: Settings) -> Iterator[MilvusStore]:
             raise CollectionNotFoundError(
                 f"no collection {settings.collection!r} at {uri}; ingest images first"
             )
-        store = MilvusStore.connect(uri, settings.collection, contract, token=token, create=False)
+        notices = FeedDeletions.from_url(settings.redis_url)  # rows it deletes reach the workers
+        store = MilvusStore.connect(
+            uri, settings.collection, contract, token=token, create=False, notices=notices
+        )
         try:
             yield store
         finally:

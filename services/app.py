@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.code_feed import FeedDeletions
 from services.embed import Embedder, create_embedder
 from services.schema import SchemaContract
 from services.settings import Settings
@@ -47,6 +48,10 @@ def connect(
     if embedder is None and load_model:
         embedder = create_embedder(settings)
     store = MilvusStore.connect(
-        uri, collection or settings.collection, contract_for(embedder), token=settings.milvus_secret
+        uri,
+        collection or settings.collection,
+        contract_for(embedder),
+        token=settings.milvus_secret,
+        notices=FeedDeletions.from_url(settings.redis_url),  # rows it deletes reach the workers
     )
     return Lookalike(settings, store, embedder)

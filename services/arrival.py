@@ -5,9 +5,10 @@ a Hamming radius; a CLIP cosine search when vectors exist) and with the images t
 the same batch, so a duplicate is known the moment it lands, without a rescan.
 
 The Hamming stage asks an in-process :class:`~services.arrival_index.ArrivalIndex` when one is
-given (a worker's; no scan of the collection), and confirms its candidates by id in Milvus, one
-read per batch; without one it is a Milvus range search per batch (which scans every row on
-Milvus Lite).
+given (a worker's; no scan of the collection, and no read: deletions reach it through its feed);
+without one it is a Milvus range search per batch (which scans every row on Milvus Lite). With
+CLIP, the cosine of a pHash match comes from the batch's cosine search when the match is among
+its hits, else from one read of the matched rows' vectors.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import numpy as np
 import numpy.typing as npt
 
 from services.arrival_index import ArrivalIndex
+from services.code_index import CodeHit
 from services.hamming_pairs import codes_from_bytes
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
-from services.store import VectorStore
+from services.store import ClipHit, VectorStore
 
 _CANDIDATES = 4
 
@@ -55,23 +57,24 @@ def find_matches(
     if not records:
         return []
     best: list[Match | None] = [None] * len(records)
+    clip_groups: list[list[ClipHit]] = [[] for _ in records]
+    if store.has_clip and all(r.clip is not None for r in records):
+        vectors = [r.clip for r in records if r.clip is not None]
+        clip_groups = store.search_clip_many(vectors, "", _CANDIDATES + 1)
     by_hash = (
         _search_hashes(store, records, variants, max_hamming)
         if index is None
-        else _indexed_hashes(store, index, records, variants)
+        else _indexed_hashes(store, index, records, variants, clip_groups)
     )
     for position, match in enumerate(by_hash):
         if match is not None:
             best[position] = _better(best[position], match)
-    if store.has_clip and all(r.clip is not None for r in records):
-        vectors = [r.clip for r in records if r.clip is not None]
-        clip_groups = store.search_clip_many(vectors, "", _CANDIDATES + 1)
-        for position, clip_hits in enumerate(clip_groups):
-            for clip_hit in clip_hits:
-                if clip_hit.record.id != records[position].id and clip_hit.cosine >= min_cosine:
-                    candidate = Match(clip_hit.record.id, NO_DISTANCE, clip_hit.cosine)
-                    best[position] = _better(best[position], candidate)
-                    break
+    for position, clip_hits in enumerate(clip_groups):
+        for clip_hit in clip_hits:
+            if clip_hit.record.id != records[position].id and clip_hit.cosine >= min_cosine:
+                candidate = Match(clip_hit.record.id, NO_DISTANCE, clip_hit.cosine)
+                best[position] = _better(best[position], candidate)
+                break
     for position, match in enumerate(_within_batch(records, variants, max_hamming, min_cosine)):
         if match is not None:
             best[position] = _better(best[position], match)
@@ -101,37 +104,45 @@ def _indexed_hashes(
     index: ArrivalIndex,
     records: Sequence[ImageRecord],
     variants: Sequence[Sequence[bytes]],
+    clip_groups: Sequence[Sequence[ClipHit]],
 ) -> list[Match | None]:
-    """The nearest stored row of each record by the index, each confirmed in the store: a row
-    deleted behind the index's back is forgotten and the next candidate taken."""
+    """The nearest stored row of each record by the index (which hears of deletions through
+    its feed). A record with a CLIP vector takes its match's cosine from ``clip_groups`` (its
+    cosine search) when the match is there; the others' matched rows are read, one read per
+    round, and a row found gone is forgotten and the next candidate taken."""
     index.refresh()
     candidates = [
         [hit for hit in hits if hit.id != record.id]
         for record, hits in zip(records, index.near(records, variants), strict=True)
     ]
     found: list[Match | None] = [None] * len(records)
+    unread: dict[int, list[CodeHit]] = {}
+    for position, (record, hits) in enumerate(zip(records, candidates, strict=True)):
+        if not hits:
+            continue
+        cosines = {h.record.id: h.cosine for h in clip_groups[position]}
+        if record.clip is None or not store.has_clip:
+            found[position] = Match(hits[0].id, hits[0].distance, float(NO_DISTANCE))
+        elif hits[0].id in cosines:
+            found[position] = Match(hits[0].id, hits[0].distance, cosines[hits[0].id])
+        else:
+            unread[position] = hits
     tried = 0
-    while True:
-        # The first _CANDIDATES untried hits of each record still without a match: one read.
-        wanted = {
-            hit.id
-            for position, hits in enumerate(candidates)
-            if found[position] is None
-            for hit in hits[tried : tried + _CANDIDATES]
-        }
-        if not wanted:
-            return found
+    while unread:
+        # The next _CANDIDATES hits of each record still without a cosine: one read.
+        wanted = {hit.id for hits in unread.values() for hit in hits[tried : tried + _CANDIDATES]}
         rows = {r.id: r for r in store.get(sorted(wanted), with_vectors=True, light=True)}
         index.forget(sorted(wanted - rows.keys()))
-        for position, hits in enumerate(candidates):
-            if found[position] is not None:
-                continue
-            for hit in hits[tried : tried + _CANDIDATES]:
-                if hit.id in rows:
-                    cosine = _cosine(records[position], rows[hit.id])
-                    found[position] = Match(hit.id, hit.distance, cosine)
-                    break
+        for position, hits in list(unread.items()):
+            window = hits[tried : tried + _CANDIDATES]
+            hit = next((h for h in window if h.id in rows), None)
+            if hit is not None:
+                cosine = _cosine(records[position], rows[hit.id])
+                found[position] = Match(hit.id, hit.distance, cosine)
+            if hit is not None or len(hits) <= tried + _CANDIDATES:
+                del unread[position]
         tried += _CANDIDATES
+    return found
 
 
 def with_matches(

@@ -6,9 +6,10 @@ upserted to, and reads before it matches a batch). The position is taken *before
 so a row stored meanwhile is read twice rather than missed (an id twice is harmless). A reader
 whose position was trimmed from the feed rebuilds from Milvus.
 
-The index may hold rows deleted since (``lookalike dedup --move-to``, ``undo``, ``sync``, a path
-leaving its row): arrival confirms its candidates by id in Milvus before writing a ``dup_of``,
-and tells the index to forget those that are gone.
+Deletions come through the same feed: every lookalike writer deletes through a store that
+announces the ids before it deletes them and again after (``lookalike dedup --move-to``,
+``undo``, ``sync``, a path leaving its row; :class:`services.code_feed.FeedDeletions`), and the
+index forgets them as it reads them, so arrival needs no read of Milvus to trust a candidate.
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ class ArrivalIndex:
             self.rebuild()
             return
         names = {kind.name for kind in self.kinds}
-        for entry in read.entries:
+        for entry in read.entries:  # in the order written: a row deleted, then stored again
             for kind, (ids, values) in entry.codes.items():
                 if kind in names:
                     self._codes.add(kind, ids, values)
+            self._codes.forget(entry.deleted)
         self._position = read.position
 
     def near(
@@ -101,6 +103,6 @@ class ArrivalIndex:
         self._feed.publish({kind: (ids, values) for kind, ids, values in found})
 
     def forget(self, ids: Sequence[str]) -> None:
-        """Rows found missing from the store (deleted behind the index's back)."""
+        """Rows gone from the store (this process deleted them, or a read found them missing)."""
         if ids:
             self._codes.forget(ids)

@@ -331,6 +331,8 @@ class StoredCodes:
 
     def forget(self, ids: Sequence[str]) -> None:
         """Rows the store no longer holds: never returned again, dropped at the next merge."""
+        if not ids:
+            return
         self._forgotten.update(ids)
         dead = np.isin(self._ids[: self._rows], np.array(list(ids), dtype=self._ids.dtype))
         self._dead[: self._rows] |= dead

@@ -241,6 +241,14 @@ class ClipHit:
     cosine: float
 
 
+class DeletionNotices(Protocol):
+    """Who must hear of rows about to leave a collection: the workers' arrival indexes
+    (:class:`services.code_feed.FeedDeletions`), which would otherwise still match them."""
+
+    def deleting(self, collection: str, instance: str, ids: Sequence[str]) -> None: ...
+    def deleted(self, collection: str, instance: str, ids: Sequence[str]) -> None: ...
+
+
 class VectorStore(Protocol):
     """What the core needs from a vector database: everything it calls on a store.
 
@@ -395,8 +403,11 @@ class MilvusStore:
         timeout: float = 10.0,
         profile: IndexProfile | None = None,
         create_instance: str | None = None,
+        notices: DeletionNotices | None = None,
     ) -> None:
         self.uri = uri
+        # Told before and after rows are deleted (None: nobody indexes this collection's codes).
+        self._notices = notices
         # The instance id the collection gets if this store creates it (None: a new random one);
         # `lookalike migrate` re-creates a collection under its old instance (services.migration).
         self._create_instance = create_instance
@@ -419,10 +430,14 @@ class MilvusStore:
         timeout: float = 10.0,
         profile: IndexProfile | None = None,
         create: bool = True,
+        notices: DeletionNotices | None = None,
     ) -> MilvusStore:
-        """A store over ``collection`` at ``uri``, opened (and created when ``create``)."""
+        """A store over ``collection`` at ``uri``, opened (and created when ``create``);
+        ``notices`` hear of every deletion through it."""
         client = milvus_client(uri, token=token, timeout=timeout)
-        store = cls(client, collection, contract, uri=uri, timeout=timeout, profile=profile)
+        store = cls(
+            client, collection, contract, uri=uri, timeout=timeout, profile=profile, notices=notices
+        )
         try:
             return store.open(create=create)
         except BaseException:
@@ -670,10 +685,17 @@ class MilvusStore:
             )
 
     def delete(self, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids``. The notices hear of them first (so no worker matches a
+        row being deleted; if they cannot be told, nothing is deleted) and again after (so an
+        index loaded from Milvus meanwhile, which may still have read them, forgets them)."""
         if not ids:
             return
+        if self._notices is not None:
+            self._notices.deleting(self.collection, self.instance, ids)
         with mapped(f"delete {len(ids)} rows", self.uri):
             self._client.delete(self.collection, ids=list(ids), timeout=self._timeout)
+        if self._notices is not None:
+            self._notices.deleted(self.collection, self.instance, ids)
 
     def drop(self) -> None:
         with mapped(f"drop collection {self.collection}", self.uri):

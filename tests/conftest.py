@@ -11,7 +11,7 @@ import pytest
 from cli.stack.milvus_lite import EmbeddedMilvus
 from cli.stack.net import free_port
 from services.schema import SchemaContract
-from services.store import MilvusStore
+from services.store import DeletionNotices, MilvusStore
 from testkit.s3server import S3Server
 
 
@@ -47,11 +47,14 @@ def make_store(milvus_uri: str) -> Iterator[StoreFactory]:
     opened: list[MilvusStore] = []
 
     def factory(
-        clip_model: str | None = "test-model", clip_dim: int | None = 8, name: str | None = None
+        clip_model: str | None = "test-model",
+        clip_dim: int | None = 8,
+        name: str | None = None,
+        notices: DeletionNotices | None = None,
     ) -> MilvusStore:
         collection = name or f"t_{uuid.uuid4().hex[:12]}"
         store = MilvusStore.connect(
-            milvus_uri, collection, SchemaContract.current(clip_model, clip_dim)
+            milvus_uri, collection, SchemaContract.current(clip_model, clip_dim), notices=notices
         )
         opened.append(store)
         return store

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from services.code_feed import FeedDeletions
 from services.decisions import RedisDecisions
 from services.embed import Embedder, create_embedder
 from services.errors import LookalikeError, ModelError, StoreError
@@ -43,14 +44,15 @@ class Collection:
 
 
 @st.cache_resource(show_spinner="Connecting to Milvus…")
-def _store(uri: str, collection: str, token: str | None) -> MilvusStore:
+def _store(uri: str, collection: str, token: str | None, redis_url: str) -> MilvusStore:
     contract = stored_contract(uri, collection, token=token)
     if contract is None:
         raise StoreError(
             f"no collection {collection!r} at {uri} yet: ingest images first "
             "(the Ingest page, or `lookalike ingest FOLDER`)"
         )
-    return MilvusStore.connect(uri, collection, contract, token=token)
+    notices = FeedDeletions.from_url(redis_url)  # quarantine tells the workers what it deleted
+    return MilvusStore.connect(uri, collection, contract, token=token, notices=notices)
 
 
 @st.cache_resource(show_spinner="Loading the CLIP model…")
@@ -61,7 +63,9 @@ def _embedder(model: str) -> Embedder | None:
 def collection() -> Collection:
     """The configured collection, opened once per UI server (a StoreError when absent)."""
     config = settings()
-    store = _store(config.effective_milvus_uri, config.collection, config.milvus_secret)
+    store = _store(
+        config.effective_milvus_uri, config.collection, config.milvus_secret, config.redis_url
+    )
     return Collection(store, *_model_for(config, store.contract))
 
 

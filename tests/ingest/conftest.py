@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli.stack.redis_server import RedisServer
+from services.code_feed import FeedDeletions
 from services.schema import SchemaContract
 from services.store import MilvusStore
 from tests.conftest import drop_when_reachable, free_port
@@ -128,8 +129,12 @@ class IngestEnv:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.home.glob("*.log"))
 
     def store(self) -> MilvusStore:
+        """The collection as the CLI and the UI open it: deletions are told to the workers."""
         return MilvusStore.connect(
-            self.milvus_uri, self.collection, SchemaContract.current(None, None)
+            self.milvus_uri,
+            self.collection,
+            SchemaContract.current(None, None),
+            notices=FeedDeletions.from_url(self.env["LOOKALIKE_REDIS_URL"]),
         )
 
     def ledger_progress(self, job_id: str):  # type: ignore[no-untyped-def]

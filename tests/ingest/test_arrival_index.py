@@ -98,7 +98,7 @@ def test_deleted_rows_are_never_matched_and_a_restarted_worker_rebuilds(
     workers.ingest_at(first, doomed)
     store = ingest_env.store()
     rows = rows_by_path(ingest_env)
-    store.delete([rows[str(p)][0] for p in doomed])  # behind the index, as dedup --move-to does
+    store.delete([rows[str(p)][0] for p in doomed])  # as dedup --move-to does: the feed is told
 
     late = workers.ingest_at(first, mirror_copies(doomed, tmp_path / "md"))
     assert late["near_duplicates"] == 0

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 import redis
 from PIL import Image
@@ -12,10 +15,12 @@ from PIL import Image
 from cli.stack.redis_server import RedisServer
 from services.arrival import find_matches
 from services.arrival_index import ArrivalIndex
-from services.code_feed import RedisCodeFeed
+from services.code_feed import FeedDeletions, RedisCodeFeed
 from services.code_index import phash_kind
+from services.errors import LedgerUnavailableError
 from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
 from services.pipeline import analyze_batch
+from services.schema import NO_DISTANCE
 from services.store import MilvusStore
 from testkit.imagegen import make_photo_like
 from tests.conftest import StoreFactory, free_port
@@ -114,28 +119,130 @@ def test_matches_equal_those_of_a_milvus_search(
     assert by_index == by_milvus
 
 
-def test_a_row_deleted_behind_the_index_is_never_matched(
+def deleter(store: MilvusStore, redis_url: str) -> MilvusStore:
+    """Another process's store on the same collection, deleting as every lookalike writer does
+    (dedup --move-to, undo, sync, the UI's quarantine): with the feed told."""
+    return MilvusStore.connect(
+        store.uri,
+        store.collection,
+        store.contract,
+        create=False,
+        notices=FeedDeletions.from_url(redis_url),
+    )
+
+
+def test_a_row_deleted_by_another_process_is_never_matched(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    writer, other = worker_index(store, redis_url), worker_index(store, redis_url)
+    [original] = photos(tmp_path / "a", range(1))
+    requal = tmp_path / "a" / "requal.jpg"  # another content, a near pHash
+    Image.open(original).save(requal, quality=60)
+    ingest(store, [original], writer)
+    ingest(store, [str(requal)], writer)
+    other.refresh()
+    rows = {r.path: r for r in store.iterate()}
+    assert rows[str(requal)].dup_of == rows[original].id
+    dedup = deleter(store, redis_url)
+    dedup.delete([rows[original].id])
+
+    [copy] = mirrors([original], tmp_path / "m")
+    ingest(store, [copy], other)  # no read of Milvus: the index heard of the deletion
+
+    assert dup_of(store)[copy] == rows[str(requal)].id  # the next candidate, still stored
+    [lonely] = mirrors(photos(tmp_path / "c", range(50, 51)), tmp_path / "n")
+    dedup.delete([r.id for r in store.iterate()])
+    dedup.close()
+    ingest(store, [lonely], writer)
+    assert dup_of(store) == {lonely: ""}
+
+
+class LoadDuringDelete(FeedDeletions):
+    """Announces like FeedDeletions, and loads ``index`` from Milvus between the announcement
+    and the delete: the load reads the row, and must still forget it."""
+
+    def __init__(self, redis_url: str, index: ArrivalIndex) -> None:
+        super().__init__(redis.Redis.from_url(redis_url))
+        self.index = index
+
+    def deleting(self, collection: str, instance: str, ids: Sequence[str]) -> None:
+        super().deleting(collection, instance, ids)
+        self.index.rebuild()
+        assert len(self.index) == 1  # the row is still in Milvus, so in the index
+
+
+def test_an_index_loaded_while_a_row_is_deleted_forgets_it(
     make_store: StoreFactory, redis_url: str, tmp_path: Path
 ) -> None:
     store = make_store(clip_model=None, clip_dim=None)
     index = worker_index(store, redis_url)
     [original] = photos(tmp_path / "a", range(1))
-    requal = tmp_path / "a" / "requal.jpg"  # another content, a near pHash
-    Image.open(original).save(requal, quality=60)
-    ingest(store, [original], index)
-    ingest(store, [str(requal)], index)
-    rows = {r.path: r for r in store.iterate()}
-    assert rows[str(requal)].dup_of == rows[original].id
-    store.delete([rows[original].id])  # as dedup --move-to or sync do: no word to the index
+    ingest(store, [original], None)
+    racing = MilvusStore.connect(
+        store.uri,
+        store.collection,
+        store.contract,
+        create=False,
+        notices=LoadDuringDelete(redis_url, index),
+    )
+    racing.delete([r.id for r in store.iterate()])
+    racing.close()
 
     [copy] = mirrors([original], tmp_path / "m")
     ingest(store, [copy], index)
+    assert dup_of(store) == {copy: ""}
 
-    assert dup_of(store)[copy] == rows[str(requal)].id  # the next candidate, still stored
-    [lonely] = mirrors(photos(tmp_path / "c", range(50, 51)), tmp_path / "n")
-    store.delete([r.id for r in store.iterate()])
-    ingest(store, [lonely], index)
-    assert dup_of(store) == {lonely: ""}
+
+def test_a_deletion_that_cannot_be_announced_deletes_nothing(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    ingest(store, photos(tmp_path / "a", range(2)), None)
+    gone_redis = deleter(store, f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(LedgerUnavailableError, match="tell the workers of deleted rows"):
+        gone_redis.delete([r.id for r in store.iterate()])
+    gone_redis.close()
+    assert store.count() == 2
+
+
+def test_clip_matches_equal_those_of_a_milvus_search(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """With CLIP vectors: a pHash match's cosine comes from the cosine search when the match is
+    among its hits, else from a read; either way as a Milvus range search finds it."""
+    store = make_store(clip_model="test-model", clip_dim=8)
+    rng = np.random.default_rng(7)
+    stored = analyze_batch(photos(tmp_path / "a", range(12)), None, max_pixels=10**8).records
+    vectors = {r.id: unit(rng.normal(size=8)) for r in stored}
+    store.upsert([replace(r, clip=vectors[r.id]) for r in stored])
+    arrivals = analyze_batch(mirrors(photos(tmp_path / "b", range(12)), tmp_path / "m"), None,
+                             max_pixels=10**8)  # fmt: skip
+    with_vectors = []
+    for number, record in enumerate(arrivals.records):
+        near = next(s for s in stored if s.path.endswith(Path(record.path).name))
+        # Even arrivals: a vector close to their original's (a top cosine hit); odd: random.
+        noise = rng.normal(size=8)
+        vector = vectors[near.id] + 0.05 * noise if number % 2 == 0 else noise
+        with_vectors.append(replace(record, clip=unit(vector)))
+
+    by_index = find_matches(store, with_vectors, arrivals.variants, max_hamming=8,
+                            min_cosine=0.95, index=worker_index(store, redis_url))  # fmt: skip
+    by_milvus = find_matches(store, with_vectors, arrivals.variants, max_hamming=8,
+                             min_cosine=0.95)  # fmt: skip
+
+    assert sum(m is not None and m.hamming != NO_DISTANCE for m in by_milvus) >= 8
+    assert [(m.dup_of, m.hamming) if m else None for m in by_index] == [
+        (m.dup_of, m.hamming) if m else None for m in by_milvus
+    ]
+    for a, b in zip(by_index, by_milvus, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert a.cosine == pytest.approx(b.cosine, abs=1e-5)
+
+
+def unit(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
 def test_an_index_behind_a_trimmed_feed_rebuilds_from_milvus(
