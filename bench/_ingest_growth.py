@@ -133,7 +133,7 @@ class Stage:
 
     size: int
     milvus_ms: float | None  # Milvus range search over the variants
-    memory_ms: float  # index refresh and search, then the candidates confirmed by id in Milvus
+    memory_ms: float  # index refresh and search (deletions come through the feed: no read)
 
 
 def arrival_batches(files: Sequence[Path], batch_size: int) -> list[BatchOutcome]:
@@ -277,7 +277,7 @@ def body(
         + f"The Hamming stage of arrival alone, per batch of {batch_size} photos (their 8 "
         f"variants each; the first {_STAGE_FILES} files), in this process:\n\n"
         + _report.markdown_table(
-            ["stored rows", "milvus: range search (ms)", "memory: index + confirm by id (ms)"],
+            ["stored rows", "milvus: range search (ms)", "memory: index, no read (ms)"],
             [
                 [
                     f"{st.size:,}",
