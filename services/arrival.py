@@ -120,11 +120,13 @@ def _indexed_hashes(
     for position, (record, hits) in enumerate(zip(records, candidates, strict=True)):
         if not hits:
             continue
-        cosines = {h.record.id: h.cosine for h in clip_groups[position]}
+        nearest = hits[0]
         if record.clip is None or not store.has_clip:
-            found[position] = Match(hits[0].id, hits[0].distance, float(NO_DISTANCE))
-        elif hits[0].id in cosines:
-            found[position] = Match(hits[0].id, hits[0].distance, cosines[hits[0].id])
+            found[position] = Match(nearest.id, nearest.distance, float(NO_DISTANCE))
+            continue
+        cosine = next((h.cosine for h in clip_groups[position] if h.record.id == nearest.id), None)
+        if cosine is not None:
+            found[position] = Match(nearest.id, nearest.distance, cosine)
         else:
             unread[position] = hits
     tried = 0

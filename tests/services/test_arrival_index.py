@@ -119,15 +119,11 @@ def test_matches_equal_those_of_a_milvus_search(
     assert by_index == by_milvus
 
 
-def deleter(store: MilvusStore, redis_url: str) -> MilvusStore:
+def deleter(store: MilvusStore, notices: FeedDeletions) -> MilvusStore:
     """Another process's store on the same collection, deleting as every lookalike writer does
     (dedup --move-to, undo, sync, the UI's quarantine): with the feed told."""
     return MilvusStore.connect(
-        store.uri,
-        store.collection,
-        store.contract,
-        create=False,
-        notices=FeedDeletions.from_url(redis_url),
+        store.uri, store.collection, store.contract, create=False, notices=notices
     )
 
 
@@ -144,7 +140,7 @@ def test_a_row_deleted_by_another_process_is_never_matched(
     other.refresh()
     rows = {r.path: r for r in store.iterate()}
     assert rows[str(requal)].dup_of == rows[original].id
-    dedup = deleter(store, redis_url)
+    dedup = deleter(store, FeedDeletions.from_url(redis_url))
     dedup.delete([rows[original].id])
 
     [copy] = mirrors([original], tmp_path / "m")
@@ -179,13 +175,7 @@ def test_an_index_loaded_while_a_row_is_deleted_forgets_it(
     index = worker_index(store, redis_url)
     [original] = photos(tmp_path / "a", range(1))
     ingest(store, [original], None)
-    racing = MilvusStore.connect(
-        store.uri,
-        store.collection,
-        store.contract,
-        create=False,
-        notices=LoadDuringDelete(redis_url, index),
-    )
+    racing = deleter(store, LoadDuringDelete(redis_url, index))
     racing.delete([r.id for r in store.iterate()])
     racing.close()
 
@@ -199,7 +189,7 @@ def test_a_deletion_that_cannot_be_announced_deletes_nothing(
 ) -> None:
     store = make_store(clip_model=None, clip_dim=None)
     ingest(store, photos(tmp_path / "a", range(2)), None)
-    gone_redis = deleter(store, f"redis://127.0.0.1:{free_port()}/0")
+    gone_redis = deleter(store, FeedDeletions.from_url(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(LedgerUnavailableError, match="tell the workers of deleted rows"):
         gone_redis.delete([r.id for r in store.iterate()])
     gone_redis.close()
