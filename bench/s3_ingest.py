@@ -32,7 +32,7 @@ from cli.stack.net import free_port
 from services import sources as sources_module
 from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
 from services.schema import SchemaContract
-from services.settings import setting_default
+from services.settings import HASH_ONLY_INGEST_BATCH, setting_default
 from services.sources import Sources
 from services.store import MilvusStore
 from testkit.imagegen import make_photo_like
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many files")
     parser.add_argument("--generate", type=int, default=200, help="without --images: N JPEGs")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best is reported")
-    parser.add_argument("--batch-size", type=int, default=setting_default("ingest_batch_size"))
+    parser.add_argument("--batch-size", type=int, default=HASH_ONLY_INGEST_BATCH)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs alone")
     args = parser.parse_args(argv)
     if args.images is not None and not args.images.is_dir():

@@ -140,7 +140,7 @@ class Producer:
             for item in pending:
                 if item.path not in unchanged:
                     batch.append(item)
-                if len(batch) >= self.settings.ingest_batch_size:
+                if len(batch) >= self.settings.effective_ingest_batch_size:
                     self._send(job_id, next(numbers), batch, request)
                     batch = []
             self._set_counts(job_id, resume, found, queued, skipped)
