@@ -40,7 +40,6 @@ DESIGNS = ("milvus", "memory")
 SHARE_TARGET = 0.8  # rate into 1M rows / rate into an empty collection
 RATE_TARGET = 400.0  # images/s into 1M rows, hash-only, 2 cores
 _FILL_CHUNK = 2000
-_WARMUP_FILES = 64
 _QUIET_LOAD = 2.5  # a load average above this on 2 cores: other work ran too
 _STAGE_FILES = 256
 # After a fill, Milvus Lite seals and compacts segments for a while: the jobs wait until the
@@ -107,6 +106,11 @@ def settle(port: int) -> float:
 
 def content_ids(files: Sequence[Path]) -> list[str]:
     return sorted({hashlib.sha256(p.read_bytes()).hexdigest() for p in files})
+
+
+def warmup_files(batch_size: int, concurrency: int) -> int:
+    """A warm-up job gives every worker process a batch: each loads its index then."""
+    return batch_size * concurrency
 
 
 def forget_job(bench: Bench, store: MilvusStore, files: Sequence[Path]) -> None:
@@ -183,7 +187,7 @@ def run(
     stages: list[Stage] = []
     settles: dict[int, float] = {}
     have = 0
-    warm = list(files[:_WARMUP_FILES])
+    warm = list(files[: warmup_files(batch_size, concurrency)])
     batches = arrival_batches(files, batch_size)
     for size in sizes:
         fills[size] = fill(store, have, size)
@@ -256,7 +260,8 @@ def body(
         f"{source}; hash-only, {concurrency} worker processes, batches of {batch_size}; "
         "the producer in this process, timed until the job is done and every row is counted",
         "images/s = files / seconds of one job per (size, design), after a warm-up job of "
-        f"{_WARMUP_FILES} files on the same worker",
+        f"{warmup_files(batch_size, concurrency)} files (a batch for each worker process) on "
+        "the same worker",
         "index load: `ArrivalIndex.rebuild` in this process (bulk read and tables), what a "
         "worker pays once, at its first batch",
         "fill (synthetic rows, bulk insert, not timed in the rates): "
