@@ -15,14 +15,16 @@ from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike
-from services.code_feed import FeedDeletions
+from services.arrival_index import CodeAnnouncer
+from services.code_feed import FeedDeletions, RedisCodeFeed
+from services.code_index import phash_kind
 from services.errors import (
     CollectionNotFoundError,
     ConfigError,
     LedgerUnavailableError,
     LookalikeError,
 )
-from services.ingestion import ContentLocks, MatchPolicy, ProcessLocks, ingest_paths
+from services.ingestion import ContentLocks, MatchPolicy, NewContents, ProcessLocks, ingest_paths
 from services.ledger import JobLedger
 from services.pipeline import Failure
 from services.search import SearchResult
@@ -117,12 +119,17 @@ def index_in_process(
     tags: Sequence[str],
 ) -> Indexed:
     """Store ``files`` through the one use case the workers run, a CLIP batch at a time, holding
-    the workers' Redis locks when Redis answers (they may store the same contents), else a
-    lock of this process alone."""
+    the workers' Redis locks when Redis answers (they may store the same contents) and
+    announcing the new contents on the code feed (so that running workers match arrivals
+    against them), else a lock of this process alone."""
     ledger = JobLedger.from_url(settings.redis_url)
+    store = lookalike.store
+    announce: NewContents | None = None
     try:
         ledger.ping()
         locks: ContentLocks = ledger
+        feed = RedisCodeFeed.from_url(settings.redis_url, store.collection, store.instance)
+        announce = CodeAnnouncer(feed, [phash_kind(settings.dup_max_hamming)])
     except LedgerUnavailableError:
         locks = ProcessLocks()
     policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)
@@ -130,7 +137,7 @@ def index_in_process(
     failures: list[Failure] = []
     for start in range(0, len(files), settings.clip_batch_size):
         outcome = ingest_paths(
-            lookalike.store,
+            store,
             lookalike.embedder,
             files[start : start + settings.clip_batch_size],
             locks=locks,
@@ -138,6 +145,7 @@ def index_in_process(
             max_pixels=settings.max_image_pixels,
             source=source,
             tags=tags,
+            announce=announce,
         )
         stored += len(outcome.records)
         near += len(outcome.near)

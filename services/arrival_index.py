@@ -38,6 +38,21 @@ class CodeFeed(Protocol):
     def read(self, after: str) -> FeedRead: ...
 
 
+class CodeAnnouncer:
+    """Appends the codes of new contents to the feed, for every worker's index: all a writer
+    needs that keeps no index of its own (``lookalike add``)."""
+
+    def __init__(self, feed: CodeFeed, kinds: Sequence[CodeKind]) -> None:
+        self._feed = feed
+        self.kinds = tuple(kinds)
+
+    def stored(self, records: Sequence[ImageRecord]) -> None:
+        """``records`` were just written as new contents."""
+        if records:
+            found = stored_codes(self.kinds, records)
+            self._feed.publish({kind: (ids, values) for kind, ids, values in found})
+
+
 class ArrivalIndex:
     """The stored codes of ``kinds`` in ``store``'s collection, for one process."""
 
@@ -46,6 +61,7 @@ class ArrivalIndex:
         self.instance = store.instance
         self._feed = feed
         self.kinds = tuple(kinds)
+        self._announcer = CodeAnnouncer(feed, self.kinds)
         self._codes = StoredCodes(self.kinds)
         self._position = ""
 
@@ -99,8 +115,21 @@ class ArrivalIndex:
     def stored(self, records: Sequence[ImageRecord]) -> None:
         """``records`` were just written as new contents: tell every index (this one reads them
         back from the feed at its next refresh, as the others do)."""
-        found = stored_codes(self.kinds, records)
-        self._feed.publish({kind: (ids, values) for kind, ids, values in found})
+        self._announcer.stored(records)
+
+    def unannounced(self, rows: Sequence[ImageRecord]) -> list[ImageRecord]:
+        """Of ``rows`` (just read from the store, under their content locks), those the feed
+        has never announced: written by a process whose announcement failed after its upsert
+        (Redis lost in between: its retry finds the rows stored and writes nothing), or by a
+        writer that announces nothing. The feed is read first, so a row another writer stored
+        and announced before releasing its lock is not among them. A row with no code of any
+        kind is never indexed, and is left out."""
+        if not rows:
+            return []
+        self.refresh()
+        coded = [r for r in rows if any(k.stored_code(r) is not None for k in self.kinds)]
+        held = self._codes.holds([r.id for r in coded])
+        return [r for r, known in zip(coded, held, strict=True) if not known]
 
     def forget(self, ids: Sequence[str]) -> None:
         """Rows gone from the store (this process deleted them, or a read found them missing)."""

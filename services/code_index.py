@@ -329,6 +329,15 @@ class StoredCodes:
         for kind, ids, codes in stored_codes(self.kinds, records):
             self.add(kind, ids, codes)
 
+    def holds(self, ids: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """Per id, whether it is indexed and not forgotten (a scan of the id table: for the
+        occasional check, not per arrival)."""
+        if not ids:
+            return np.zeros(0, np.bool_)
+        wanted = np.array(list(ids), dtype=self._ids.dtype)
+        alive = self._ids[: self._rows][~self._dead[: self._rows]]
+        return np.isin(wanted, alive)
+
     def forget(self, ids: Sequence[str]) -> None:
         """Rows the store no longer holds: never returned again, dropped at the next merge."""
         if not ids:

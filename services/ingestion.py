@@ -45,6 +45,13 @@ class ProcessLocks:
             yield
 
 
+class NewContents(Protocol):
+    """Where a writer announces the contents it stored (the code feed that keeps every worker's
+    arrival index current: :class:`services.arrival_index.CodeAnnouncer`)."""
+
+    def stored(self, records: Sequence[ImageRecord]) -> None: ...
+
+
 @dataclass(frozen=True)
 class MatchPolicy:
     """When an arriving image counts as a near-duplicate of one already stored."""
@@ -79,6 +86,7 @@ def ingest_paths(
     sources: Sources | None = None,
     previous: Mapping[str, str] | None = None,
     index: ArrivalIndex | None = None,
+    announce: NewContents | None = None,
 ) -> IngestOutcome:
     """Store ``paths`` (local paths or ``s3://`` URIs, read through ``sources``) in ``store``:
     safe to run twice on the same paths, and concurrently with other processes that hold the
@@ -89,7 +97,8 @@ def ingest_paths(
     left with no path is deleted.
 
     ``index``: the stored codes to match arrivals against (a worker's), told of the new contents
-    written; without it, arrival searches Milvus."""
+    written, and of stored ones the feed never announced; without it, arrival searches Milvus.
+    ``announce``: where to announce the new contents without an index (``index`` announces)."""
     outcome = analyze_batch(
         paths, embedder, max_pixels=max_pixels, source=source, tags=tags, sources=sources
     )
@@ -127,7 +136,10 @@ def ingest_paths(
         ]
         written = store.upsert(changed, stored=stored) if changed else 0
         if index is not None:
-            index.stored(fresh)
+            # A retried batch finds its rows stored: announce those the feed never carried.
+            index.stored([*fresh, *index.unannounced(list(stored.values()))])
+        elif announce is not None:
+            announce.stored(fresh)
         if replaced:
             emptied = _leave_old_rows(store, replaced)
             if index is not None:

@@ -389,6 +389,28 @@ def test_add_records_a_near_copy_exactly_as_a_worker_does(
     assert json.loads(again.stdout)["stored"] == 1 and store.count() == 12  # nothing twice
 
 
+def test_a_running_worker_matches_copies_of_photos_stored_by_add(
+    ingest_env: IngestEnv, tmp_path: Path
+) -> None:
+    """`lookalike add` announces what it stores on the code feed: a worker whose arrival index
+    was loaded before the add matches copies of those photos without a restart."""
+    photos = photo_folder(tmp_path / "photos", 10)
+    ingest_env.start_worker(concurrency=1)  # one process: its index is loaded by the first job
+    first = ingest_env.ingest_json(*(str(p) for p in photos[:4]), "--wait")
+    assert first["ingested"] == 4
+    added = ingest_env.run_cli("add", *(str(p) for p in photos[4:]), "--json")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert json.loads(added.stdout)["stored"] == 6
+
+    mirrored = mirror_copies(photos[4:], tmp_path / "edits")
+    copies = ingest_env.ingest_json(str(tmp_path / "edits"), "--wait")
+
+    assert copies["ingested"] == 6 and copies["near_duplicates"] == 6
+    rows = {r.path: r for r in ingest_env.store().iterate()}
+    for original, mirror in zip(photos[4:], mirrored, strict=True):
+        assert rows[str(mirror)].dup_of == rows[str(original)].id, mirror
+
+
 def test_a_file_changed_in_place_leaves_its_old_row(ingest_env: IngestEnv, tmp_path: Path) -> None:
     """No path is ever in two rows: a file whose content changed moves to the new content's row;
     the old content keeps its other paths, or its row goes when it has none left."""

@@ -251,3 +251,62 @@ def test_an_index_behind_a_trimmed_feed_rebuilds_from_milvus(
 
     rows = {r.path: r for r in store.iterate()}
     assert [rows[c].dup_of for c in copies] == [rows[o].id for o in originals]
+
+
+class LosesOneAnnouncement(RedisCodeFeed):
+    """The feed as Redis serves it, except that one announcement is lost: Redis went away
+    between the upsert and the XADD."""
+
+    def __init__(self, redis_url: str, store: MilvusStore) -> None:
+        super().__init__(redis.Redis.from_url(redis_url), store.collection, store.instance)
+        self.lost = False
+
+    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None:
+        if not self.lost:
+            self.lost = True
+            raise LedgerUnavailableError("Redis went away (test)")
+        super().publish(codes)
+
+
+def test_rows_whose_announcement_was_lost_are_announced_by_the_retry(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    losing = ArrivalIndex(store, LosesOneAnnouncement(redis_url, store), [phash_kind(8)])
+    other = worker_index(store, redis_url)
+    other.refresh()  # loaded before the originals exist: it learns of them from the feed only
+    originals = photos(tmp_path / "a", range(3))
+    with pytest.raises(LedgerUnavailableError):
+        ingest(store, originals, losing)
+    assert store.count() == 3  # written, never announced
+    other.refresh()
+    assert len(other) == 0
+
+    retry = ingest(store, originals, losing)  # the batch delivered again: nothing to write
+    assert retry.written == 0
+    copies = mirrors(originals, tmp_path / "m")
+    outcome = ingest(store, copies, other)
+
+    assert sorted(outcome.near) == sorted(copies)
+    rows = {r.path: r for r in store.iterate()}
+    for original, copy in zip(originals, copies, strict=True):
+        assert rows[copy].dup_of == rows[original].id
+
+
+def test_stored_rows_another_writer_announced_are_not_announced_again(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    store = make_store(clip_model=None, clip_dim=None)
+    first, second = worker_index(store, redis_url), worker_index(store, redis_url)
+    first.refresh()
+    second.refresh()  # both loaded before the originals exist
+    originals = photos(tmp_path / "a", range(3))
+    ingest(store, originals, first)
+    feed = redis.Redis.from_url(redis_url)
+    key = RedisCodeFeed.from_url(redis_url, store.collection, store.instance).key
+    announced = feed.xlen(key)
+
+    again = ingest(store, originals, second)  # the same files through the other worker
+
+    assert again.written == 0
+    assert feed.xlen(key) == announced
