@@ -22,6 +22,7 @@ are projections from the largest measured rate, marked as such.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -112,7 +113,7 @@ def measure(store: MilvusStore, n: int, old: bool, clusters: bool) -> dict[str, 
     return out
 
 
-def plot(results: list[dict[str, float]]) -> None:
+def plot(results: list[dict[str, float]], load: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +142,7 @@ def plot(results: list[dict[str, float]]) -> None:
     right.plot(sizes, [1000 / r["raw_row_ms"] for r in results], "k:", label="raw query bound")
     right.set(xscale="log", xlabel="rows", ylabel="rows/s", title="Bulk read rate (512-d)")
     right.legend()
-    fig.suptitle(f"Milvus Lite, {_report.machine_line()}, under shared load", fontsize=8)
+    fig.suptitle(f"Milvus Lite, {_report.machine_line()}, {load}", fontsize=8)
     fig.tight_layout()
     IMG.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(IMG, dpi=110)
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     results = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as temporary:
         home = args.home or Path(temporary)
         home.mkdir(parents=True, exist_ok=True)
@@ -221,14 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     body = (
         f"Synthetic 512-d vectors, {_synthetic.CLUSTERS} planted clusters, "
         f"{_synthetic.COPY_SHARE:.0%} near-copies; CLIP pairs at cosine >= {MIN_COSINE}. "
-        "Measured under shared load (other engineers' jobs on the same 2 cores).\n\n"
+        f"Load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 "
+        "cores; above 2, other work shared them).\n\n"
         + table(results)
         + "\n\n![growth curves](img/bulk_read.png)"
     )
     print(body)
     if args.no_write:
         return 0
-    plot(results)
+    plot(results, f"load average {load_before:.1f} before")
     _report.write_section(
         "bulk_read",
         "Bulk reads, CLIP dedup and clusters as the collection grows",
