@@ -305,9 +305,13 @@ def connect(uri: str, token: str, *, timeout: float = 10.0) -> Any:
     """A MilvusClient with ``token``; StoreError (naming the cause) when Milvus refuses it."""
     from pymilvus import MilvusClient
 
+    from services.store import GRPC_OPTIONS
+
     try:
         with _mapped("connect", uri):
-            return MilvusClient(uri=uri, token=token, timeout=timeout)
+            return MilvusClient(
+                uri=uri, token=token, timeout=timeout, grpc_options=dict(GRPC_OPTIONS)
+            )
     except StoreError as exc:
         if _is_auth_failure(exc):
             raise StoreError(

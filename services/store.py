@@ -370,17 +370,27 @@ def stored_contract(
 # pymilvus pings every 10 s even on an idle channel; a gRPC server's default policy (Milvus
 # Lite's) allows one ping in 5 minutes without data and answers more with GOAWAY
 # "too_many_pings", which fails the next call on that channel. Ping idle channels less often
-# than that; calls have their own timeouts, so a dead server is still noticed on use.
-_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
+# than that; calls have their own timeouts, so a dead server is still noticed on use. pymilvus
+# shares one channel per address and token across the process, made with the options of the
+# first client and kept after every client closed: so every MilvusClient lookalike makes passes
+# these (a health check with pymilvus's own would set 10 s pings for the whole process).
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 330_000, "grpc.keepalive_permit_without_calls": False}
 
 
-def milvus_client(uri: str, *, token: str | None = None, timeout: float = 10.0) -> Any:
-    """A pymilvus client for ``uri`` (no request is sent yet)."""
+def milvus_client(
+    uri: str, *, token: str | None = None, timeout: float = 10.0, dedicated: bool = False
+) -> Any:
+    """A pymilvus client for ``uri`` (no request is sent yet). ``dedicated``: on a channel of
+    its own, closed with the client (a health check), not the process's shared one."""
     from pymilvus import MilvusClient
 
     with mapped("connect", uri):
         return MilvusClient(
-            uri=uri, token=token or "", timeout=timeout, grpc_options=dict(_GRPC_OPTIONS)
+            uri=uri,
+            token=token or "",
+            timeout=timeout,
+            grpc_options=dict(GRPC_OPTIONS),
+            dedicated=dedicated,
         )
 
 

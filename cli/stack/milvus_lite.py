@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def milvus_healthy(uri: str, timeout: float = 2.0) -> bool:
-    """True when a Milvus (Lite or server) at ``uri`` answers a request."""
-    from pymilvus import MilvusClient
+    """True when a Milvus (Lite or server) at ``uri`` answers a request (on a channel of its
+    own: the process's shared one keeps the options of the client that made it)."""
+    from services.store import milvus_client
 
     try:
-        client = MilvusClient(uri=uri, timeout=timeout)
+        client = milvus_client(uri, timeout=timeout, dedicated=True)
         try:
             client.list_collections()
         finally:

@@ -92,7 +92,7 @@ def test_an_app_finds_a_mirrored_copy_with_plain_pymilvus(
     store.upsert(records)
     by_name = {Path(r.path).name: r for r in records}
 
-    client = MilvusClient(uri=milvus_uri)
+    client = MilvusClient(uri=milvus_uri, dedicated=True)  # as an app: its own channel
     try:
         # By stored id: the row's own hashes, flips and rotations included.
         row = client.get(
@@ -202,7 +202,7 @@ def test_the_reframed_copies_samples_in_docs_apps(
     assert len(blocks) == 2
 
     def run(upload: Image.Image) -> dict[str, object]:
-        client = MilvusClient(uri=milvus_uri)
+        client = MilvusClient(uri=milvus_uri, dedicated=True)  # as an app: its own channel
         namespace: dict[str, object] = {
             "client": client,
             "COLLECTION": store.collection,

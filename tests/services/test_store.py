@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.errors import QueryError, SchemaMismatchError, StoreUnavailableError
 from services.schema import SchemaContract
-from services.store import MilvusStore
+from services.store import MilvusStore, milvus_client
 from tests.conftest import StoreFactory, free_port
 from tests.records import random_records
 
@@ -62,9 +63,7 @@ def test_contract_recorded_and_mismatch_refused(make_store: StoreFactory, milvus
 
 
 def test_foreign_collection_refused(milvus_uri: str) -> None:
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=milvus_uri)
+    client = milvus_client(milvus_uri)
     client.create_collection("foreign_collection", dimension=4)
     try:
         with pytest.raises(SchemaMismatchError, match="not created by lookalike"):
@@ -137,3 +136,20 @@ def test_hash_scan_reads_hashes_and_keeper_columns_as_stored(make_store: StoreFa
         )
         assert light.exif_datetime == stored.exif_datetime
     assert store.scan_hashes().keepers is None
+
+
+def test_every_client_pings_as_milvus_lite_allows(tmp_path: Path) -> None:
+    """pymilvus shares one channel per address across the process, with the options of the
+    client that made it. A server's health check must not make it with pymilvus's 10 s pings,
+    which Milvus Lite answers with GOAWAY "too_many_pings" (a failed call on a busy machine)."""
+    from cli.stack.milvus_lite import EmbeddedMilvus
+    from cli.stack.net import free_port
+    from services.store import GRPC_OPTIONS
+
+    with EmbeddedMilvus(tmp_path / "milvus", free_port()) as server:  # waits on health checks
+        client = milvus_client(server.uri)
+        try:
+            assert client._handler._grpc_options == GRPC_OPTIONS  # pymilvus's own record
+            assert client.list_collections() == []
+        finally:
+            client.close()
