@@ -10,6 +10,7 @@ import pytest
 
 from cli.stack.milvus_lite import EmbeddedMilvus
 from cli.stack.net import free_port
+from cli.stack.redis_server import RedisServer
 from services.schema import SchemaContract
 from services.store import DeletionNotices, MilvusStore
 from testkit.s3server import S3Server
@@ -93,3 +94,11 @@ def drop_when_reachable(uri: str, collection: str, attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(1.0)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real Redis of the test's own on a free port (not the machine's: nothing shared)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with RedisServer(url, tmp_path / "redis"):
+        yield url

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,6 @@ def _packaged_redis() -> Path | None:
         return find_redis_binary()
     finally:
         os.environ["PATH"] = saved
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A real Redis on a free port, started by the test (not by a stack)."""
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    with RedisServer(url, tmp_path / "given-redis"):
-        yield url
 
 
 def test_child_env_gives_children_the_same_settings(tmp_path: Path) -> None:

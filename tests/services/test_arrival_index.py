@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,13 +12,12 @@ import pytest
 import redis
 from PIL import Image
 
-from cli.stack.redis_server import RedisServer
 from services.arrival import find_matches
 from services.arrival_index import ArrivalIndex
 from services.code_feed import FeedDeletions, RedisCodeFeed
 from services.code_index import phash_kind
 from services.errors import LedgerUnavailableError
-from services.ingestion import MatchPolicy, ProcessLocks, ingest_paths
+from services.ingestion import IngestOutcome, MatchPolicy, ProcessLocks, ingest_paths
 from services.pipeline import analyze_batch
 from services.schema import NO_DISTANCE
 from services.store import MilvusStore
@@ -26,15 +25,6 @@ from testkit.imagegen import make_photo_like
 from tests.conftest import StoreFactory, free_port
 
 POLICY = MatchPolicy(max_hamming=8, min_cosine=0.95)
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    server = RedisServer(url, tmp_path / "redis")
-    server.start()
-    yield url
-    server.stop()
 
 
 def photos(folder: Path, seeds: range) -> list[str]:
@@ -68,6 +58,16 @@ def ingest(store: MilvusStore, paths: list[str], index: ArrivalIndex | None):  #
     )
 
 
+def assert_matched(
+    store: MilvusStore, outcome: IngestOutcome, originals: list[str], copies: list[str]
+) -> None:
+    """Every copy arrived as a near-duplicate of its original, and its row says so."""
+    assert sorted(outcome.near) == sorted(copies)
+    rows = {r.path: r for r in store.iterate()}
+    for original, copy in zip(originals, copies, strict=True):
+        assert rows[copy].dup_of == rows[original].id
+
+
 def dup_of(store: MilvusStore) -> dict[str, str]:
     return {r.path: r.dup_of for r in store.iterate()}
 
@@ -87,10 +87,7 @@ def test_a_row_stored_by_one_index_is_matched_through_the_other(
     copies = mirrors(originals, tmp_path / "m")
     outcome = ingest(store, copies, second)
 
-    assert sorted(outcome.near) == sorted(copies)
-    rows = {r.path: r for r in store.iterate()}
-    for original, copy in zip(originals, copies, strict=True):
-        assert rows[copy].dup_of == rows[original].id
+    assert_matched(store, outcome, originals, copies)
     assert len(second) == 6  # warm-up and originals (the feed); its copies at the next refresh
     assert len(first) == 2  # not refreshed since (its originals come back through the feed)
     first.refresh()
@@ -287,10 +284,7 @@ def test_rows_whose_announcement_was_lost_are_announced_by_the_retry(
     copies = mirrors(originals, tmp_path / "m")
     outcome = ingest(store, copies, other)
 
-    assert sorted(outcome.near) == sorted(copies)
-    rows = {r.path: r for r in store.iterate()}
-    for original, copy in zip(originals, copies, strict=True):
-        assert rows[copy].dup_of == rows[original].id
+    assert_matched(store, outcome, originals, copies)
 
 
 def test_stored_rows_another_writer_announced_are_not_announced_again(

@@ -3,18 +3,15 @@ not delivered, so that the messages can be counted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from cli.stack.redis_server import RedisServer
 from services.ledger import JobLedger
 from services.producer import IngestRequest, Producer
 from services.settings import Settings
-from tests.conftest import free_port
 
 
 class SentTasks:
@@ -25,15 +22,6 @@ class SentTasks:
 
     def send_task(self, name: str, *, args: list[Any], queue: str) -> None:
         self.batches.append([item[0] for item in args[2]])
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    server = RedisServer(url, tmp_path / "redis")
-    server.start()
-    yield url
-    server.stop()
 
 
 @pytest.mark.parametrize(
