@@ -154,7 +154,7 @@ def test_not_duplicates_and_keeper_changes_persist(ui_stack: UiStack) -> None:
     assert "Marked not duplicates" in again.success[0].value
     fresh = ui_stack.app("duplicates")
     assert int(summary(fresh, "groups").split("**")[1].split()[0]) == groups_before - 1
-    assert keeper  # noqa: the original keeper is now a member of a suppressed group
+    assert keeper  # the original keeper is now a member of a suppressed group
 
 
 def test_collection_page_shows_contract_counts_and_model(ui_stack: UiStack) -> None:
