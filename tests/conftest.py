@@ -79,8 +79,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 def drop_when_reachable(uri: str, collection: str, attempts: int = 3) -> None:
     """Drop a test's collection in teardown. pymilvus shares one channel per server across a
-    process; after a long test against another server it can be idle-closed by milvus-lite
-    (GOAWAY "too_many_pings"), and the first call then fails once."""
+    process; made by a client with pymilvus's 10 s pings, milvus-lite closed it (GOAWAY
+    "too_many_pings") and the first call failed once. Every lookalike client now pings as Lite
+    allows (services.store.GRPC_OPTIONS); the retry stays as a guard for a teardown."""
     import time
 
     from services.errors import StoreUnavailableError
