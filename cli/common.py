@@ -15,9 +15,8 @@ from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike
-from services.arrival_index import CodeAnnouncer
+from services.arrival_index import CodeAnnouncer, arrival_kinds
 from services.code_feed import FeedDeletions, RedisCodeFeed
-from services.code_index import phash_kind
 from services.errors import (
     CollectionNotFoundError,
     ConfigError,
@@ -129,7 +128,7 @@ def index_in_process(
         ledger.ping()
         locks: ContentLocks = ledger
         feed = RedisCodeFeed.from_url(settings.redis_url, store.collection, store.instance)
-        announce = CodeAnnouncer(feed, [phash_kind(settings.dup_max_hamming)])
+        announce = CodeAnnouncer(feed, arrival_kinds(settings.dup_max_hamming))
     except LedgerUnavailableError:
         locks = ProcessLocks()
     policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)

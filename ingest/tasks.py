@@ -20,9 +20,8 @@ from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from services.app import connect
-from services.arrival_index import ArrivalIndex
+from services.arrival_index import ArrivalIndex, arrival_kinds
 from services.code_feed import RedisCodeFeed
-from services.code_index import phash_kind
 from services.embed import Embedder, create_embedder
 from services.errors import (
     CollectionNotFoundError,
@@ -88,7 +87,7 @@ class WorkerContext:
         current = self.indexes.get(collection)
         if current is None or current.instance != store.instance:
             feed = RedisCodeFeed.from_url(self.settings.redis_url, collection, store.instance)
-            kinds = [phash_kind(self.settings.dup_max_hamming)]
+            kinds = arrival_kinds(self.settings.dup_max_hamming)
             self.indexes[collection] = current = ArrivalIndex(store, feed, kinds)
         return current
 

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.code_feed import FeedRead
-from services.code_index import CodeHit, CodeKind, StoredCodes, stored_codes, warm_up
+from services.code_index import CodeHit, CodeKind, StoredCodes, phash_kind, stored_codes, warm_up
 from services.records import ImageRecord
 from services.store import VectorStore
 
@@ -36,6 +36,13 @@ class CodeFeed(Protocol):
     def position(self) -> str: ...
     def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None: ...
     def read(self, after: str) -> FeedRead: ...
+
+
+def arrival_kinds(max_hamming: int) -> list[CodeKind]:
+    """The kinds of code the workers index and every writer announces (``max_hamming``: the
+    radius of dedup on arrival); one list, so that what ``lookalike add`` announces is what the
+    workers' indexes take in."""
+    return [phash_kind(max_hamming)]
 
 
 class CodeAnnouncer:
