@@ -537,8 +537,7 @@ def _body(
 ) -> str:
     header = ["Configuration", "Worker processes", "Batch", "seconds", "images/s", "CPU share"]
     hash_best = max(v for c, v in rates.items() if not c.clip)
-    default = Config("hash-only", False, 2, HASH_ONLY_INGEST_BATCH)
-    hash_default = rates.get(default, hash_best)
+    hash_default = rates[Config("hash-only", False, 2, HASH_ONLY_INGEST_BATCH)]
     facts = [f"Hash-only at the default batch ({HASH_ONLY_INGEST_BATCH}), 2 worker processes: "
              f"{hash_default:.0f} images/s; target {HASH_TARGET:.0f}: "
              f"{_verdict(hash_default >= HASH_TARGET)}; best {hash_best:.0f}."]  # fmt: skip
