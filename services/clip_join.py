@@ -1,5 +1,5 @@
 """All pairs of CLIP vectors with cosine >= a threshold: exact for small collections, an
-inverted-file (faiss IVF) range search above ``EXACT_BELOW`` vectors.
+inverted-file (IVF) join above ``EXACT_BELOW`` vectors.
 
 Brute force costs N x N dot products, over two hours at a million vectors. The IVF index
 clusters the vectors into about 4 sqrt(N) cells and compares each vector only with those in
@@ -22,7 +22,7 @@ ClipPair = tuple[tuple[int, int], float]
 EXACT_BELOW = 20_000  # vectors: below this brute force takes a few seconds and is exact
 NPROBE = 16  # IVF cells searched per vector: recall >= 0.99 at 100,000 (docs/benchmarks.md)
 _EXACT_CHUNK = 1024  # rows per matrix product: memory O(chunk x N), never N x N
-_QUERY_BLOCK = 8192  # rows per range search, so that its result arrays stay small
+_BLOCK = 4096  # rows a side of one matrix product in the IVF join: at most 64 MiB of products
 _TRAIN_PER_CELL = 39  # faiss's k-means wants at least 39 training points per cell
 _SEED = 1234
 
@@ -56,27 +56,68 @@ def exact_join(vectors: Vectors, min_cosine: float) -> Iterator[ClipPair]:
 
 
 def ivf_join(vectors: Vectors, min_cosine: float, *, nprobe: int = NPROBE) -> Iterator[ClipPair]:
-    """Pairs with cosine >= ``min_cosine`` found by an IVF range search (approximate)."""
-    count, dim = vectors.shape
+    """Pairs with cosine >= ``min_cosine`` whose second vector lies in one of the first's
+    ``nprobe`` nearest IVF cells (approximate), in (i, j) order.
+
+    The pairs of an IVF range search of every vector, computed cell by cell: for each cell, one
+    matrix product of the vectors that probe it with the vectors it holds. A range search
+    per vector reads its cells' vectors once per query, which at 1,000,000 vectors is memory
+    traffic of terabytes; a cell's members are read once per block of its probers instead
+    (docs/benchmarks.md, "CLIP near-duplicate join")."""
+    count = len(vectors)
     if count < 2:
         return
+    cells, probes = _probes(vectors, nprobe)
+    held_from, held = _cell_lists(probes[:, :1], cells)
+    probing_from, probing = _cell_lists(probes, cells)
+    found_rows, found_cols, found_sims = [], [], []
+    for cell in range(cells):
+        members = held[held_from[cell] : held_from[cell + 1]]
+        queries = probing[probing_from[cell] : probing_from[cell + 1]]
+        for left in range(0, len(members), _BLOCK):
+            inner = members[left : left + _BLOCK]
+            block = vectors[inner].T
+            for top in range(0, len(queries), _BLOCK):
+                outer = queries[top : top + _BLOCK]
+                sims = vectors[outer] @ block
+                at_row, at_col = np.nonzero(sims >= min_cosine)
+                rows, cols = outer[at_row], inner[at_col]
+                keep = rows < cols
+                found_rows.append(rows[keep])
+                found_cols.append(cols[keep])
+                found_sims.append(sims[at_row[keep], at_col[keep]])
+    if not found_rows:
+        return
+    rows, cols = np.concatenate(found_rows), np.concatenate(found_cols)
+    sims = np.concatenate(found_sims)
+    order = np.lexsort((cols, rows))
+    for i, j, cosine in zip(
+        rows[order].tolist(), cols[order].tolist(), sims[order].tolist(), strict=True
+    ):
+        yield (i, j), cosine
+
+
+def _probes(vectors: Vectors, nprobe: int) -> tuple[int, npt.NDArray[np.int64]]:
+    """The number of cells of a k-means IVF quantizer (about 4 sqrt(N)) and each vector's
+    ``nprobe`` nearest cells, nearest first: the first is the cell that holds it."""
+    count, dim = vectors.shape
     cells = max(1, min(int(4 * np.sqrt(count)), count // _TRAIN_PER_CELL))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = _SEED
     sample = np.random.default_rng(_SEED).choice(count, min(count, cells * 64), replace=False)
     index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-    index.add(np.ascontiguousarray(vectors))
-    index.nprobe = min(nprobe, cells)
-    # faiss keeps inner products strictly above the radius; step just below to keep equality.
-    radius = float(np.nextafter(np.float32(min_cosine), np.float32(-np.inf)))
-    for start in range(0, count, _QUERY_BLOCK):
-        block = np.ascontiguousarray(vectors[start : start + _QUERY_BLOCK])
-        limits, sims, cols = index.range_search(block, radius)
-        rows = np.repeat(np.arange(start, start + len(block)), np.diff(limits).astype(np.int64))
-        keep = (rows < cols) & (sims >= min_cosine)
-        rows, cols, sims = rows[keep], cols[keep], sims[keep]
-        order = np.lexsort((cols, rows))
-        for i, j, cosine in zip(
-            rows[order].tolist(), cols[order].tolist(), sims[order].tolist(), strict=True
-        ):
-            yield (i, j), cosine
+    _, probes = index.quantizer.search(np.ascontiguousarray(vectors), min(nprobe, cells))
+    return cells, np.asarray(probes, dtype=np.int64)
+
+
+def _cell_lists(
+    cells_of: npt.NDArray[np.int64], cells: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The rows listed under each cell (``cells_of``: a row's cells, one per column), as
+    offsets into one array of rows grouped by cell, in row order within a cell."""
+    width = cells_of.shape[1]
+    flat = cells_of.ravel()
+    order = np.argsort(flat, kind="stable")
+    offsets = np.zeros(cells + 1, dtype=np.int64)
+    np.cumsum(np.bincount(flat, minlength=cells), out=offsets[1:])
+    return offsets, order // width

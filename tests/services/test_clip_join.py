@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
+import services.clip_join as clip_join_module
 from services.clip_join import clip_join, exact_join, ivf_join, normalised
 
 MIN_COSINE = 0.95
@@ -53,3 +55,16 @@ def test_fewer_than_two_vectors_have_no_pairs() -> None:
     one = planted(2, 1)[:1]
     assert list(ivf_join(one, MIN_COSINE)) == []
     assert list(clip_join(one, MIN_COSINE, exact_below=0)) == []
+
+
+def test_the_ivf_join_does_not_depend_on_its_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells and their probers larger than one block are split over several products; the
+    pairs stay the same (here every cell spans several blocks of 40), their cosines equal up
+    to float rounding."""
+    vectors = planted(6_000, 600, seed=3)
+    whole = list(ivf_join(vectors, MIN_COSINE))
+    monkeypatch.setattr(clip_join_module, "_BLOCK", 40)
+    split = list(ivf_join(vectors, MIN_COSINE))
+    assert [pair for pair, _ in split] == [pair for pair, _ in whole]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(split, whole, strict=True)) < 1e-5
+    assert len(whole) > 300
