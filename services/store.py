@@ -45,9 +45,14 @@ log = logging.getLogger(__name__)
 # Milvus caps one search's limit (topk) at 16384.
 MAX_SEARCH_LIMIT = 16384
 _GET_BATCH = 512
-# A bulk-read page stays well under gRPC's 4 MiB message limit: a 4,000-row page of 512-d vectors
-# (8 MB) stalls Milvus Lite until the call times out (docs/benchmarks.md, "Bulk reads").
+# Bulk-read pages (docs/benchmarks.md, "Bulk reads"). Milvus Lite serves each page by scanning
+# the collection in primary-key order from its first key (about 0.3 us a row), and a page's
+# float vectors cost more than in proportion to their bytes past 1 MiB (4 MiB pages time out).
+# So the best page grows with the collection: 512 KiB up to BULK_LARGE_FROM rows, where the
+# scan is short, 1 MiB above it (1.7x fewer scans at 1,000,000 rows).
 BULK_PAGE_BYTES = 512 * 1024
+BULK_LARGE_PAGE_BYTES = 1024 * 1024
+BULK_LARGE_FROM = 100_000
 # Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
 # the 16 leading hex digits; any other id falls in the first or last range) ...
 _PK_CUTS = tuple("123456789abcdef")
@@ -937,9 +942,13 @@ class MilvusStore:
         """Every row matching ``expr`` exactly once, as pages: each of 16 primary-key ranges is
         read by keyset pagination (``id > last`` in primary-key order, the query iterator's
         own method, so any Milvus serves it), ``threads`` ranges at a time, and each page's
-        vectors are decoded as one array rather than row by row. Pages come in key order."""
+        vectors are decoded as one array rather than row by row. Pages come in key order;
+        ``page_rows`` (at most) is chosen from the collection's size unless given."""
         width = 4 * (self._clip_dim or 0) if "clip" in fields else 0
-        rows = page_rows or max(64, BULK_PAGE_BYTES // (width + 256))
+        if page_rows is None:
+            size = BULK_LARGE_PAGE_BYTES if self.count() > BULK_LARGE_FROM else BULK_PAGE_BYTES
+            page_rows = max(64, size // (width + 256))
+        rows = page_rows
         bounds = ["", *_PK_CUTS, None]
         spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
         with ThreadPoolExecutor(max(1, threads)) as pool:

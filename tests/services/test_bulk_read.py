@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import services.store as store_module
 from services.store import MilvusStore
 from tests.conftest import StoreFactory
 from tests.records import random_records
@@ -77,3 +78,23 @@ def test_hash_scan_with_vectors_matches_the_plain_scan(make_store: StoreFactory)
     assert fast.keepers.paths == [plain.keepers.paths[r] for r in rows]
     assert fast.clip is not None and plain.clip is None
     np.testing.assert_array_equal(fast.clip, np.stack([expected[i] for i in fast.ids]))
+
+
+def test_pages_grow_once_the_collection_is_large(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page sizes follow the collection's row count: small pages up to BULK_LARGE_FROM rows,
+    large ones above it (sizes scaled down here to rows of 8-d vectors)."""
+    store = make_store()
+    count = len(stored_rows(store, 2_000, seed=7))
+    monkeypatch.setattr(store_module, "BULK_PAGE_BYTES", 64 * (4 * 8 + 256))
+    monkeypatch.setattr(store_module, "BULK_LARGE_PAGE_BYTES", 1_000 * (4 * 8 + 256))
+
+    def pages(large_from: int) -> tuple[int, int]:
+        monkeypatch.setattr(store_module, "BULK_LARGE_FROM", large_from)
+        found = list(store.bulk_pages("", ["id", "clip"]))
+        return max(len(page.rows) for page in found), sum(len(page.rows) for page in found)
+
+    assert pages(count) == (64, count)
+    largest, rows = pages(count - 1)
+    assert largest > 64 and rows == count
