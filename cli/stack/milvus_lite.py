@@ -83,6 +83,7 @@ class EmbeddedMilvus:
             env,
             self.home / "logs" / "milvus.log",
             cwd=self.home,
+            inherit=[self._lock],
         )
         try:
             self._child.wait_ready(
@@ -122,12 +123,14 @@ class EmbeddedMilvus:
 
 
 def _lock_file(path: Path) -> int:
-    """Hold an exclusive lock so two servers never open the same database."""
+    """Hold an exclusive lock so two servers never open the same database. An flock belongs to
+    the open file, not the process: the server inherits it, so the lock lives as long as the
+    server does, even if this process is killed and leaves the server running."""
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         raise StoreUnavailableError(

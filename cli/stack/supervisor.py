@@ -28,7 +28,8 @@ ErrorType = Callable[[str], LookalikeError]
 class Child:
     """A child process in its own process group, its output appended to ``log_file`` (None:
     this process's own output). ``stdin_data`` is written to its stdin, which is then closed
-    (a secret that must not show in the process list)."""
+    (a secret that must not show in the process list). ``inherit``: open file descriptors the
+    child keeps (a lock that must live as long as the child)."""
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class Child:
         *,
         cwd: Path | None = None,
         stdin_data: bytes | None = None,
+        inherit: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.log_file = log_file
@@ -55,6 +57,7 @@ class Child:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
+                pass_fds=tuple(inherit),
             )
         if stdin_data is not None:
             self._feed(stdin_data)

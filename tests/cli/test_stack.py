@@ -16,7 +16,7 @@ from cli.stack.milvus_lite import EmbeddedMilvus, milvus_healthy
 from cli.stack.net import port_open
 from cli.stack.redis_server import RedisServer, find_redis_binary, local_address, redis_answers
 from cli.stack.stack import GIVEN, RUNNING, STARTED, Stack, child_env, redacted
-from services.errors import ConfigError, IngestError, LedgerUnavailableError
+from services.errors import ConfigError, IngestError, LedgerUnavailableError, LookalikeError
 from services.settings import Settings
 from tests.conftest import free_port
 
@@ -309,3 +309,35 @@ def test_a_given_redis_without_persistence_is_flagged(redis_url: str) -> None:
     client.config_set("appendonly", "no")
     assert redis_persists(redis_url) is False
     assert redis_persists("redis://127.0.0.1:1/0") is None  # nothing there to ask
+
+
+def test_a_server_orphaned_by_a_killed_parent_keeps_its_database_locked(tmp_path: Path) -> None:
+    """The process that started Milvus Lite dies by SIGKILL (the OOM killer) and leaves the
+    server running in its own session: a second server must not open the same database."""
+    home = tmp_path / "milvus-home"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from cli.stack.milvus_lite import EmbeddedMilvus\n"
+        f"server = EmbeddedMilvus(Path({str(home)!r}), {free_port()})\n"
+        "server.start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    )
+    assert parent.stdout is not None
+    orphan = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    parent.stdout.close()
+    second = EmbeddedMilvus(home, free_port())
+    try:
+        assert not _group_gone(orphan)  # the server outlived its parent
+        with pytest.raises(LookalikeError, match="already serves the database"):
+            second.start()
+        assert second.pid is None
+    finally:
+        second.stop()
+        os.killpg(orphan, signal.SIGKILL)
