@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from services.clip_join import normalise_in_place
 from services.errors import QueryError
 from services.schema import UNASSIGNED_CLUSTER
 from services.store import VectorScan, VectorStore
@@ -166,8 +167,7 @@ def _pull(store: VectorStore, where: str, report: Progress) -> VectorScan:
     report("pull", 1.0)
     if not len(scan.ids):
         raise QueryError(f"no stored image matches {where or 'the collection'}: nothing to cluster")
-    vectors = scan.clip
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    normalise_in_place(scan.clip)
     return scan
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from services import fileops, objectops
 from services.bursts import burst_gap, describe_burst, same_frame
-from services.clip_join import clip_join, normalised
+from services.clip_join import clip_join, normalise_in_place, normalised
 from services.discovery import RAW_SUFFIXES
 from services.errors import ConfigError
 from services.fileops import FileAction
@@ -323,7 +323,7 @@ def _clip_links_from_scan(
     scan = store.scan_hashes(options.where, keepers=True, vectors=True)
     columns, vectors = scan.keepers, scan.clip
     assert columns is not None and vectors is not None
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    normalise_in_place(vectors)
     links = _pair_links(pairs_within(scan.codes, options.max_hamming, variants=scan.variants))
     if scan.frames is not None:
         _add_frame_links(links, frame_pairs(scan.codes, scan.frames, options.max_hamming))

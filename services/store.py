@@ -833,7 +833,9 @@ class MilvusStore:
         codes: list[npt.NDArray[np.uint64]] = []
         variants: list[npt.NDArray[np.uint64] | None] = []
         frames: list[npt.NDArray[np.uint64]] = []
-        clips: list[npt.NDArray[np.float32]] = []
+        clips = None
+        if vectors and self._with_clip:
+            clips = _VectorRows(self.count(expr), self._clip_dim or 0)
         paths: list[str] = []
         formats: list[str] = []
         cameras: list[str] = []
@@ -849,8 +851,8 @@ class MilvusStore:
             )
             variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
             frames.append(_frames([str(row.get("frame_codes", "")) for row in batch], codes[-1]))
-            if page.clip is not None:
-                clips.append(page.clip)
+            if clips is not None and page.clip is not None:
+                clips.add(page.clip)
             if keepers:
                 paths += [str(row["path"]) for row in batch]
                 formats += [sys.intern(str(row["format"])) for row in batch]
@@ -887,7 +889,7 @@ class MilvusStore:
             frames=(
                 np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64)
             ),
-            clip=self._matrix(clips) if vectors and self._with_clip else None,
+            clip=clips.matrix() if clips is not None else None,
         )
 
     def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
@@ -915,21 +917,16 @@ class MilvusStore:
         ids: list[list[str]] = []
         paths: list[str] = []
         clusters: list[int] = []
-        clips: list[npt.NDArray[np.float32]] = []
+        clips = _VectorRows(self.count(expr), self._clip_dim or 0)
         for page in self.bulk_pages(expr, ["id", "path", "cluster", "clip"]):
             ids.append([str(row["id"]) for row in page.rows])
             paths += [str(row["path"]) for row in page.rows]
             clusters += [int(row["cluster"]) for row in page.rows]
             if page.clip is not None:
-                clips.append(page.clip)
+                clips.add(page.clip)
         return VectorScan(
-            ContentIds(ids), paths, np.asarray(clusters, dtype=np.int64), self._matrix(clips)
+            ContentIds(ids), paths, np.asarray(clusters, dtype=np.int64), clips.matrix()
         )
-
-    def _matrix(self, clips: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-        if not clips:
-            return np.zeros((0, self._clip_dim or 0), dtype=np.float32)
-        return np.concatenate(clips)
 
     def bulk_pages(
         self,
@@ -1097,6 +1094,29 @@ class MilvusStore:
 def _quoted(text: str) -> str:
     """A VARCHAR literal for a Milvus filter."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _VectorRows:
+    """The vectors of a bulk read, copied page by page into one float32 matrix made for the
+    rows counted before the read (grown if rows arrive meanwhile): a list of pages and their
+    concatenation would hold every vector twice (4 GiB at 1,000,000 rows of 512-d)."""
+
+    def __init__(self, expected: int, dim: int) -> None:
+        self._rows = np.empty((max(0, expected), dim), dtype=np.float32)
+        self._used = 0
+
+    def add(self, page: npt.NDArray[np.float32]) -> None:
+        end = self._used + len(page)
+        if end > len(self._rows):
+            grown = np.empty((max(end, len(self._rows) * 5 // 4), self._rows.shape[1]), np.float32)
+            grown[: self._used] = self._rows[: self._used]
+            self._rows = grown
+        self._rows[self._used : end] = page
+        self._used = end
+
+    def matrix(self) -> npt.NDArray[np.float32]:
+        """The rows added, in order (a view: the unused tail is never read)."""
+        return self._rows[: self._used]
 
 
 @dataclass(frozen=True)

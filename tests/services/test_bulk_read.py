@@ -98,3 +98,17 @@ def test_pages_grow_once_the_collection_is_large(
     assert pages(count) == (64, count)
     largest, rows = pages(count - 1)
     assert largest > 64 and rows == count
+
+
+def test_rows_stored_after_the_count_are_read_too(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vectors go into a matrix made for the rows counted before the read; rows that
+    arrive meanwhile (here: a count of 5 for 60 rows) grow it, and none is lost."""
+    store = make_store()
+    expected = stored_rows(store, 51, seed=9)
+    monkeypatch.setattr(store, "count", lambda expr="": 5)
+    for scan in (store.scan_vectors(), store.scan_hashes(vectors=True)):
+        assert scan.clip is not None
+        assert sorted(scan.ids) == sorted(expected)
+        np.testing.assert_array_equal(scan.clip, np.stack([expected[i] for i in scan.ids]))

@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 
 import services.clip_join as clip_join_module
-from services.clip_join import clip_join, exact_join, ivf_join, normalised
+from services.clip_join import clip_join, exact_join, ivf_join, normalise_in_place, normalised
 
 MIN_COSINE = 0.95
 
@@ -68,3 +68,12 @@ def test_the_ivf_join_does_not_depend_on_its_block_size(monkeypatch: pytest.Monk
     assert [pair for pair, _ in split] == [pair for pair, _ in whole]
     assert max(abs(a - b) for (_, a), (_, b) in zip(split, whole, strict=True)) < 1e-5
     assert len(whole) > 300
+
+
+def test_normalising_in_blocks_equals_normalising_at_once() -> None:
+    rows = np.random.default_rng(4).standard_normal((50, 16)).astype(np.float32)
+    rows[7] = 0.0
+    expected = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    blocked = normalise_in_place(rows.copy(), block=7)
+    np.testing.assert_allclose(blocked, expected, rtol=1e-6)
+    assert not blocked[7].any()
