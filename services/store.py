@@ -55,7 +55,7 @@ BULK_LARGE_PAGE_BYTES = 1024 * 1024
 BULK_LARGE_FROM = 100_000
 # Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
 # the 16 leading hex digits; any other id falls in the first or last range) ...
-_PK_CUTS = tuple("123456789abcdef")
+BULK_KEY_CUTS = tuple("123456789abcdef")
 # ... read by this many threads at once, each with its own keyset pagination.
 BULK_READ_THREADS = 2
 # How long a process waits for the indexes of a collection another process is creating.
@@ -941,16 +941,18 @@ class MilvusStore:
         own method, so any Milvus serves it), ``threads`` ranges at a time, and each page's
         vectors are decoded as one array rather than row by row. Pages come in key order;
         ``page_rows`` (at most) is chosen from the collection's size unless given."""
-        width = 4 * (self._clip_dim or 0) if "clip" in fields else 0
-        if page_rows is None:
-            size = BULK_LARGE_PAGE_BYTES if self.count() > BULK_LARGE_FROM else BULK_PAGE_BYTES
-            page_rows = max(64, size // (width + 256))
-        rows = page_rows
-        bounds = ["", *_PK_CUTS, None]
+        rows = page_rows or self.bulk_page_rows(fields)
+        bounds = ["", *BULK_KEY_CUTS, None]
         spans = [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
         with ThreadPoolExecutor(max(1, threads)) as pool:
             for pages in pool.map(lambda span: self._range_pages(expr, fields, span, rows), spans):
                 yield from pages
+
+    def bulk_page_rows(self, fields: Sequence[str]) -> int:
+        """Rows a page of :meth:`bulk_pages` holds for ``fields``, from the collection's size."""
+        width = 4 * (self._clip_dim or 0) if "clip" in fields else 0
+        size = BULK_LARGE_PAGE_BYTES if self.count() > BULK_LARGE_FROM else BULK_PAGE_BYTES
+        return max(64, size // (width + 256))
 
     def _range_pages(
         self, expr: str, fields: Sequence[str], span: tuple[str, str | None], rows: int
