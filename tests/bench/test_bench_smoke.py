@@ -317,3 +317,18 @@ def test_bulk_read_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     stages = row["clusters new: pull / cluster / map / write-back = total"]
     parts, total = stages.rstrip(" s").split(" = ")
     assert 0 < sum(number(p) for p in parts.split(" / ")) <= number(total) + 0.1, row
+
+
+def test_lite_scan_cost_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import lite_scan_cost
+
+    assert lite_scan_cost.main(["--n", "3000", "--no-write"]) == 0
+    out, [position, pages] = printed(capsys, 2)
+    assert position.column("rows before it")[0] == "0"
+    before = [number(cell) for cell in position.column("rows before it")]
+    assert before == sorted(before) and 0 < before[-1] < 3000
+    assert len(pages.rows) == len(lite_scan_cost.PAGES)
+    for row in pages.rows:
+        assert number(row["ids + vectors"]) > 0, row
+        assert row["modelled read"].endswith(" s"), row
+    assert "Partitions: " in out
