@@ -17,12 +17,11 @@ import argparse
 import time
 from collections.abc import Iterator, Sequence
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
 from bench import _report
-from services.clip_join import NPROBE, ClipPair, exact_join, ivf_join, normalised
+from services.clip_join import NPROBE, ClipPair, exact_join, ivf_join, ivf_quantizer, normalised
 
 MIN_COSINE = 0.95
 COPY_SHARE = 0.1
@@ -45,16 +44,11 @@ def planted(count: int, seed: int = 0) -> npt.NDArray[np.float32]:
 def range_search_join(vectors: npt.NDArray[np.float32], nprobe: int) -> Iterator[ClipPair]:
     """The join before the cell join (kept here for comparison): the same quantizer, the
     vectors added to faiss ``IndexIVFFlat`` and a range search of each block of vectors."""
-    count, dim = vectors.shape
-    cells = max(1, min(int(4 * np.sqrt(count)), count // 39))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = 1234
-    sample = np.random.default_rng(1234).choice(count, min(count, cells * 64), replace=False)
-    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    index = ivf_quantizer(vectors)
     index.add(np.ascontiguousarray(vectors))
-    index.nprobe = min(nprobe, cells)
+    index.nprobe = min(nprobe, int(index.nlist))
     radius = float(np.nextafter(np.float32(MIN_COSINE), np.float32(-np.inf)))
-    for start in range(0, count, 8192):
+    for start in range(0, len(vectors), 8192):
         block = np.ascontiguousarray(vectors[start : start + 8192])
         limits, sims, cols = index.range_search(block, radius)
         rows = np.repeat(np.arange(start, start + len(block)), np.diff(limits).astype(np.int64))

@@ -105,15 +105,23 @@ def ivf_join(vectors: Vectors, min_cosine: float, *, nprobe: int = NPROBE) -> It
         yield (i, j), cosine
 
 
-def _probes(vectors: Vectors, nprobe: int) -> tuple[int, npt.NDArray[np.int64]]:
-    """The number of cells of a k-means IVF quantizer (about 4 sqrt(N)) and each vector's
-    ``nprobe`` nearest cells, nearest first: the first is the cell that holds it."""
+def ivf_quantizer(vectors: Vectors) -> faiss.IndexIVFFlat:
+    """An empty faiss IVF index on inner products whose quantizer is trained by k-means on a
+    sample of ``vectors``: about 4 sqrt(N) cells, 64 samples a cell, seeded."""
     count, dim = vectors.shape
     cells = max(1, min(int(4 * np.sqrt(count)), count // _TRAIN_PER_CELL))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = _SEED
     sample = np.random.default_rng(_SEED).choice(count, min(count, cells * 64), replace=False)
     index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    return index
+
+
+def _probes(vectors: Vectors, nprobe: int) -> tuple[int, npt.NDArray[np.int64]]:
+    """The number of cells of :func:`ivf_quantizer` and each vector's ``nprobe`` nearest
+    cells, nearest first: the first is the cell that holds it."""
+    index = ivf_quantizer(vectors)
+    cells = int(index.nlist)
     _, probes = index.quantizer.search(np.ascontiguousarray(vectors), min(nprobe, cells))
     return cells, np.asarray(probes, dtype=np.int64)
 
