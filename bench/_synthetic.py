@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -105,3 +107,17 @@ def ensure(uri: str, n: int) -> MilvusStore:
                 log.info("%s: %d rows, %.0f rows/s", store.collection, done * INSERT_BATCH, rate)
     log.info("built %s in %.0f s", store.collection, time.perf_counter() - started)
     return store
+
+
+def key_page(store: MilvusStore, first: str, rows: int, fields: Sequence[str]) -> Any:
+    """One ``client.query`` page as the bulk read asks for one, left undecoded: up to ``rows``
+    rows from the key ``first`` on, in key order (the query iterator's flags)."""
+    return store.client.query(
+        store.collection,
+        filter=f'id >= "{first}"',
+        output_fields=list(fields),
+        limit=rows,
+        iterator="True",
+        reduce_stop_for_best="True",
+        timeout=600.0,
+    )

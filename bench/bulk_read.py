@@ -78,17 +78,7 @@ def raw_page(store: MilvusStore, tries: int = 2) -> float:
     for _ in range(tries):
         started, read = time.perf_counter(), 0
         for cut in ("", *BULK_KEY_CUTS):
-            read += len(
-                store.client.query(
-                    store.collection,
-                    filter=f'id >= "{cut}"',
-                    output_fields=["id", "clip"],
-                    limit=rows,
-                    iterator="True",
-                    reduce_stop_for_best="True",
-                    timeout=600.0,
-                )
-            )
+            read += len(_synthetic.key_page(store, cut, rows, ["id", "clip"]))
         best = min(best, (time.perf_counter() - started) / max(read, 1))
     return best
 

@@ -49,15 +49,7 @@ def best(call: Callable[[], object], tries: int = 3) -> float:
 
 
 def page(store: MilvusStore, cut: str, rows: int, fields: list[str]) -> Callable[[], object]:
-    return lambda: store.client.query(
-        store.collection,
-        filter=f'id >= "{cut}"',
-        output_fields=fields,
-        limit=rows,
-        iterator="True",
-        reduce_stop_for_best="True",
-        timeout=600.0,
-    )
+    return lambda: _synthetic.key_page(store, cut, rows, fields)
 
 
 def partitions_allowed(store: MilvusStore) -> str:
