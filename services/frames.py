@@ -6,11 +6,12 @@ crop) hashes far from its original. Two things bring such copies back within a H
 
 - **The content region.** :func:`content_box` peels uniform or flat bands off each side: lines
   (rows or columns) that are mostly one colour (the bar's), or flat UI (few along-line edges, at
-  most three colours), ending at a straight edge where the content starts. The pHash of that
-  region (``content``) is what a bordered copy shares with its original. JPEG noise does not
-  count as detail (lines are judged on a 160-pixel thumbnail with a tolerance of 14 levels), and
-  a side is only peeled where a straight edge ends the band, so a photo's own plain wall or sky
-  is left alone.
+  most three colours), or lines of text on the bar (two colours blended, the bar's and an ink,
+  with the bar's colour after them), ending at a straight edge where the content starts. The
+  pHash of that region (``content``) is what a bordered copy shares with its original. JPEG
+  noise does not count as detail (lines are judged on a 160-pixel thumbnail with a tolerance of
+  14 levels), and a side is only peeled where a straight edge ends the band, so a photo's own
+  plain wall or sky is left alone.
 - **Centred windows** of the content region at 90%, 80% and 70% of each side (``windows``). A
   centred crop of an image is, up to resampling, one of its windows, and a copy rotated by a few
   degrees keeps its centre: the windows of the two agree where their whole frames do not.
@@ -54,6 +55,10 @@ _UI_EDGES: Final = 0.15  # a UI line (buttons, icons) has under this share ...
 _UI_COLOURS: Final = 3  # ... and this many quantised colours cover _UI_SHARE of it
 _UI_SHARE: Final = 0.9
 _GAP: Final = 3  # lines of something else a band may hold
+_INK_SHARE: Final = 0.95  # an ink line: this share of it blends the band's colour and one ink
+_INK_BAND: Final = 0.2  # ... and at least this share is the band's colour
+_INK_CONTRAST: Final = 96.0  # ink is this many levels from the band's colour
+_INK_EDGES: Final = 0.1  # glyphs: at least this share of an ink line is detail
 _STRAIGHT_EDGE: Final = 10.0  # the content starts where this share of a line ...
 _STRAIGHT_SHARE: Final = 0.6  # ... differs from the band by this many levels
 
@@ -278,11 +283,51 @@ def _is_ui_line(line: Pixels) -> bool:
 
 
 @_jit
+def _is_ink_line(line: Pixels, colour: Pixels, detail: float) -> bool:
+    """A line of text on a band of ``colour``: nearly all of its pixels lie, within
+    :data:`_TOLERANCE`, on the segment from ``colour`` to one ink colour (the pixel farthest
+    from ``colour``, of a strong contrast), as glyphs do once a thumbnail has blended them with
+    the band; part of it is the band's own colour, and it steps often (``detail``: glyph
+    strokes). A photo's line spreads over more colours than two; a plain one (siding, a
+    shadow) hardly steps."""
+    if detail < _INK_EDGES or _share_within(line, colour) < _INK_BAND:
+        return False
+    far, ink = -1.0, 0
+    for i in range(line.shape[0]):
+        d = _difference(line, i, colour, 0)
+        if d > far:
+            far, ink = d, i
+    if far < _INK_CONTRAST:
+        return False
+    direction = np.empty(3, np.float32)
+    for c in range(3):
+        direction[c] = line[ink, c] - colour[0, c]
+    norm = float(direction @ direction)
+    if norm == 0.0:
+        return True
+    close = 0
+    for i in range(line.shape[0]):
+        t = 0.0
+        for c in range(3):
+            t += (line[i, c] - colour[0, c]) * direction[c]
+        t = min(1.0, max(0.0, t / norm))
+        off = 0.0
+        for c in range(3):
+            off = max(off, abs(line[i, c] - colour[0, c] - t * direction[c]))
+        if off <= _TOLERANCE:
+            close += 1
+    blended: bool = close >= _INK_SHARE * line.shape[0]
+    return blended
+
+
+@_jit
 def _band_depth(lines: Pixels, limit: int) -> int:
     """How many lines, from the first inward, are border: bands of bar, flat or UI lines that end
     at a straight edge (0 when none does). ``lines`` is (count, length, 3), a view in any
     layout. A run of up to :data:`_GAP` other lines (the rounded corners of a
-    button, a line of text) does not end a band that goes on after it."""
+    button, a line of text) does not end a band that goes on after it, and nor does a run of
+    ink lines (text on the band, :func:`_is_ink_line`) of any length that the band's colour
+    follows: a caption's lines of text within its bar."""
     span = min(limit, lines.shape[0] - 2)
     length = lines.shape[1]
     border = np.zeros(max(span, 0), np.bool_)
@@ -291,6 +336,7 @@ def _band_depth(lines: Pixels, limit: int) -> int:
         colour[0, c] = np.median(lines[0, :, c])
     own = np.empty((1, 3), np.float32)
     last = 0  # one past the last border line
+    ink_from = -1  # the first of a run of ink lines the band has not yet closed
     for index in range(span):
         line = lines[index]
         detail = _detail_share(line)
@@ -304,9 +350,16 @@ def _band_depth(lines: Pixels, limit: int) -> int:
                 border[index] = True
             elif detail < _UI_EDGES and _is_ui_line(line):
                 border[index] = True
+            elif _is_ink_line(line, colour, detail):
+                if ink_from < 0:
+                    ink_from = index
+                continue  # border only if the band's colour comes back after the text
             elif index - last >= _GAP:
                 break
         if border[index]:
+            if ink_from >= 0:
+                border[ink_from:index] = True
+                ink_from = -1
             last = index + 1
     # The deepest straight edge after a border line: line cut - 1 against line cut + 1.
     for cut in range(last, 0, -1):

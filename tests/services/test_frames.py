@@ -113,6 +113,29 @@ def test_pillarbox_screenshot_and_caption_are_peeled(photos: dict[str, Image.Ima
         assert _close(content_box(captioned), (0.0, bar, 1.0, 1.0), 0.025), name
 
 
+@pytest.mark.parametrize("above", [True, False])
+def test_a_caption_bar_whose_text_fills_lines_is_peeled_at_ingestion_size(
+    photos: dict[str, Image.Image], above: bool
+) -> None:
+    # At ingestion's draft decode (about 160 pixels a side) a caption's glyphs blur into lines
+    # that are neither the bar's colour nor flat: the bar is peeled only if they count as text.
+    for name, image in photos.items():
+        if name == "horse":
+            continue  # a white caption bar on a white background is no border
+        w, h = image.size
+        bar = h // 6
+        canvas = Image.new("RGB", (w, h + bar), (255, 255, 255))
+        canvas.paste(image, (0, bar if above else 0))
+        font = ImageFont.load_default(size=bar * 2 // 5)
+        top = (0 if above else h) + bar // 4
+        ImageDraw.Draw(canvas).text((w // 25, top), "when the weekend finally arrives at last",
+                                    fill=(0, 0, 0), font=font)  # fmt: skip
+        small = _jpeg(canvas.resize((160, round(160 * canvas.height / w)), Image.Resampling.BOX))
+        share = bar / canvas.height
+        expected = (0.0, share, 1.0, 1.0) if above else (0.0, 0.0, 1.0, 1.0 - share)
+        assert _close(content_box(small), expected, 0.03), (name, content_box(small))
+
+
 def test_bordered_copies_match_by_content_and_crops_by_windows(
     photos: dict[str, Image.Image],
 ) -> None:
