@@ -34,6 +34,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from services.hashing import PHASH_BYTES, hash_input, phash, phash_variants
+from services.turns import Turn, clear_scale, turn_of
 
 WINDOW_SCALES: Final = (0.9, 0.8, 0.7)
 FRAME_CODES: Final = 1 + len(WINDOW_SCALES)  # content, then one window per scale
@@ -137,9 +138,23 @@ WHOLE: Final = Box(0.0, 0.0, 1.0, 1.0)
 class FrameCodes:
     """An image's frame-change codes: the content region's pHash and its centred windows'."""
 
-    box: Box
+    box: Box  # of the frame, or of the frame turned back where ``turn`` is set
     content: bytes
     windows: tuple[bytes, ...]  # one per WINDOW_SCALES
+    turn: Turn | None = None  # a copy turned by a few degrees (services.turns)
+    content_scale: float = 1.0  # the content code's centred share of the box (turned copies)
+
+    @property
+    def framed(self) -> bool:
+        """Whether the content region differs from the whole frame (a border, a turn)."""
+        return self.turn is not None or not self.box.whole
+
+    def content_region(self, image: Image.Image) -> Image.Image:
+        """The region of ``image`` (the one these codes are of) whose pHash is ``content``."""
+        if self.turn is None:
+            return self.box.crop(image)
+        region = self.box.crop(self.turn.undo(image))
+        return _centred(region, self.content_scale) if self.content_scale < 1.0 else region
 
     def to_hex(self) -> str:
         """The stored form (schema field ``frame_codes``): 4 codes of 16 hex digits."""
@@ -170,10 +185,29 @@ def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCo
     caller has it: the content code of an image without a border. Windows are hashed from a
     gray thumbnail of the content region of at most :data:`_WINDOW_SOURCE` pixels a side: a
     window's 32x32 pHash thumbnail needs no more, and it spares resampling the whole decode
-    four times."""
-    box = content_box(image)
+    four times.
+
+    A copy turned by a few degrees (:func:`services.turns.turn_of`) is turned back first and
+    its borders peeled from that; its content code is of the largest centred share of the
+    region (1, then :data:`WINDOW_SCALES`) clear of the corners the turn cut off, so that it
+    meets its original's pHash or the window of that share."""
+    pixels = _thumbnail(image)
+    turn = turn_of(pixels)
+    content_scale = 1.0
+    if turn is not None:
+        upright = turn.undo(image)
+        box = _content_box(_thumbnail(upright))
+        found = clear_scale(box.crop(turn.clear(upright.size)), (1.0, *WINDOW_SCALES))
+        if found is None:  # too little left clear: hash the frame as it is
+            turn, box = None, _content_box(pixels)
+        else:
+            image, content_scale = upright, found
+    else:
+        box = _content_box(pixels)
     gray = box.crop(image).convert("L")
-    if box.whole:
+    if turn is not None:
+        content = phash(_centred(gray, content_scale) if content_scale < 1.0 else gray)
+    elif box.whole:
         content = whole_phash if whole_phash is not None else phash(hash_input(image))
     else:
         content = phash(gray)
@@ -182,24 +216,28 @@ def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCo
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
         gray = gray.resize(size, Image.Resampling.BOX)
     windows = tuple(phash(_centred(gray, share), _WINDOW_RESAMPLE) for share in WINDOW_SCALES)
-    return FrameCodes(box, content, windows)
+    return FrameCodes(box, content, windows, turn, content_scale)
 
 
 def content_variants(image: Image.Image, codes: FrameCodes) -> list[bytes]:
     """The 8 flips and turns of the content region's pHash (``services.hashing`` order)."""
-    return phash_variants(codes.box.crop(image))
+    return phash_variants(codes.content_region(image))
 
 
 def frame_queries(image: Image.Image, codes: FrameCodes) -> list[bytes]:
     """What an image queries stored pHashes with beside its own flips and turns (arrival,
-    search): its content region's flips and turns where it has a border, then its windows."""
-    bordered = [] if codes.box.whole else content_variants(image, codes)
+    search): its content region's flips and turns where it has a border or a turn, then its
+    windows."""
+    bordered = content_variants(image, codes) if codes.framed else []
     return [*bordered, *codes.windows]
 
 
 def content_box(image: Image.Image) -> Box:
     """The region of ``image`` inside its borders (:data:`WHOLE` when it has none)."""
-    pixels = _thumbnail(image)
+    return _content_box(_thumbnail(image))
+
+
+def _content_box(pixels: Pixels) -> Box:
     height, width = pixels.shape[:2]
     if min(height, width) < _MIN_LINES:
         return WHOLE
