@@ -12,9 +12,14 @@ crop) hashes far from its original. Two things bring such copies back within a H
   noise does not count as detail (lines are judged on a 160-pixel thumbnail with a tolerance of
   14 levels), and a side is only peeled where a straight edge ends the band, so a photo's own
   plain wall or sky is left alone.
-- **Centred windows** of the content region at 90%, 80% and 70% of each side (``windows``). A
+- **Centred windows** of the whole frame at 90%, 80% and 70% of each side (``windows``). A
   centred crop of an image is, up to resampling, one of its windows, and a copy rotated by a few
-  degrees keeps its centre: the windows of the two agree where their whole frames do not.
+  degrees keeps its centre: the windows of the two agree where their whole frames do not. They
+  are of the frame, not of the content region: a photo with a plain edge that ends in a straight
+  line (a table's, a wall's) is peeled like a bordered one, and a crop that cuts that edge away
+  is not (measured: a fifth of the UKBench photos are peeled so; docs/benchmarks.md).
+- **Turned copies** (:mod:`services.turns`) are turned back first; their codes are of the
+  upright frame.
 
 Which codes are compared with which, and at which radius, is :data:`RULES` (one list, used by
 whole-collection dedup, dedup on arrival and search). Bits are packed as ``services.hashing``
@@ -136,7 +141,8 @@ WHOLE: Final = Box(0.0, 0.0, 1.0, 1.0)
 
 @dataclass(frozen=True)
 class FrameCodes:
-    """An image's frame-change codes: the content region's pHash and its centred windows'."""
+    """An image's frame-change codes: the content region's pHash and the frame's centred
+    windows'."""
 
     box: Box  # of the frame, or of the frame turned back where ``turn`` is set
     content: bytes
@@ -179,11 +185,12 @@ class FrameCodes:
 
 
 def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCodes:
-    """The content box of ``image`` and the pHashes of that region and its centred windows.
+    """The content box of ``image``, the pHash of that region and those of the frame's centred
+    windows.
 
     ``whole_phash``: the image's stored pHash (``services.hashing.image_variants``) when the
     caller has it: the content code of an image without a border. Windows are hashed from a
-    gray thumbnail of the content region of at most :data:`_WINDOW_SOURCE` pixels a side: a
+    gray thumbnail of the frame of at most :data:`_WINDOW_SOURCE` pixels a side: a
     window's 32x32 pHash thumbnail needs no more, and it spares resampling the whole decode
     four times.
 
@@ -204,13 +211,14 @@ def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCo
             image, content_scale = upright, found
     else:
         box = _content_box(pixels)
-    gray = box.crop(image).convert("L")
+    region = box.crop(image).convert("L")
     if turn is not None:
-        content = phash(_centred(gray, content_scale) if content_scale < 1.0 else gray)
+        content = phash(_centred(region, content_scale) if content_scale < 1.0 else region)
     elif box.whole:
         content = whole_phash if whole_phash is not None else phash(hash_input(image))
     else:
-        content = phash(gray)
+        content = phash(region)
+    gray = image.convert("L")  # windows are of the whole (upright) frame
     scale = _WINDOW_SOURCE / max(gray.size)
     if scale < 1.0:
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))

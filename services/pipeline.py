@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # JPEGs are decoded at a reduced scale (libjpeg's DCT scaling) that still covers what the signals
 # need: 120 pixels on the short side for the hashes (the 32x32 pHash thumbnail of the whole frame
-# and of the windows of the content region, and the border search of services.frames, which
+# and of its windows, and the border search of services.frames, which
 # judges lines on a thumbnail of 160 pixels on the long side: a 4:3 photo drafts to 160x120 or
 # more; a 32-pixel draft left it too coarse), or CLIP's 224x224 crop. A draft changes a pHash by a
 # fraction of a bit on average (docs/benchmarks.md), so stored and query images are decoded the

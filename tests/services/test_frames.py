@@ -150,6 +150,22 @@ def test_bordered_copies_match_by_content_and_crops_by_windows(
         assert hamming(frame_codes(cropped).content, original.windows[1]) <= 8, name
 
 
+def test_a_crop_meets_its_original_whose_plain_edge_was_peeled(
+    photos: dict[str, Image.Image],
+) -> None:
+    # A photo with a plain band along one side that ends in a straight line (a wall, a table's
+    # edge) looks bordered and is peeled; a centred crop that cuts the band away is not. The
+    # crop still meets the photo's window of its share: windows are of the whole frame.
+    for name, image in photos.items():
+        w, h = image.size
+        banded = image.copy()
+        banded.paste((200, 200, 200), (0, 0, w, h * 8 // 100))
+        original = frame_codes(banded)
+        assert not original.box.whole, name  # the premise: the band is taken for a border
+        cropped = frame_codes(_jpeg(banded.crop((w // 10, h // 10, w - w // 10, h - h // 10))))
+        assert hamming(cropped.content, original.windows[1]) <= 8, name
+
+
 def test_frame_pairs_pair_copies_and_not_other_photos(photos: dict[str, Image.Image]) -> None:
     images: list[Image.Image] = []
     owner: list[str] = []
