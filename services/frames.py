@@ -211,13 +211,11 @@ def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCo
             image, content_scale = upright, found
     else:
         box = _content_box(pixels)
-    region = box.crop(image).convert("L")
-    if turn is not None:
-        content = phash(_centred(region, content_scale) if content_scale < 1.0 else region)
-    elif box.whole:
+    if turn is None and box.whole:
         content = whole_phash if whole_phash is not None else phash(hash_input(image))
     else:
-        content = phash(region)
+        region = box.crop(image).convert("L")
+        content = phash(_centred(region, content_scale) if content_scale < 1.0 else region)
     gray = image.convert("L")  # windows are of the whole (upright) frame
     scale = _WINDOW_SOURCE / max(gray.size)
     if scale < 1.0:

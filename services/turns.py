@@ -64,10 +64,12 @@ class Turn:
 
 def turn_of(pixels: Pixels) -> Turn | None:
     """The turn of a frame (``pixels``: an RGB thumbnail, (height, width, 3)), or None."""
-    corners = np.stack([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
+    corners = pixels[[0, 0, -1, -1], [0, -1, 0, -1]]
+    if float(np.ptp(corners, axis=0).max()) > 2 * TOLERANCE:
+        return None  # the usual case, and the cheap one: the corners differ
     fill = np.median(corners, axis=0)
     if float(np.abs(corners - fill).max()) > TOLERANCE:
-        return None  # the usual case, and the cheap one: the corners differ
+        return None
     mask = np.abs(pixels - fill).max(axis=2) <= TOLERANCE
     # Each side as rows from it inward, and the sign its slope has for a counter-clockwise turn.
     sides = ((mask, -1), (mask[::-1], 1), (mask.T, 1), (mask.T[::-1], -1))
@@ -124,7 +126,7 @@ def _staircase_slope(lines: npt.NDArray[np.bool_]) -> float | None:
     ordered = run if falling else run[::-1]
     levels = np.arange(low + 1, high + 1, dtype=np.float64)
     # Where the staircase leaves each level: the positions (from its high end) at or above it.
-    steps = np.array([np.count_nonzero(ordered >= level) for level in levels], np.float64)
+    steps = (ordered[None, :] >= levels[:, None]).sum(axis=1).astype(np.float64)
     per_level, offset = np.polyfit(levels, steps, 1)
     residual = np.abs(steps - (per_level * levels + offset)).max()
     if per_level >= 0 or residual > max(_STEP_SLACK, _STEP_SHARE * abs(per_level)):
@@ -134,16 +136,15 @@ def _staircase_slope(lines: npt.NDArray[np.bool_]) -> float | None:
 
 
 def _longest_run(depth: npt.NDArray[np.int64], cap: int) -> tuple[int, int]:
-    """The longest run of positions with some fill but not the cap, unbroken by a jump."""
+    """The longest run of positions with some fill but not the cap, unbroken by a jump (the
+    first such run where two are as long); (0, 0) when there is none."""
     inside = (depth > 0) & (depth < cap)
-    jumps = np.abs(np.diff(depth)) > _JUMP
-    best, start = (0, 0), -1
-    for i in range(depth.size + 1):
-        ends = i == depth.size or not inside[i] or (start >= 0 and jumps[i - 1])
-        if start >= 0 and ends:
-            if i - start > best[1] - best[0]:
-                best = (start, i)
-            start = -1
-        if i < depth.size and inside[i] and start < 0:
-            start = i
-    return best
+    if not inside.any():
+        return 0, 0
+    breaks = ~inside
+    breaks[1:] |= np.abs(np.diff(depth)) > _JUMP  # a jump starts a new run
+    runs = np.where(inside, np.cumsum(breaks), -1)
+    counts = np.bincount(runs[inside])
+    longest = int(np.argmax(counts))
+    where = np.flatnonzero(runs == longest)
+    return int(where[0]), int(where[-1]) + 1
