@@ -332,3 +332,15 @@ def test_lite_scan_cost_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert number(row["ids + vectors"]) > 0, row
         assert row["modelled read"].endswith(" s"), row
     assert "Partitions: " in out
+
+
+def test_corner_windows_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import corner_windows
+
+    # No UKBench folder: generated bases, no hard negatives.
+    argv = ["--images", str(tmp_path / "absent"), "--limit", "3", "--scales", "0.9"]
+    assert corner_windows.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 bases, 4 corner windows each (0.9,), radius 8" in out
+    assert "crop 10% off-centre: " in out and "/3 copies" in out
+    assert "hard negatives within the radius (either way): 0/0" in out
