@@ -13,6 +13,8 @@ from services.schema import SchemaContract
 from services.settings import Settings
 from services.store import MilvusStore
 
+VECTOR_CACHE_FOLDER = "vectors"  # under the home: services.vector_cache, one folder a collection
+
 
 @dataclass(frozen=True)
 class Lookalike:
@@ -53,5 +55,6 @@ def connect(
         contract_for(embedder),
         token=settings.milvus_secret,
         notices=FeedDeletions.from_url(settings.redis_url),  # rows it deletes reach the workers
+        vector_cache=settings.home / VECTOR_CACHE_FOLDER if settings.vector_cache else None,
     )
     return Lookalike(settings, store, embedder)

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     dedup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of `lookalike dedup` and the UI."
     )
+    vector_cache: bool = Field(
+        default=True,
+        description="Keep a copy of the CLIP vectors that bulk reads pull from Milvus under "
+        "home/vectors, so that the next `lookalike dedup` or Duplicates page reads only the "
+        "hashes and the vectors of rows added since.",
+    )
     search_max_hamming: int = Field(
         default=10, ge=0, le=63, description="pHash radius of the Hamming stage of a search."
     )

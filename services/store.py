@@ -13,8 +13,9 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, overload
 
 import numpy as np
@@ -39,6 +40,7 @@ from services.schema import (
     clip_search_params,
     phash_search_params,
 )
+from services.vector_cache import VectorCache, digests
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ _GET_BATCH = 512
 BULK_PAGE_BYTES = 512 * 1024
 BULK_LARGE_PAGE_BYTES = 1024 * 1024
 BULK_LARGE_FROM = 100_000
+# A bulk read with vectors takes them from the vector cache when it lacks at most this share of
+# the rows (fetched by id); otherwise one read with vectors rebuilds it, in chunks of this size.
+VECTOR_CACHE_MISS = 0.1
+VECTOR_CACHE_CHUNK = 65536
 # Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
 # the 16 leading hex digits; any other id falls in the first or last range) ...
 BULK_KEY_CUTS = tuple("123456789abcdef")
@@ -419,8 +425,12 @@ class MilvusStore:
         profile: IndexProfile | None = None,
         create_instance: str | None = None,
         notices: DeletionNotices | None = None,
+        vector_cache: Path | None = None,
     ) -> None:
         self.uri = uri
+        # Where bulk reads keep a copy of the CLIP vectors (services.vector_cache), one folder
+        # per collection instance; None: every bulk read pulls them from Milvus.
+        self._vector_cache_root = vector_cache
         # Told before and after rows are deleted (None: nobody indexes this collection's codes).
         self._notices = notices
         # The instance id the collection gets if this store creates it (None: a new random one);
@@ -446,12 +456,21 @@ class MilvusStore:
         profile: IndexProfile | None = None,
         create: bool = True,
         notices: DeletionNotices | None = None,
+        vector_cache: Path | None = None,
     ) -> MilvusStore:
         """A store over ``collection`` at ``uri``, opened (and created when ``create``);
-        ``notices`` hear of every deletion through it."""
+        ``notices`` hear of every deletion through it; ``vector_cache``: the folder under which
+        bulk reads keep the CLIP vectors they read."""
         client = milvus_client(uri, token=token, timeout=timeout)
         store = cls(
-            client, collection, contract, uri=uri, timeout=timeout, profile=profile, notices=notices
+            client,
+            collection,
+            contract,
+            uri=uri,
+            timeout=timeout,
+            profile=profile,
+            notices=notices,
+            vector_cache=vector_cache,
         )
         try:
             return store.open(create=create)
@@ -820,8 +839,23 @@ class MilvusStore:
         """Ids, pHashes and dihedral pHashes of every row matching ``expr``: the one bulk read
         that all-pairs dedup needs, as compact arrays (32 + 64 bytes a row), each batch packed
         as it arrives. ``keepers``: the keeper fields too (:data:`KEEPER_FIELDS`), as columns;
-        ``vectors``: the CLIP vectors too, as one float32 matrix (read by :meth:`bulk_pages`).
+        ``vectors``: the CLIP vectors too, as one float32 matrix (read by :meth:`bulk_pages`,
+        or, with a vector cache, mostly from the cache: :meth:`_scan_with_cache`).
         ``progress``: called with the rows read so far after each batch."""
+        cache = self.vector_cache() if vectors else None
+        if cache is not None:
+            return self._scan_with_cache(cache, expr, batch_size, keepers, progress)
+        return self._scan_from_milvus(expr, batch_size, keepers, progress, vectors)
+
+    def _scan_from_milvus(
+        self,
+        expr: str,
+        batch_size: int,
+        keepers: bool,
+        progress: Callable[[int], None] | None,
+        vectors: bool,
+    ) -> HashScan:
+        """:meth:`scan_hashes`, every field read from Milvus."""
         fields = [
             "id", "phash", "phash_dihedral", "frame_codes", *(KEEPER_FIELDS if keepers else ())
         ]  # fmt: skip
@@ -891,6 +925,71 @@ class MilvusStore:
             ),
             clip=clips.matrix() if clips is not None else None,
         )
+
+    def vector_cache(self) -> VectorCache | None:
+        """This collection instance's vector cache, where the store keeps one."""
+        if self._vector_cache_root is None or not self._with_clip or self._clip_dim is None:
+            return None
+        folder = self._vector_cache_root / f"{self.collection}-{self.instance}"
+        return VectorCache(folder, self._clip_dim)
+
+    def _scan_with_cache(
+        self,
+        cache: VectorCache,
+        expr: str,
+        batch_size: int,
+        keepers: bool,
+        progress: Callable[[int], None] | None,
+    ) -> HashScan:
+        """:meth:`scan_hashes` with vectors, from a cache that holds most of them: the hashes
+        in pages without vectors, the vectors from the cache, the few it lacks by id. A cache
+        that lacks more than :data:`VECTOR_CACHE_MISS` of the rows is rebuilt from one read
+        with vectors, as without a cache."""
+        expected = self.count(expr)
+        if cache.rows >= (1.0 - VECTOR_CACHE_MISS) * expected:
+            scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=False)
+            rows = cache.lookup(digests(list(scan.ids)))
+            missing = np.flatnonzero(rows < 0)
+            if missing.size <= VECTOR_CACHE_MISS * max(1, len(scan.ids)):
+                clip = np.empty((len(scan.ids), cache.dim), np.float32)
+                found = np.flatnonzero(rows >= 0)
+                try:
+                    cache.read_into(clip, found, rows[found])
+                except FileNotFoundError:  # another process rebuilt it meanwhile: read it all
+                    log.info("vector cache %s changed during a read", cache.folder)
+                else:
+                    fetched = [scan.ids[i] for i in missing.tolist()]
+                    if fetched:
+                        clip[missing] = self._vectors_by_id(fetched)
+                        cache.add(fetched, clip[missing])
+                    return replace(scan, clip=clip)
+        scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=True)
+        assert scan.clip is not None
+        log.info("vector cache %s: rebuilt from %d rows read", cache.folder, len(scan.ids))
+        cache.clear()
+        for start in range(0, len(scan.ids), VECTOR_CACHE_CHUNK):
+            stop = start + VECTOR_CACHE_CHUNK
+            cache.add(list(scan.ids[start:stop]), scan.clip[start:stop])
+        return scan
+
+    def _vectors_by_id(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The stored CLIP vectors of ``ids`` (all present), in their order."""
+        out = np.empty((len(ids), self._clip_dim or 0), np.float32)
+        at = {key: i for i, key in enumerate(ids)}
+        rows = self.bulk_page_rows(["id", "clip"])
+        for start in range(0, len(ids), rows):
+            chunk = ids[start : start + rows]
+            where = "id in [" + ", ".join(_quoted(key) for key in chunk) + "]"
+            with mapped(f"read the vectors of {len(chunk)} rows", self.uri):
+                result = self._client.query(
+                    self.collection, filter=where, output_fields=["id", "clip"],
+                    timeout=self._timeout,
+                )  # fmt: skip
+            page = _page(result, self._clip_dim or 0)
+            if page.clip is None or len(page.rows) != len(chunk):
+                raise StoreError(f"{len(chunk) - len(page.rows)} rows vanished during a read")
+            out[[at[str(row["id"])] for row in page.rows]] = page.clip
+        return out
 
     def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
         """Ids and 64-bit binary codes (BINARY_VECTOR ``fields``) of every row: the bulk read
