@@ -14,6 +14,9 @@ measurement of the run (and by later runs). Per size, side by side:
   the page), the server and transport bound per row.
 - dedup: ``find_duplicates`` with CLIP pairs (cosine >= 0.95) end to end, with the process's
   peak RSS; old: the old read plus ``near_links`` on its records, both timed in this run.
+- dedup with a vector cache (``services.vector_cache``, as the CLI and UI keep one): its first
+  run (the read above, then the cache written) and the next (hashes read without vectors,
+  vectors from the cache, which the first run left in the page cache).
 - clusters: ``cluster_collection`` (k-means, planted k, write-back) by stage.
 
 Rows above ``--old-max`` are not read the old way (minutes per 100,000 rows); their old figures
@@ -102,6 +105,21 @@ def measure(store: MilvusStore, n: int, old: bool, clusters: bool) -> dict[str, 
         lambda: find_duplicates(store, [], options)
     )
     out["groups"] = report.stats["groups"]
+    # The same dedup through a store that keeps a vector cache (services.vector_cache), as
+    # the CLI's and the UI's do: the first run reads as above and writes the cache, the next
+    # reads the hashes without vectors and the vectors from the cache (page cache warm).
+    with tempfile.TemporaryDirectory(prefix="vectors_") as folder:
+        cached = MilvusStore.connect(
+            store.uri, store.collection, store.contract, timeout=600.0, vector_cache=Path(folder)
+        )
+        try:
+            for run in ("first", "next"):
+                again, out[f"cache_{run}_s"], out[f"cache_{run}_gib"] = peak_rss(
+                    lambda: find_duplicates(cached, [], options)
+                )
+                assert again.stats["groups"] == out["groups"], (again.stats, out["groups"])
+        finally:
+            cached.close()
     if clusters:
         found, out["clusters_s"], out["clusters_gib"] = peak_rss(
             lambda: cluster_collection(store, k=_synthetic.CLUSTERS, projection="pca")
@@ -155,6 +173,7 @@ def table(results: list[dict[str, float]]) -> str:
         "raw query bound",
         "dedup old",
         "dedup new (peak RSS)",
+        "dedup new, vector cache: first run / next run (peak RSS)",
         "clusters new: pull / cluster / map / write-back = total",
     ]
     best_old = max((r for r in results if "read_old_s" in r), key=lambda r: r["n"], default=None)
@@ -180,6 +199,8 @@ def table(results: list[dict[str, float]]) -> str:
                 f"{1000 / r['raw_row_ms']:,.0f}/s",
                 dedup_old,
                 f"{r['dedup_new_s']:.1f} s ({r['dedup_new_gib']:.2f} GiB)",
+                f"{r['cache_first_s']:.1f} s ({r['cache_first_gib']:.2f} GiB) / "
+                f"{r['cache_next_s']:.1f} s ({r['cache_next_gib']:.2f} GiB)",
                 (
                     f"{r['clusters_pull_s']:.1f} / {r['clusters_cluster_s']:.1f} / "
                     f"{r['clusters_map_s']:.1f} / {r['clusters_write_s']:.1f} = "
