@@ -4,10 +4,11 @@ vector out of Milvus again.
 
 Why: on Milvus Lite a read with vectors is bound by the server's cost of reaching each page (about
 3,100 rows/s at 1,000,000 rows, docs/benchmarks.md), while the same read without vectors takes
-pages 36 times larger, and that cost falls with the square of the page count. A row's vector
+pages 36 times larger, and that cost grows with the square of the page count. A row's vector
 never changes while its collection instance lives: the id is the content's SHA-256, and the
-instance's contract fixes the model. So the folder is one per collection instance, and a vector found in it is the
-stored one (up to the worker's precision, where a content is embedded again).
+instance's contract fixes the model. So the folder is one per collection instance, and a vector
+found in it is the stored one (up to the worker's precision, where a content is embedded
+again).
 
 Layout: chunks written once and never changed, ``NNNNNN-<uuid>.f32`` (float32 rows) then
 ``.ids`` (32-byte ids, written last: a chunk without it is unfinished and ignored). Readers
