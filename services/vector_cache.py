@@ -4,7 +4,7 @@ vector out of Milvus again.
 
 Why: on Milvus Lite a read with vectors is bound by the server's cost of reaching each page (about
 3,100 rows/s at 1,000,000 rows, docs/benchmarks.md), while the same read without vectors takes
-pages 36 times larger, and that cost grows with the square of the page count. A row's vector
+pages 36 times larger, so 36 times fewer scans from the first key. A row's vector
 never changes while its collection instance lives: the id is the content's SHA-256, and the
 instance's contract fixes the model. So the folder is one per collection instance, and a vector
 found in it is the stored one (up to the worker's precision, where a content is embedded
