@@ -56,9 +56,8 @@ BULK_PAGE_BYTES = 512 * 1024
 BULK_LARGE_PAGE_BYTES = 1024 * 1024
 BULK_LARGE_FROM = 100_000
 # A bulk read with vectors takes them from the vector cache when it lacks at most this share of
-# the rows (fetched by id); otherwise one read with vectors rebuilds it, in chunks of this size.
+# the rows (fetched by id); otherwise one read with vectors rebuilds it.
 VECTOR_CACHE_MISS = 0.1
-VECTOR_CACHE_CHUNK = 65536
 # Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
 # the 16 leading hex digits; any other id falls in the first or last range) ...
 BULK_KEY_CUTS = tuple("123456789abcdef")
@@ -967,9 +966,7 @@ class MilvusStore:
         assert scan.clip is not None
         log.info("vector cache %s: rebuilt from %d rows read", cache.folder, len(scan.ids))
         cache.clear()
-        for start in range(0, len(scan.ids), VECTOR_CACHE_CHUNK):
-            stop = start + VECTOR_CACHE_CHUNK
-            cache.add(list(scan.ids[start:stop]), scan.clip[start:stop])
+        cache.add(list(scan.ids), scan.clip)
         return scan
 
     def _vectors_by_id(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:

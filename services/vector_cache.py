@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 ID_BYTES: Final = 32
+CHUNK_ROWS: Final = 65536  # rows a chunk file holds at most
 _READ_ROWS: Final = 16384  # rows read from a chunk at a time: bounded memory beside the matrix
 
 Ids = npt.NDArray[np.void]  # (n,) of 32-byte ids
@@ -111,16 +112,20 @@ class VectorCache:
                     out[dest[lo:hi]] = block.reshape(count, self.dim)[local[lo:hi] - first]
 
     def add(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
-        """Write one chunk of ``ids`` and their ``vectors`` (as read from Milvus)."""
+        """Write ``ids`` and their ``vectors`` (as read from Milvus), in chunks of
+        :data:`CHUNK_ROWS`."""
         if not ids:
             return
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {len(ids)} ids of {self.dim}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        stem = self.folder / f"{len(self._chunks):06d}-{uuid.uuid4().hex}"
-        self._write(stem.with_suffix(".f32"), np.ascontiguousarray(vectors, np.float32).data)
-        self._write(stem.with_suffix(".ids"), digests(ids).tobytes())
-        self._load()
+        for number, start in enumerate(range(0, len(ids), CHUNK_ROWS), len(self._chunks)):
+            stop = start + CHUNK_ROWS
+            stem = self.folder / f"{number:06d}-{uuid.uuid4().hex}"
+            block = np.ascontiguousarray(vectors[start:stop], np.float32)
+            self._write(stem.with_suffix(".f32"), block.data)
+            self._write(stem.with_suffix(".ids"), digests(ids[start:stop]).tobytes())
+        self._load()  # once: the index of every chunk is read and sorted again
 
     def clear(self) -> None:
         """Forget every chunk (ids first, so that a reader meanwhile sees none half gone)."""
