@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from bench.copy_detection import DATA, SEEDS, Entry, build_set, ukbench_bases
-from services.frames import _WINDOW_RESAMPLE, _WINDOW_SOURCE
+from services.frames import window_code, window_source
 from services.hashing import hamming, hash_input, phash
 from services.pipeline import load_for_signals
 from services.settings import Settings
@@ -36,19 +36,16 @@ OFF_CENTRE = (
 
 
 def corner_codes(image: Image.Image, scales: tuple[float, ...]) -> list[bytes]:
-    """The pHashes of the windows anchored at each corner of ``image``, for each scale."""
-    gray = image.convert("L")
-    shrink = _WINDOW_SOURCE / max(gray.size)
-    if shrink < 1.0:
-        size = (max(1, round(gray.width * shrink)), max(1, round(gray.height * shrink)))
-        gray = gray.resize(size, Image.Resampling.BOX)
-    w, h = gray.size
+    """The pHashes of the windows anchored at each corner of ``image``, for each scale, hashed
+    as services.frames hashes its centred windows."""
+    source = window_source(image)
+    w, h = source.size
     codes = []
     for scale in scales:
         cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
         for x in (0, w - cw):
             for y in (0, h - ch):
-                codes.append(phash(gray.crop((x, y, x + cw, y + ch)), _WINDOW_RESAMPLE))
+                codes.append(window_code(source, (x, y, x + cw, y + ch)))
     return codes
 
 

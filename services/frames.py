@@ -159,8 +159,7 @@ class FrameCodes:
         """The region of ``image`` (the one these codes are of) whose pHash is ``content``."""
         if self.turn is None:
             return self.box.crop(image)
-        region = self.box.crop(self.turn.undo(image))
-        return _centred(region, self.content_scale) if self.content_scale < 1.0 else region
+        return _scaled_share(self.box.crop(self.turn.undo(image)), self.content_scale)
 
     def to_hex(self) -> str:
         """The stored form (schema field ``frame_codes``): 4 codes of 16 hex digits."""
@@ -211,18 +210,31 @@ def frame_codes(image: Image.Image, whole_phash: bytes | None = None) -> FrameCo
             image, content_scale = upright, found
     else:
         box = _content_box(pixels)
+    gray = image.convert("L")  # once: the content region and the windows are cut from it
     if turn is None and box.whole:
         content = whole_phash if whole_phash is not None else phash(hash_input(image))
     else:
-        region = box.crop(image).convert("L")
-        content = phash(_centred(region, content_scale) if content_scale < 1.0 else region)
-    gray = image.convert("L")  # windows are of the whole (upright) frame
+        content = phash(_scaled_share(box.crop(gray), content_scale))
+    source = window_source(gray)  # windows are of the whole (upright) frame
+    windows = tuple(window_code(source, _centred_box(source, share)) for share in WINDOW_SCALES)
+    return FrameCodes(box, content, windows, turn, content_scale)
+
+
+def window_source(image: Image.Image) -> Image.Image:
+    """What windows are hashed from: ``image`` in gray, shrunk (box filter) to at most
+    :data:`_WINDOW_SOURCE` pixels a side."""
+    gray = image if image.mode == "L" else image.convert("L")
     scale = _WINDOW_SOURCE / max(gray.size)
     if scale < 1.0:
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
         gray = gray.resize(size, Image.Resampling.BOX)
-    windows = tuple(phash(_centred(gray, share), _WINDOW_RESAMPLE) for share in WINDOW_SCALES)
-    return FrameCodes(box, content, windows, turn, content_scale)
+    return gray
+
+
+def window_code(source: Image.Image, box: tuple[int, int, int, int]) -> bytes:
+    """The pHash of the window ``box`` (left, top, right, bottom in pixels) of a
+    :func:`window_source`."""
+    return phash(source.crop(box), _WINDOW_RESAMPLE)
 
 
 def content_variants(image: Image.Image, codes: FrameCodes) -> list[bytes]:
@@ -418,7 +430,13 @@ def _band_depth(lines: Pixels, limit: int) -> int:
     return 0
 
 
-def _centred(image: Image.Image, scale: float) -> Image.Image:
+def _scaled_share(region: Image.Image, scale: float) -> Image.Image:
+    """The centred ``scale`` share of ``region`` (the region itself at 1)."""
+    return region.crop(_centred_box(region, scale)) if scale < 1.0 else region
+
+
+def _centred_box(image: Image.Image, scale: float) -> tuple[int, int, int, int]:
+    """The centred window of ``image`` at ``scale`` of each side, in pixels."""
     w, h = image.size
     dx, dy = round(w * (1 - scale) / 2), round(h * (1 - scale) / 2)
-    return image.crop((dx, dy, max(dx + 1, w - dx), max(dy + 1, h - dy)))
+    return (dx, dy, max(dx + 1, w - dx), max(dy + 1, h - dy))
