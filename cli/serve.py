@@ -73,6 +73,7 @@ def demo(
     rebuilt under LOOKALIKE_HOME/demo and ingested into the collection 'demo'.
     """
     from cli.demo import DEMO_COLLECTION, DEMO_QUERY, build_demo_collection, example_search
+    from services.app import VECTOR_CACHE_FOLDER
     from services.embed import create_embedder
     from services.errors import ModelError
     from services.store import drop_collection
@@ -91,7 +92,12 @@ def demo(
         with _running_stack(settings, ui=serve, ui_env=ui_env) as stack:
             _print_stack(stack)
             # Rebuilt each time: the model may differ from the last run's.
-            drop_collection(stack.milvus_uri, DEMO_COLLECTION, token=settings.milvus_secret)
+            drop_collection(
+                stack.milvus_uri,
+                DEMO_COLLECTION,
+                token=settings.milvus_secret,
+                vector_cache=settings.home / VECTOR_CACHE_FOLDER,
+            )
             ledger = JobLedger.from_url(stack.redis_url)
             producer = Producer(settings, ledger, celery_app(settings), stack.milvus_uri)
             request = IngestRequest(roots=(str(root),), source="demo", collection=DEMO_COLLECTION)

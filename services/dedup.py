@@ -186,11 +186,13 @@ def find_duplicates(
     records: list[ImageRecord] = []
     links: dict[tuple[int, int], Link] = {}
     shots: set[tuple[int, int]] = set()
-    scanned = 0
+    scanned = cached = 0
     if not options.exact_only:
         if with_clip and options.min_cosine is not None:
             report(_SCAN_START, "reading hashes and CLIP vectors, pairing")
-            records, links, scanned = _clip_links_from_scan(store, options, options.min_cosine)
+            records, links, scanned, cached = _clip_links_from_scan(
+                store, options, options.min_cosine
+            )
         else:
             records, links, scanned = _hash_links_from_scan(store, options, report)
         report(_GROUPS_START, "grouping pairs, choosing keepers")
@@ -214,6 +216,7 @@ def find_duplicates(
     report(1.0, f"{len(groups)} groups")
     stats: dict[str, float | int] = {
         "rows": scanned,
+        "vectors_from_cache": cached,
         "pairs": len(links),
         "groups": len(groups),
         "exact_groups": sum(1 for g in groups if g.kind == "exact"),
@@ -316,10 +319,11 @@ def _add_frame_links(
 
 def _clip_links_from_scan(
     store: VectorStore, options: DedupOptions, min_cosine: float
-) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int]:
+) -> tuple[list[ImageRecord], dict[tuple[int, int], Link], int, int]:
     """pHash and CLIP pairs from one bulk read of hashes, keeper fields and vectors (a float32
     matrix, normalised in place: one copy of the vectors in memory); records only for the rows
-    in pairs, as :func:`_hash_links_from_scan`."""
+    in pairs, as :func:`_hash_links_from_scan`. Also returns how many rows' vectors came from
+    the store's vector cache."""
     scan = store.scan_hashes(options.where, keepers=True, vectors=True)
     columns, vectors = scan.keepers, scan.clip
     assert columns is not None and vectors is not None
@@ -338,7 +342,7 @@ def _clip_links_from_scan(
     codes = scan.codes
     records = [columns.record(row, scan.ids[row], int(codes[row])) for row in involved]
     renumbered = {(position[left], position[right]): link for (left, right), link in links.items()}
-    return records, renumbered, len(scan.ids)
+    return records, renumbered, len(scan.ids), scan.cached
 
 
 def _pair_links(

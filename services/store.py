@@ -40,7 +40,13 @@ from services.schema import (
     clip_search_params,
     phash_search_params,
 )
-from services.vector_cache import VectorCache, digests
+from services.vector_cache import (
+    COMPACT_ABOVE,
+    VectorCache,
+    append_chunk,
+    digests,
+    remove_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ BULK_LARGE_FROM = 100_000
 # A bulk read with vectors takes them from the vector cache when it lacks at most this share of
 # the rows (fetched by id); otherwise one read with vectors rebuilds it.
 VECTOR_CACHE_MISS = 0.1
+LIGHT_PAGE_ROWS = 16384  # rows a page of a bulk read without vectors (ids, paths, clusters)
 # Primary-key ranges a bulk read splits the collection into (sha256 hex ids spread evenly over
 # the 16 leading hex digits; any other id falls in the first or last range) ...
 BULK_KEY_CUTS = tuple("123456789abcdef")
@@ -195,6 +202,7 @@ class HashScan:
     # them (not migrated) repeats its pHash, so it still matches by its whole frame.
     frames: npt.NDArray[np.uint64] | None = None
     clip: npt.NDArray[np.float32] | None = None  # (N, dim), when the scan read the vectors
+    cached: int = 0  # rows whose vectors came from the vector cache, not from Milvus
 
 
 @dataclass(frozen=True)
@@ -345,15 +353,22 @@ def _quiet(logger_name: str) -> Iterator[None]:
         chatty.setLevel(level)
 
 
-def drop_collection(uri: str, collection: str, *, token: str | None = None) -> bool:
-    """Drop ``collection`` whatever its contract; True when it existed."""
+def drop_collection(
+    uri: str, collection: str, *, token: str | None = None, vector_cache: Path | None = None
+) -> bool:
+    """Drop ``collection`` whatever its contract; True when it existed. ``vector_cache``: the
+    folder under which stores keep vector caches; the dropped instance's is removed."""
 
     client = milvus_client(uri, token=token)
     with mapped(f"drop collection {collection}", uri):
         try:
             existed = bool(client.has_collection(collection))
             if existed:
+                description = client.describe_collection(collection).get("description", "")
+                instance = SchemaContract.instance_of(description) or LEGACY_INSTANCE
                 client.drop_collection(collection)
+                if vector_cache is not None:
+                    remove_cache(vector_cache / f"{collection}-{instance}")
         finally:
             client.close()
     return existed
@@ -693,6 +708,7 @@ class MilvusStore:
         if new:
             with mapped(f"insert {len(new)} rows", self.uri):
                 self._client.insert(self.collection, new, timeout=self._timeout)
+            self._append_to_cache([unique[i] for i in unique if i not in stored])
         if known:
             with mapped(f"upsert {len(known)} rows", self.uri):
                 self._client.upsert(self.collection, known, timeout=self._timeout)
@@ -731,8 +747,11 @@ class MilvusStore:
             self._notices.deleted(self.collection, self.instance, ids)
 
     def drop(self) -> None:
+        """Drop the collection, and this instance's vector cache with it."""
         with mapped(f"drop collection {self.collection}", self.uri):
             self._client.drop_collection(self.collection, timeout=self._timeout)
+        if self._vector_cache_root is not None:
+            remove_cache(self._cache_folder())
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -929,8 +948,11 @@ class MilvusStore:
         """This collection instance's vector cache, where the store keeps one."""
         if self._vector_cache_root is None or not self._with_clip or self._clip_dim is None:
             return None
-        folder = self._vector_cache_root / f"{self.collection}-{self.instance}"
-        return VectorCache(folder, self._clip_dim)
+        return VectorCache(self._cache_folder(), self._clip_dim)
+
+    def _cache_folder(self) -> Path:
+        assert self._vector_cache_root is not None
+        return self._vector_cache_root / f"{self.collection}-{self.instance}"
 
     def _scan_with_cache(
         self,
@@ -941,33 +963,74 @@ class MilvusStore:
         progress: Callable[[int], None] | None,
     ) -> HashScan:
         """:meth:`scan_hashes` with vectors, from a cache that holds most of them: the hashes
-        in pages without vectors, the vectors from the cache, the few it lacks by id. A cache
+        in pages without vectors, the vectors from the cache (:meth:`_cached_vectors`). A cache
         that lacks more than :data:`VECTOR_CACHE_MISS` of the rows is rebuilt from one read
         with vectors, as without a cache."""
-        expected = self.count(expr)
-        if cache.rows >= (1.0 - VECTOR_CACHE_MISS) * expected:
+        if cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
             scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=False)
-            rows = cache.lookup(digests(list(scan.ids)))
-            missing = np.flatnonzero(rows < 0)
-            if missing.size <= VECTOR_CACHE_MISS * max(1, len(scan.ids)):
-                clip = np.empty((len(scan.ids), cache.dim), np.float32)
-                found = np.flatnonzero(rows >= 0)
-                try:
-                    cache.read_into(clip, found, rows[found])
-                except FileNotFoundError:  # another process rebuilt it meanwhile: read it all
-                    log.info("vector cache %s changed during a read", cache.folder)
-                else:
-                    fetched = [scan.ids[i] for i in missing.tolist()]
-                    if fetched:
-                        clip[missing] = self._vectors_by_id(fetched)
-                        cache.add(fetched, clip[missing])
-                    return replace(scan, clip=clip)
+            clip = self._cached_vectors(cache, scan.ids, whole=not expr)
+            if clip is not None:
+                return replace(scan, clip=clip, cached=len(scan.ids))
         scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=True)
         assert scan.clip is not None
-        log.info("vector cache %s: rebuilt from %d rows read", cache.folder, len(scan.ids))
-        cache.clear()
-        cache.add(list(scan.ids), scan.clip)
+        self._rebuild_cache(cache, scan.ids, scan.clip)
         return scan
+
+    def _cached_vectors(
+        self, cache: VectorCache, ids: Sequence[str], *, whole: bool
+    ) -> npt.NDArray[np.float32] | None:
+        """The vectors of ``ids`` from ``cache``, the few it lacks read by id (and added to it);
+        None when it lacks more than :data:`VECTOR_CACHE_MISS` of them, or changed during the
+        read. ``whole``: ``ids`` are every row of the collection, so a cache of many small
+        chunks (appended by ingestion) is rewritten in large ones, without deleted rows."""
+        rows = cache.lookup(digests(list(ids)))
+        missing = np.flatnonzero(rows < 0)
+        if missing.size > VECTOR_CACHE_MISS * max(1, len(ids)):
+            return None
+        clip = np.empty((len(ids), cache.dim), np.float32)
+        found = np.flatnonzero(rows >= 0)
+        try:
+            cache.read_into(clip, found, rows[found])
+        except FileNotFoundError:  # another process rebuilt it meanwhile: read it all
+            log.info("vector cache %s changed during a read", cache.folder)
+            return None
+        fetched = [ids[i] for i in missing.tolist()]
+        if fetched:
+            clip[missing] = self._vectors_by_id(fetched)
+        try:
+            if whole and cache.chunks > COMPACT_ABOVE:
+                cache.compact(list(ids), clip)
+            elif fetched:
+                cache.add(fetched, clip[missing])
+        except OSError as error:  # a cache that cannot be written is only slower next time
+            log.warning("vector cache %s not written: %s", cache.folder, error)
+        return clip
+
+    def _rebuild_cache(
+        self, cache: VectorCache, ids: Sequence[str], clip: npt.NDArray[np.float32]
+    ) -> None:
+        log.info("vector cache %s: rebuilt from %d rows read", cache.folder, len(ids))
+        try:
+            cache.clear()
+            cache.add(list(ids), clip)
+        except OSError as error:
+            log.warning("vector cache %s not written: %s", cache.folder, error)
+
+    def _append_to_cache(self, records: Sequence[ImageRecord]) -> None:
+        """Add the vectors of newly inserted ``records`` to the vector cache, if this store
+        keeps one: one small chunk, without reading the cache (the next whole read compacts
+        the chunks)."""
+        if self._vector_cache_root is None or self._clip_dim is None:
+            return
+        rows = [r for r in records if r.clip is not None]
+        if not rows:
+            return
+        folder = self._cache_folder()
+        vectors = np.stack([np.asarray(r.clip, np.float32) for r in rows])
+        try:
+            append_chunk(folder, self._clip_dim, [r.id for r in rows], vectors)
+        except OSError as error:  # the rows are stored: a bulk read will fetch their vectors
+            log.warning("vector cache %s not written: %s", folder, error)
 
     def _vectors_by_id(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """The stored CLIP vectors of ``ids`` (all present), in their order."""
@@ -1007,21 +1070,41 @@ class MilvusStore:
 
     def scan_vectors(self, expr: str = "") -> VectorScan:
         """Id, first path, cluster id and CLIP vector of every row matching ``expr`` (what
-        clustering reads), without the ARRAY fields; QueryError on a hash-only collection."""
+        clustering reads), without the ARRAY fields; QueryError on a hash-only collection.
+        With a vector cache that holds most rows, the rows are read without their vectors and
+        the vectors taken from the cache (as :meth:`scan_hashes`)."""
         if not self._with_clip:
             raise QueryError(f"collection {self.collection!r} is hash-only (no CLIP vectors)")
+        cache = self.vector_cache()
+        if cache is not None and cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
+            light = self._vector_scan(expr, vectors=False)
+            clip = self._cached_vectors(cache, light.ids, whole=not expr)
+            if clip is not None:
+                return replace(light, clip=clip)
+        scan = self._vector_scan(expr, vectors=True)
+        if cache is not None:
+            self._rebuild_cache(cache, scan.ids, scan.clip)
+        return scan
+
+    def _vector_scan(self, expr: str, *, vectors: bool) -> VectorScan:
+        """:meth:`scan_vectors` from Milvus; without ``vectors`` its ``clip`` is (N, 0)."""
+        fields = ["id", "path", "cluster", *(["clip"] if vectors else [])]
+        page_rows = None if vectors else LIGHT_PAGE_ROWS
         ids: list[list[str]] = []
         paths: list[str] = []
         clusters: list[int] = []
-        clips = _VectorRows(self.count(expr), self._clip_dim or 0)
-        for page in self.bulk_pages(expr, ["id", "path", "cluster", "clip"]):
+        clips = _VectorRows(self.count(expr), self._clip_dim or 0) if vectors else None
+        for page in self.bulk_pages(expr, fields, page_rows=page_rows):
             ids.append([str(row["id"]) for row in page.rows])
             paths += [str(row["path"]) for row in page.rows]
             clusters += [int(row["cluster"]) for row in page.rows]
-            if page.clip is not None:
+            if clips is not None and page.clip is not None:
                 clips.add(page.clip)
         return VectorScan(
-            ContentIds(ids), paths, np.asarray(clusters, dtype=np.int64), clips.matrix()
+            ContentIds(ids),
+            paths,
+            np.asarray(clusters, dtype=np.int64),
+            clips.matrix() if clips is not None else np.zeros((len(paths), 0), np.float32),
         )
 
     def bulk_pages(

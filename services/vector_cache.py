@@ -10,16 +10,25 @@ instance's contract fixes the model. So the folder is one per collection instanc
 found in it is the stored one (up to the worker's precision, where a content is embedded
 again).
 
-Layout: chunks written once and never changed, ``NNNNNN-<uuid>.f32`` (float32 rows) then
+Who writes it: the store that inserts new contents (a worker's, ``lookalike add``'s) appends
+their vectors as one small chunk per write (:func:`append_chunk`), so that the first bulk read
+after an ingest finds them; a bulk read that finds the cache short of rows rebuilds it from
+Milvus, and one that finds it in many small chunks rewrites it in large ones
+(:meth:`VectorCache.compact`).
+
+Layout: chunks written once and never changed, ``<time>-<uuid>.f32`` (float32 rows) then
 ``.ids`` (32-byte ids, written last: a chunk without it is unfinished and ignored). Readers
 and writers need no lock: a chunk appears whole or not at all. Ids of deleted rows stay until
-:meth:`VectorCache.clear` (a read that finds the folder mostly stale rebuilds it).
+the cache is rebuilt or compacted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +37,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+log = logging.getLogger(__name__)
+
 ID_BYTES: Final = 32
 CHUNK_ROWS: Final = 65536  # rows a chunk file holds at most
+COMPACT_ABOVE: Final = 64  # chunks: a read that finds more rewrites the cache in large ones
 _READ_ROWS: Final = 16384  # rows read from a chunk at a time: bounded memory beside the matrix
 
 Ids = npt.NDArray[np.void]  # (n,) of 32-byte ids
@@ -93,14 +105,15 @@ class VectorCache:
         rows: npt.NDArray[np.int64],
     ) -> None:
         """``out[targets[i]] = row rows[i]`` of the cache, chunk by chunk in blocks."""
+        order = np.argsort(rows, kind="stable")
+        rows, targets = rows[order], targets[order]
+        bounds = np.searchsorted(rows, self._starts)  # each chunk's slice of the sorted rows
         for number, chunk in enumerate(self._chunks):
-            start = int(self._starts[number])
-            mine = (rows >= start) & (rows < start + chunk.rows)
-            if not mine.any():
+            lo_chunk, hi_chunk = int(bounds[number]), int(bounds[number + 1])
+            if lo_chunk == hi_chunk:
                 continue
-            local, dest = rows[mine] - start, targets[mine]
-            order = np.argsort(local, kind="stable")
-            local, dest = local[order], dest[order]
+            start = int(self._starts[number])
+            local, dest = rows[lo_chunk:hi_chunk] - start, targets[lo_chunk:hi_chunk]
             with chunk.vectors.open("rb") as handle:
                 for first in range(0, chunk.rows, _READ_ROWS):
                     lo, hi = np.searchsorted(local, [first, first + _READ_ROWS])
@@ -111,6 +124,10 @@ class VectorCache:
                     block = np.fromfile(handle, np.float32, count * self.dim)
                     out[dest[lo:hi]] = block.reshape(count, self.dim)[local[lo:hi] - first]
 
+    @property
+    def chunks(self) -> int:
+        return len(self._chunks)
+
     def add(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
         """Write ``ids`` and their ``vectors`` (as read from Milvus), in chunks of
         :data:`CHUNK_ROWS`."""
@@ -118,14 +135,22 @@ class VectorCache:
             return
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {len(ids)} ids of {self.dim}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for number, start in enumerate(range(0, len(ids), CHUNK_ROWS), len(self._chunks)):
+        for start in range(0, len(ids), CHUNK_ROWS):
             stop = start + CHUNK_ROWS
-            stem = self.folder / f"{number:06d}-{uuid.uuid4().hex}"
-            block = np.ascontiguousarray(vectors[start:stop], np.float32)
-            self._write(stem.with_suffix(".f32"), block.data)
-            self._write(stem.with_suffix(".ids"), digests(ids[start:stop]).tobytes())
+            append_chunk(self.folder, self.dim, ids[start:stop], vectors[start:stop])
         self._load()  # once: the index of every chunk is read and sorted again
+
+    def compact(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
+        """Replace the chunks this cache loaded by ``ids`` and ``vectors`` (what a read just
+        took from them, in :data:`CHUNK_ROWS` chunks): fewer files for the next read, and the
+        ids of deleted rows gone. Chunks appended since the load are left as they are; the
+        new chunks are whole before an old one goes, so a reader meanwhile misses no row."""
+        old = [chunk.vectors for chunk in self._chunks]
+        self.add(ids, vectors)
+        for vectors_path in old:
+            vectors_path.with_suffix(".ids").unlink(missing_ok=True)
+            vectors_path.unlink(missing_ok=True)
+        self._load()
 
     def clear(self) -> None:
         """Forget every chunk (ids first, so that a reader meanwhile sees none half gone)."""
@@ -134,14 +159,6 @@ class VectorCache:
         for path in self.folder.glob("*.f32*"):
             path.unlink(missing_ok=True)
         self._load()
-
-    def _write(self, path: Path, data: memoryview | bytes) -> None:
-        partial = path.with_name(path.name + ".partial")
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
 
     def _load(self) -> None:
         chunks: list[_Chunk] = []
@@ -159,3 +176,38 @@ class VectorCache:
         flat = np.concatenate(keys) if keys else np.zeros(0, dtype=f"V{ID_BYTES}")
         order = np.argsort(flat, kind="stable")
         self._keys, self._where = flat[order], order.astype(np.int64)
+
+
+def append_chunk(folder: Path, dim: int, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
+    """Write one chunk of ``ids`` and their ``vectors`` into the cache ``folder`` without
+    reading the cache (what a worker does after each insert): the vectors, then the ids."""
+    if vectors.shape != (len(ids), dim):
+        raise ValueError(f"vectors of shape {vectors.shape} for {len(ids)} ids of {dim}")
+    if not ids:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex}"
+    _write(stem.with_suffix(".f32"), np.ascontiguousarray(vectors, np.float32).data)
+    _write(stem.with_suffix(".ids"), digests(ids).tobytes())
+
+
+def remove_cache(folder: Path) -> None:
+    """Remove the cache ``folder`` of a collection instance that is gone (ids first, so that a
+    reader meanwhile finds no chunk half gone); a folder that cannot be removed is logged."""
+    if not folder.is_dir():
+        return
+    try:
+        for path in folder.glob("*.ids"):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(folder)
+    except OSError as error:
+        log.warning("vector cache %s not removed: %s", folder, error)
+
+
+def _write(path: Path, data: memoryview | bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)

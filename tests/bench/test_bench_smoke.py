@@ -334,6 +334,20 @@ def test_lite_scan_cost_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Partitions: " in out
 
 
+def test_ingest_cache_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import ingest_cache
+
+    assert ingest_cache.main(["--n", "1500", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert row["rows"] == "1,500" and row["cache as ingested (chunks)"] == "12", row
+    assert row["chunks after"] == "12", row  # under the compaction threshold: left as written
+    assert "GiB" in row["CLIP dedup, first run after ingest (peak RSS)"], row
+    stages = row["clusters: pull / cluster / map / write-back = total (peak RSS)"]
+    parts, total = stages.split(" (")[0].rstrip(" s").split(" = ")
+    assert 0 < sum(number(p) for p in parts.split(" / ")) <= number(total) + 0.1, row
+
+
 def test_corner_windows_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import corner_windows
 

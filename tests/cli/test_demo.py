@@ -58,4 +58,10 @@ def test_demo_with_clip_two_workers_and_a_lasting_redis_finishes_every_time(
             worker_log = (home / "logs" / "worker.log").read_text(errors="replace")
             assert "failed (attempt" not in worker_log and "raised unexpected" not in worker_log
             assert not port_open(milvus_port)  # the stack stopped; the system Redis stays
+            # The workers kept each new content's vector in the home's vector cache as they
+            # stored it (one folder: the last run's dropped collection took its own with it).
+            folders = list((home / "vectors").glob("demo-*"))
+            assert len(folders) == 1, folders
+            cached = sum(p.stat().st_size for p in folders[0].glob("*.ids")) // 32
+            assert cached == 136 - 17, cached  # one row a content: the exact copies share one
         assert (home / "milvus.db").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.store import MilvusStore
-from services.vector_cache import VectorCache, digests
+from services.vector_cache import COMPACT_ABOVE, VectorCache, digests
 from tests.conftest import StoreFactory
 from tests.records import random_records
 
@@ -103,5 +103,61 @@ def test_a_mostly_stale_cache_is_rebuilt(make_store: StoreFactory, tmp_path: Pat
         np.testing.assert_array_equal(scan.clip, truth.clip)
         cache = store.vector_cache()
         assert cache is not None and cache.rows == 100  # rebuilt: only the rows stored now
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_inserts_append_their_vectors_and_a_whole_read_compacts_them(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    plain = make_store()
+    store = MilvusStore.connect(
+        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
+    )
+    try:
+        records = random_records(COMPACT_ABOVE + 6, dim=8, seed=11)
+        for record in records:  # one small write at a time, as workers' batches are
+            store.upsert([record])
+        store.upsert(records[:3])  # stored already: nothing new to cache
+        cache = store.vector_cache()
+        assert cache is not None
+        assert (cache.rows, cache.chunks) == (len(records), len(records))
+        plain.delete([records[0].id])  # deleted since: the compacted cache drops it
+
+        scan = store.scan_hashes(keepers=True, vectors=True)
+        truth = plain.scan_hashes(keepers=True, vectors=True)
+        assert scan.cached == len(records) - 1 and truth.cached == 0
+        assert scan.clip is not None and truth.clip is not None
+        np.testing.assert_array_equal(scan.clip, truth.clip)
+        compacted = VectorCache(cache.folder, 8)
+        assert (compacted.rows, compacted.chunks) == (len(records) - 1, 1)
+
+        # The clusters' read takes the same cache: rows without vectors, then the vectors.
+        stored = store.scan_vectors()
+        direct = plain.scan_vectors()
+        assert list(stored.ids) == list(direct.ids) and stored.paths == direct.paths
+        np.testing.assert_array_equal(stored.clip, direct.clip)
+        np.testing.assert_array_equal(stored.clusters, direct.clusters)
+        store.drop()  # the instance's cache goes with it
+        assert not cache.folder.exists()
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_clusters_read_fills_an_empty_cache(make_store: StoreFactory, tmp_path: Path) -> None:
+    plain = make_store()
+    plain.upsert(random_records(50, dim=8, seed=12))
+    store = MilvusStore.connect(
+        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
+    )
+    try:
+        first = store.scan_vectors()  # nothing cached: read with vectors, then cached
+        cache = store.vector_cache()
+        assert cache is not None and cache.rows == 50
+        np.testing.assert_array_equal(first.clip, plain.scan_vectors().clip)
+        scan = store.scan_hashes(vectors=True)
+        assert scan.cached == 50
     finally:
         store.close()
