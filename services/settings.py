@@ -111,9 +111,9 @@ class Settings(BaseSettings):
     )
     vector_cache: bool = Field(
         default=True,
-        description="Keep a copy of the CLIP vectors that bulk reads pull from Milvus under "
-        "home/vectors, so that the next `lookalike dedup` or Duplicates page reads only the "
-        "hashes and the vectors of rows added since.",
+        description="Keep a copy of the CLIP vectors under home/vectors (workers add each "
+        "batch's new contents, bulk reads what they pull from Milvus), so that `lookalike "
+        "dedup`, `lookalike clusters` and the Duplicates page read only hashes from Milvus.",
     )
     search_max_hamming: int = Field(
         default=10, ge=0, le=63, description="pHash radius of the Hamming stage of a search."

@@ -968,9 +968,10 @@ class MilvusStore:
         with vectors, as without a cache."""
         if cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
             scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=False)
-            clip = self._cached_vectors(cache, scan.ids, whole=not expr)
-            if clip is not None:
-                return replace(scan, clip=clip, cached=len(scan.ids))
+            found = self._cached_vectors(cache, scan.ids, whole=not expr)
+            if found is not None:
+                clip, cached = found
+                return replace(scan, clip=clip, cached=cached)
         scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=True)
         assert scan.clip is not None
         self._rebuild_cache(cache, scan.ids, scan.clip)
@@ -978,11 +979,12 @@ class MilvusStore:
 
     def _cached_vectors(
         self, cache: VectorCache, ids: Sequence[str], *, whole: bool
-    ) -> npt.NDArray[np.float32] | None:
-        """The vectors of ``ids`` from ``cache``, the few it lacks read by id (and added to it);
-        None when it lacks more than :data:`VECTOR_CACHE_MISS` of them, or changed during the
-        read. ``whole``: ``ids`` are every row of the collection, so a cache of many small
-        chunks (appended by ingestion) is rewritten in large ones, without deleted rows."""
+    ) -> tuple[npt.NDArray[np.float32], int] | None:
+        """The vectors of ``ids`` from ``cache``, the few it lacks read by id (and added to it),
+        and how many came from the cache; None when it lacks more than
+        :data:`VECTOR_CACHE_MISS` of them, or changed during the read. ``whole``: ``ids`` are
+        every row of the collection, so a cache of many small chunks (appended by ingestion)
+        is rewritten in large ones, without deleted rows."""
         rows = cache.lookup(digests(list(ids)))
         missing = np.flatnonzero(rows < 0)
         if missing.size > VECTOR_CACHE_MISS * max(1, len(ids)):
@@ -1004,7 +1006,7 @@ class MilvusStore:
                 cache.add(fetched, clip[missing])
         except OSError as error:  # a cache that cannot be written is only slower next time
             log.warning("vector cache %s not written: %s", cache.folder, error)
-        return clip
+        return clip, len(found)
 
     def _rebuild_cache(
         self, cache: VectorCache, ids: Sequence[str], clip: npt.NDArray[np.float32]
@@ -1078,9 +1080,9 @@ class MilvusStore:
         cache = self.vector_cache()
         if cache is not None and cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
             light = self._vector_scan(expr, vectors=False)
-            clip = self._cached_vectors(cache, light.ids, whole=not expr)
-            if clip is not None:
-                return replace(light, clip=clip)
+            found = self._cached_vectors(cache, light.ids, whole=not expr)
+            if found is not None:
+                return replace(light, clip=found[0])
         scan = self._vector_scan(expr, vectors=True)
         if cache is not None:
             self._rebuild_cache(cache, scan.ids, scan.clip)

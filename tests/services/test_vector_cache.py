@@ -73,6 +73,7 @@ def test_a_second_bulk_read_takes_the_vectors_from_the_cache(
         second = store.scan_hashes(keepers=True, vectors=True)
         truth = plain.scan_hashes(keepers=True, vectors=True)
         assert list(second.ids) == list(truth.ids) and len(second.ids) == 412
+        assert second.cached == 400  # the 12 added since were read by id
         assert second.clip is not None and truth.clip is not None
         at = list(second.ids).index(marked)
         assert (second.clip[at] == 7.0).all()
