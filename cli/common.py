@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
-from services.app import Lookalike
+from services.app import Lookalike, vector_cache_root
 from services.arrival_index import CodeAnnouncer, arrival_kinds
 from services.code_feed import FeedDeletions, RedisCodeFeed
 from services.errors import (
@@ -92,7 +92,13 @@ def existing_collection(settings: Settings) -> Iterator[MilvusStore]:
             )
         notices = FeedDeletions.from_url(settings.redis_url)  # rows it deletes reach the workers
         store = MilvusStore.connect(
-            uri, settings.collection, contract, token=token, create=False, notices=notices
+            uri,
+            settings.collection,
+            contract,
+            token=token,
+            create=False,
+            notices=notices,
+            vector_cache=vector_cache_root(settings),
         )
         try:
             yield store

@@ -122,13 +122,20 @@ def demo(
 def _demo_clusters(settings: Settings, uri: str, collection: str) -> None:
     """Cluster the demo collection so that the UI's Clusters page has a map to show."""
     from services import cluster_map
+    from services.app import vector_cache_root
     from services.clusters import cluster_collection
     from services.store import stored_contract
 
     contract = stored_contract(uri, collection, token=settings.milvus_secret)
     if contract is None or contract.clip_dim is None:
         return
-    store = MilvusStore.connect(uri, collection, contract, token=settings.milvus_secret)
+    store = MilvusStore.connect(
+        uri,
+        collection,
+        contract,
+        token=settings.milvus_secret,
+        vector_cache=vector_cache_root(settings),
+    )
     try:
         report = cluster_collection(store, k=None, projection="pca")
     finally:

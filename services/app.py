@@ -6,6 +6,7 @@ The one place where the stages are put together for the CLI, the workers and the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.code_feed import FeedDeletions
 from services.embed import Embedder, create_embedder
@@ -26,6 +27,12 @@ class Lookalike:
 
     def close(self) -> None:
         self.store.close()
+
+
+def vector_cache_root(settings: Settings) -> Path | None:
+    """Where this machine's stores keep their vector caches (services.vector_cache), or None
+    when ``settings`` turn them off."""
+    return settings.home / VECTOR_CACHE_FOLDER if settings.vector_cache else None
 
 
 def contract_for(embedder: Embedder | None) -> SchemaContract:
@@ -55,6 +62,6 @@ def connect(
         contract_for(embedder),
         token=settings.milvus_secret,
         notices=FeedDeletions.from_url(settings.redis_url),  # rows it deletes reach the workers
-        vector_cache=settings.home / VECTOR_CACHE_FOLDER if settings.vector_cache else None,
+        vector_cache=vector_cache_root(settings),
     )
     return Lookalike(settings, store, embedder)

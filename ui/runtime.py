@@ -11,9 +11,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import streamlit as st
 
+from services.app import vector_cache_root
 from services.code_feed import FeedDeletions
 from services.decisions import RedisDecisions
 from services.embed import Embedder, create_embedder
@@ -44,7 +46,9 @@ class Collection:
 
 
 @st.cache_resource(show_spinner="Connecting to Milvus…")
-def _store(uri: str, collection: str, token: str | None, redis_url: str) -> MilvusStore:
+def _store(
+    uri: str, collection: str, token: str | None, redis_url: str, vector_cache: Path | None
+) -> MilvusStore:
     contract = stored_contract(uri, collection, token=token)
     if contract is None:
         raise StoreError(
@@ -52,7 +56,9 @@ def _store(uri: str, collection: str, token: str | None, redis_url: str) -> Milv
             "(the Ingest page, or `lookalike ingest FOLDER`)"
         )
     notices = FeedDeletions.from_url(redis_url)  # quarantine tells the workers what it deleted
-    return MilvusStore.connect(uri, collection, contract, token=token, notices=notices)
+    return MilvusStore.connect(
+        uri, collection, contract, token=token, notices=notices, vector_cache=vector_cache
+    )
 
 
 @st.cache_resource(show_spinner="Loading the CLIP model…")
@@ -64,7 +70,11 @@ def collection() -> Collection:
     """The configured collection, opened once per UI server (a StoreError when absent)."""
     config = settings()
     store = _store(
-        config.effective_milvus_uri, config.collection, config.milvus_secret, config.redis_url
+        config.effective_milvus_uri,
+        config.collection,
+        config.milvus_secret,
+        config.redis_url,
+        vector_cache_root(config),
     )
     return Collection(store, *_model_for(config, store.contract))
 

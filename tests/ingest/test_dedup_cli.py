@@ -173,3 +173,41 @@ def test_undo_puts_a_quarantine_move_back(ingest_env: IngestEnv, tmp_path: Path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p: p.read_bytes() for p in library.rglob("*.jpg")} == contents
     assert sorted(_names(g) for g in _groups(ingest_env)) == found  # the groups come back
+
+
+def test_clip_dedup_after_an_ingest_takes_every_vector_from_what_the_workers_kept(
+    ingest_env: IngestEnv, tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    """As users run it: a CLIP model, two worker processes, then `lookalike dedup` with CLIP
+    pairs. The workers kept each new content's vector under the home, so the dedup reads no
+    vector from Milvus; without the cache it finds the same groups, every vector from Milvus."""
+    ingest_env.env["LOOKALIKE_CLIP_MODEL"] = str(tiny_clip_dir)
+    library = tmp_path / "library"
+    originals = photo_folder(library, 20, size=(160, 120))
+    copy_exact(originals[:2], library / "backup")
+    with Image.open(originals[5]) as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(library / "mirrored.jpg")
+    ingest_env.start_worker(concurrency=2)
+    assert ingest_env.ingest_json(str(library), "--wait")["ingested"] == 23
+    [folder] = (ingest_env.home / "vectors").glob(f"{ingest_env.collection}-*")
+    assert sum(p.stat().st_size for p in folder.glob("*.ids")) // 32 == 21  # contents
+
+    def dedup(*env: tuple[str, str]) -> dict[str, object]:
+        saved = dict(ingest_env.env)
+        ingest_env.env.update(env)
+        try:
+            result = ingest_env.run_cli("dedup", "--json", "--min-cosine", "0.9")
+        finally:
+            ingest_env.env.clear()
+            ingest_env.env.update(saved)
+        assert result.returncode == 0, result.stdout + result.stderr
+        payload: dict[str, object] = json.loads(result.stdout)
+        return payload
+
+    cached = dedup()
+    stats = cached["stats"]
+    assert isinstance(stats, dict)
+    assert stats["rows"] == stats["vectors_from_cache"] == 21, stats
+    plain = dedup(("LOOKALIKE_VECTOR_CACHE", "false"))
+    assert isinstance(plain["stats"], dict) and plain["stats"]["vectors_from_cache"] == 0
+    assert plain["groups"] == cached["groups"] and cached["groups"]
