@@ -5,7 +5,10 @@ Brute force costs N x N dot products, over two hours at a million vectors. The I
 clusters the vectors into about 4 sqrt(N) cells and compares each vector only with those in
 its ``nprobe`` nearest cells; a near-duplicate lies in the same or a neighbouring cell, so the
 pairs it misses are few (recall measured in docs/benchmarks.md, "CLIP near-duplicate join").
-Every pair reported is checked against the threshold, so the approximation never adds pairs.
+The cells are found in a :data:`PROBE_DIMS`-d PCA projection of the vectors (k-means training
+and each vector's nearest cells cost a small fraction of theirs at 512-d); the products that
+decide a pair are of the full vectors, and every pair reported is checked against the
+threshold, so the approximation never adds pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ EXACT_BELOW = 20_000  # vectors: below this brute force takes a few seconds and 
 NPROBE = 16  # IVF cells searched per vector: recall >= 0.99 at 100,000 (docs/benchmarks.md)
 _EXACT_CHUNK = 1024  # rows per matrix product: memory O(chunk x N), never N x N
 _BLOCK = 4096  # rows a side of one matrix product in the IVF join: at most 64 MiB of products
+PROBE_DIMS = 64  # the cells are found in a PCA projection to this many dimensions
 _TRAIN_PER_CELL = 39  # faiss's k-means wants at least 39 training points per cell
+_PROBE_BLOCK = 65_536  # rows projected and assigned to cells at a time
 _SEED = 1234
 
 
@@ -107,23 +112,53 @@ def ivf_join(vectors: Vectors, min_cosine: float, *, nprobe: int = NPROBE) -> It
 
 def ivf_quantizer(vectors: Vectors) -> faiss.IndexIVFFlat:
     """An empty faiss IVF index on inner products whose quantizer is trained by k-means on a
-    sample of ``vectors``: about 4 sqrt(N) cells, 64 samples a cell, seeded."""
+    sample of ``vectors`` (in their own dimensions): about 4 sqrt(N) cells, 64 samples a cell,
+    seeded. The join's cells are found in a projection instead (:func:`_probes`)."""
     count, dim = vectors.shape
-    cells = max(1, min(int(4 * np.sqrt(count)), count // _TRAIN_PER_CELL))
+    cells = _cells(count)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, cells, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = _SEED
-    sample = np.random.default_rng(_SEED).choice(count, min(count, cells * 64), replace=False)
-    index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+    index.train(np.ascontiguousarray(vectors[_sample(count, cells)]))
     return index
 
 
+def _cells(count: int) -> int:
+    return max(1, min(int(4 * np.sqrt(count)), count // _TRAIN_PER_CELL))
+
+
+def _sample(count: int, cells: int) -> npt.NDArray[np.int64]:
+    """The rows k-means trains on: 64 a cell, seeded, in row order."""
+    rows = np.random.default_rng(_SEED).choice(count, min(count, cells * 64), replace=False)
+    return np.sort(rows)
+
+
 def _probes(vectors: Vectors, nprobe: int) -> tuple[int, npt.NDArray[np.int64]]:
-    """The number of cells of :func:`ivf_quantizer` and each vector's ``nprobe`` nearest
-    cells, nearest first: the first is the cell that holds it."""
-    index = ivf_quantizer(vectors)
-    cells = int(index.nlist)
-    _, probes = index.quantizer.search(np.ascontiguousarray(vectors), min(nprobe, cells))
-    return cells, np.asarray(probes, dtype=np.int64)
+    """About 4 sqrt(N) cells and each vector's ``nprobe`` nearest of them, nearest first (the
+    first is the cell that holds it). The cells are k-means centroids (64 samples a cell,
+    seeded) of the vectors projected by a PCA to :data:`PROBE_DIMS` dimensions (fitted on the
+    same sample) and scaled to unit length again; vectors are projected and assigned
+    :data:`_PROBE_BLOCK` rows at a time, so the projection never holds them all."""
+    count, dim = vectors.shape
+    cells = _cells(count)
+    dims = min(PROBE_DIMS, dim)
+    sample = np.ascontiguousarray(vectors[_sample(count, cells)])
+    pca = faiss.PCAMatrix(dim, dims)
+    pca.train(sample)
+
+    def projected(rows: Vectors) -> Vectors:
+        return normalise_in_place(np.asarray(pca.apply(np.ascontiguousarray(rows)), np.float32))
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, cells, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = _SEED
+    index.train(projected(sample))
+    del sample
+    probes = np.empty((count, min(nprobe, cells)), np.int64)
+    for start in range(0, count, _PROBE_BLOCK):
+        _, found = index.quantizer.search(
+            projected(vectors[start : start + _PROBE_BLOCK]), probes.shape[1]
+        )
+        probes[start : start + _PROBE_BLOCK] = found
+    return cells, probes
 
 
 def _cell_lists(
