@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from cli.stack.milvus_lite import EmbeddedMilvus
+from cli.stack.net import free_port
 from services.records import ImageRecord, to_row
 from services.schema import MAX_PATHS, SchemaContract
 from services.store import MilvusStore
@@ -121,3 +125,23 @@ def key_page(store: MilvusStore, first: str, rows: int, fields: Sequence[str]) -
         reduce_stop_for_best="True",
         timeout=600.0,
     )
+
+
+def measure_each(
+    home: Path | None, sizes: Sequence[int], measure: Callable[[MilvusStore, int], dict[str, float]]
+) -> list[dict[str, float]]:
+    """``measure(store, n)`` of each size's collection (built unless kept under ``home``; a
+    temporary folder when None), in one embedded Milvus Lite server; each result printed."""
+    results = []
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = home or Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        with EmbeddedMilvus(folder, free_port()) as server:
+            for n in sizes:
+                store = ensure(server.uri, n)
+                try:
+                    results.append(measure(store, n))
+                finally:
+                    store.close()
+                print(results[-1], flush=True)
+    return results

@@ -38,8 +38,6 @@ import numpy as np
 import psutil
 
 from bench import _report, _synthetic
-from cli.stack.milvus_lite import EmbeddedMilvus
-from cli.stack.net import free_port
 from services.clusters import cluster_collection
 from services.dedup import DedupOptions, find_duplicates, near_links
 from services.store import BULK_KEY_CUTS, MilvusStore
@@ -227,19 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    results = []
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as temporary:
-        home = args.home or Path(temporary)
-        home.mkdir(parents=True, exist_ok=True)
-        with EmbeddedMilvus(home, free_port()) as server:
-            for n in args.n:
-                store = _synthetic.ensure(server.uri, n)
-                try:
-                    results.append(measure(store, n, n <= args.old_max, n <= args.clusters_max))
-                finally:
-                    store.close()
-                print(results[-1], flush=True)
+    results = _synthetic.measure_each(
+        args.home,
+        args.n,
+        lambda store, n: measure(store, n, n <= args.old_max, n <= args.clusters_max),
+    )
     body = (
         f"Synthetic 512-d vectors, {_synthetic.CLUSTERS} planted clusters, "
         f"{_synthetic.COPY_SHARE:.0%} near-copies; CLIP pairs at cosine >= {MIN_COSINE}. "

@@ -24,8 +24,6 @@ from pathlib import Path
 
 from bench import _report, _synthetic
 from bench.bulk_read import MIN_COSINE, peak_rss
-from cli.stack.milvus_lite import EmbeddedMilvus
-from cli.stack.net import free_port
 from services.clusters import cluster_collection
 from services.dedup import DedupOptions, find_duplicates
 from services.store import MilvusStore
@@ -73,7 +71,7 @@ def measure(store: MilvusStore, n: int, *, write: bool, check: bool) -> dict[str
                     cached, k=_synthetic.CLUSTERS, projection="pca", write=write
                 )
             )
-            for stage in ("pull_s", "cluster_s", "map_s", "write_s"):
+            for stage in ("pull_s", "cluster_s", "map_s", "write_s", "written"):
                 out[f"clusters_{stage}"] = float(found.stats[stage])
         finally:
             cached.close()
@@ -91,7 +89,11 @@ def table(results: list[dict[str, float]]) -> str:
     ]
     rows = []
     for r in results:
-        write = f"{r['clusters_write_s']:.1f}" if r["written"] else "not written"
+        write = (
+            f"{r['clusters_write_s']:.1f} ({int(r['clusters_written']):,} rows changed)"
+            if r["written"]
+            else "not written"
+        )
         rows.append(
             [
                 f"{int(r['n']):,}",
@@ -119,21 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    results = []
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as temporary:
-        home = args.home or Path(temporary)
-        home.mkdir(parents=True, exist_ok=True)
-        with EmbeddedMilvus(home, free_port()) as server:
-            for n in args.n:
-                store = _synthetic.ensure(server.uri, n)
-                try:
-                    results.append(
-                        measure(store, n, write=n <= args.write_max, check=n <= args.check_max)
-                    )
-                finally:
-                    store.close()
-                print(results[-1], flush=True)
+    results = _synthetic.measure_each(
+        args.home,
+        args.n,
+        lambda store, n: measure(store, n, write=n <= args.write_max, check=n <= args.check_max),
+    )
     body = (
         f"Synthetic 512-d vectors (`bench._synthetic`), CLIP pairs at cosine >= {MIN_COSINE}, "
         f"the cache filled in chunks of {INGEST_BATCH} rows as workers fill it. Load average "
