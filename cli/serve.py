@@ -96,6 +96,7 @@ def demo(
                 stack.milvus_uri,
                 DEMO_COLLECTION,
                 token=settings.milvus_secret,
+                # Whether or not caches are kept now: an earlier run's must not outlive it.
                 vector_cache=settings.home / VECTOR_CACHE_FOLDER,
             )
             ledger = JobLedger.from_url(stack.redis_url)

@@ -44,6 +44,7 @@ from services.vector_cache import (
     COMPACT_ABOVE,
     VectorCache,
     append_chunk,
+    cache_folder,
     digests,
     remove_cache,
 )
@@ -368,7 +369,7 @@ def drop_collection(
                 instance = SchemaContract.instance_of(description) or LEGACY_INSTANCE
                 client.drop_collection(collection)
                 if vector_cache is not None:
-                    remove_cache(vector_cache / f"{collection}-{instance}")
+                    remove_cache(cache_folder(vector_cache, collection, instance))
         finally:
             client.close()
     return existed
@@ -703,12 +704,13 @@ class MilvusStore:
         def row(record: ImageRecord) -> dict[str, Any]:
             return to_row(record, with_clip=self._with_clip, max_paths=MAX_PATHS)
 
-        new = [row(unique[i]) for i in unique if i not in stored]
+        fresh = [unique[i] for i in unique if i not in stored]
+        new = [row(record) for record in fresh]
         known = [row(unique[i].merged_with(stored[i])) for i in unique if i in stored]
         if new:
             with mapped(f"insert {len(new)} rows", self.uri):
                 self._client.insert(self.collection, new, timeout=self._timeout)
-            self._append_to_cache([unique[i] for i in unique if i not in stored])
+            self._append_to_cache(fresh)
         if known:
             with mapped(f"upsert {len(known)} rows", self.uri):
                 self._client.upsert(self.collection, known, timeout=self._timeout)
@@ -952,7 +954,7 @@ class MilvusStore:
 
     def _cache_folder(self) -> Path:
         assert self._vector_cache_root is not None
-        return self._vector_cache_root / f"{self.collection}-{self.instance}"
+        return cache_folder(self._vector_cache_root, self.collection, self.instance)
 
     def _scan_with_cache(
         self,
@@ -966,7 +968,7 @@ class MilvusStore:
         in pages without vectors, the vectors from the cache (:meth:`_cached_vectors`). A cache
         that lacks more than :data:`VECTOR_CACHE_MISS` of the rows is rebuilt from one read
         with vectors, as without a cache."""
-        if cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
+        if self._cache_covers(cache, expr):
             scan = self._scan_from_milvus(expr, batch_size, keepers, progress, vectors=False)
             found = self._cached_vectors(cache, scan.ids, whole=not expr)
             if found is not None:
@@ -976,6 +978,11 @@ class MilvusStore:
         assert scan.clip is not None
         self._rebuild_cache(cache, scan.ids, scan.clip)
         return scan
+
+    def _cache_covers(self, cache: VectorCache, expr: str) -> bool:
+        """Whether ``cache`` holds enough rows to serve a read of ``expr`` (it may still lack
+        too many of them: :meth:`_cached_vectors` decides by id)."""
+        return cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr)
 
     def _cached_vectors(
         self, cache: VectorCache, ids: Sequence[str], *, whole: bool
@@ -1078,7 +1085,7 @@ class MilvusStore:
         if not self._with_clip:
             raise QueryError(f"collection {self.collection!r} is hash-only (no CLIP vectors)")
         cache = self.vector_cache()
-        if cache is not None and cache.rows >= (1.0 - VECTOR_CACHE_MISS) * self.count(expr):
+        if cache is not None and self._cache_covers(cache, expr):
             light = self._vector_scan(expr, vectors=False)
             found = self._cached_vectors(cache, light.ids, whole=not expr)
             if found is not None:

@@ -135,9 +135,7 @@ class VectorCache:
             return
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"vectors of shape {vectors.shape} for {len(ids)} ids of {self.dim}")
-        for start in range(0, len(ids), CHUNK_ROWS):
-            stop = start + CHUNK_ROWS
-            append_chunk(self.folder, self.dim, ids[start:stop], vectors[start:stop])
+        self._write_chunks(ids, vectors)
         self._load()  # once: the index of every chunk is read and sorted again
 
     def compact(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
@@ -146,11 +144,16 @@ class VectorCache:
         ids of deleted rows gone. Chunks appended since the load are left as they are; the
         new chunks are whole before an old one goes, so a reader meanwhile misses no row."""
         old = [chunk.vectors for chunk in self._chunks]
-        self.add(ids, vectors)
+        self._write_chunks(ids, vectors)
         for vectors_path in old:
             vectors_path.with_suffix(".ids").unlink(missing_ok=True)
             vectors_path.unlink(missing_ok=True)
         self._load()
+
+    def _write_chunks(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
+        for start in range(0, len(ids), CHUNK_ROWS):
+            stop = start + CHUNK_ROWS
+            append_chunk(self.folder, self.dim, ids[start:stop], vectors[start:stop])
 
     def clear(self) -> None:
         """Forget every chunk (ids first, so that a reader meanwhile sees none half gone)."""
@@ -176,6 +179,11 @@ class VectorCache:
         flat = np.concatenate(keys) if keys else np.zeros(0, dtype=f"V{ID_BYTES}")
         order = np.argsort(flat, kind="stable")
         self._keys, self._where = flat[order], order.astype(np.int64)
+
+
+def cache_folder(root: Path, collection: str, instance: str) -> Path:
+    """The cache folder of one collection instance under ``root``."""
+    return root / f"{collection}-{instance}"
 
 
 def append_chunk(folder: Path, dim: int, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:

@@ -15,6 +15,13 @@ from tests.conftest import StoreFactory
 from tests.records import random_records
 
 
+def _with_cache(plain: MilvusStore, tmp_path: Path) -> MilvusStore:
+    """A second store on ``plain``'s collection that keeps a vector cache under ``tmp_path``."""
+    return MilvusStore.connect(
+        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
+    )
+
+
 def test_chunks_hold_vectors_by_id_and_a_damaged_one_is_left_out(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     ids = [f"{k:064x}" for k in range(300)] + ["not-a-sha", "z"]
@@ -46,9 +53,7 @@ def test_a_second_bulk_read_takes_the_vectors_from_the_cache(
     plain = make_store()
     records = random_records(400, dim=8, seed=5)
     plain.upsert(records)
-    store = MilvusStore.connect(
-        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
-    )
+    store = _with_cache(plain, tmp_path)
     try:
         first = store.scan_hashes(keepers=True, vectors=True)
         cache = store.vector_cache()
@@ -90,9 +95,7 @@ def test_a_second_bulk_read_takes_the_vectors_from_the_cache(
 def test_a_mostly_stale_cache_is_rebuilt(make_store: StoreFactory, tmp_path: Path) -> None:
     plain = make_store()
     plain.upsert(random_records(100, dim=8, seed=6))
-    store = MilvusStore.connect(
-        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
-    )
+    store = _with_cache(plain, tmp_path)
     try:
         store.scan_hashes(vectors=True)
         old = sorted(plain.scan_hashes().ids)
@@ -113,9 +116,7 @@ def test_inserts_append_their_vectors_and_a_whole_read_compacts_them(
     make_store: StoreFactory, tmp_path: Path
 ) -> None:
     plain = make_store()
-    store = MilvusStore.connect(
-        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
-    )
+    store = _with_cache(plain, tmp_path)
     try:
         records = random_records(COMPACT_ABOVE + 6, dim=8, seed=11)
         for record in records:  # one small write at a time, as workers' batches are
@@ -150,9 +151,7 @@ def test_inserts_append_their_vectors_and_a_whole_read_compacts_them(
 def test_clusters_read_fills_an_empty_cache(make_store: StoreFactory, tmp_path: Path) -> None:
     plain = make_store()
     plain.upsert(random_records(50, dim=8, seed=12))
-    store = MilvusStore.connect(
-        plain.uri, plain.collection, plain.contract, vector_cache=tmp_path / "vectors"
-    )
+    store = _with_cache(plain, tmp_path)
     try:
         first = store.scan_vectors()  # nothing cached: read with vectors, then cached
         cache = store.vector_cache()
