@@ -7,10 +7,17 @@ distance to its centroid, lays the collection out in 2-D (UMAP when umap-learn i
 otherwise) and writes each row's cluster id back to the ``cluster`` field, so that searches and
 the UI can filter on it. Every random step is seeded (``random_state=0``): the same rows give the
 same clusters.
+
+A run over rows that already hold cluster ids keeps those ids (:func:`keep_cluster_ids`), and
+k-means starts from the stored clusters' centroids when it is asked for as many clusters as are
+stored: after the collection grows, a run rewrites the rows that joined or changed a cluster,
+not every row whose cluster came out under another number (on Milvus Lite a rewritten row costs
+about a millisecond).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
@@ -122,13 +129,15 @@ def cluster_collection(
     started = time.perf_counter()
     stats: dict[str, int | float | str] = {"rows": len(scan.ids), "method": method}
     if method == "kmeans":
-        labels, centroids = _kmeans(vectors, k, stats, report)
+        labels, centroids = _kmeans(vectors, k, scan.clusters, stats, report)
     elif method == "density":
         labels, centroids = _density(vectors, min_cluster_size, stats, report)
     else:
         raise QueryError(f"unknown clustering method {method!r}: use kmeans or density")
     distances = _centroid_distances(vectors, labels, centroids)
     scores = _outlier_scores(distances, labels, len(centroids))
+    clusters = _cluster_infos(scan, labels, distances, len(centroids))
+    labels, clusters = _keep_ids(labels, scan.clusters, clusters)
     timings["cluster_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -143,7 +152,6 @@ def cluster_collection(
     stats |= {"k": len(centroids), "projection": chosen, "written": written}
     stats |= {"noise": int((labels == UNASSIGNED_CLUSTER).sum())} if method == "density" else {}
     stats |= {name: round(seconds, 3) for name, seconds in timings.items()}
-    clusters = _cluster_infos(scan, labels, distances, len(centroids))
     points = [
         MapPoint(i, p, float(x), float(y), int(c), float(s))
         for i, p, (x, y), c, s in zip(scan.ids, scan.paths, coords, labels, scores, strict=True)
@@ -175,7 +183,11 @@ def _pull(store: VectorStore, where: str, report: Progress) -> VectorScan:
 
 
 def _kmeans(
-    vectors: Matrix, k: int | None, stats: dict[str, int | float | str], report: Progress
+    vectors: Matrix,
+    k: int | None,
+    stored: Labels,
+    stats: dict[str, int | float | str],
+    report: Progress,
 ) -> tuple[Labels, Matrix]:
     from sklearn.cluster import MiniBatchKMeans
 
@@ -185,13 +197,36 @@ def _kmeans(
     if not 1 <= k <= rows:
         raise QueryError(f"k={k} clusters for {rows} images: choose k in 1..{rows}")
     report("cluster", 0.5)
+    start = _stored_centroids(vectors, stored, k)
+    stats["warm_start"] = start is not None
     # Ten k-means++ seedings (on a subsample, cheap): one is rarely enough to split every cluster.
+    # Stored clusters of the same k are one seeding that already splits them, and keeps them.
+    init: Any = "k-means++" if start is None else start
     model = MiniBatchKMeans(
-        n_clusters=k, random_state=_SEED, batch_size=4096, n_init=10, max_no_improvement=20
+        n_clusters=k,
+        init=init,
+        random_state=_SEED,
+        batch_size=4096,
+        n_init=10 if start is None else 1,
+        max_no_improvement=20,
     ).fit(vectors)
     labels = np.asarray(model.predict(vectors), dtype=np.int64)
     report("cluster", 1.0)
     return labels, _centroids(vectors, labels, k)
+
+
+def _stored_centroids(vectors: Matrix, stored: Labels, k: int) -> Matrix | None:
+    """The centroids of the stored clusters, where the rows hold exactly ``k`` of them and at
+    least half the rows have one (a start that fits the rows); else None."""
+    assigned = stored >= 0
+    if assigned.sum() * 2 < len(stored):
+        return None
+    ids, compact = np.unique(stored[assigned], return_inverse=True)
+    if len(ids) != k:
+        return None
+    labels = np.full(len(stored), UNASSIGNED_CLUSTER, dtype=np.int64)
+    labels[assigned] = compact
+    return _centroids(vectors, labels, k)
 
 
 def _auto_k(vectors: Matrix, stats: dict[str, int | float | str], report: Progress) -> int:
@@ -277,6 +312,41 @@ def _outlier_scores(distances: Matrix, labels: Labels, count: int) -> Matrix:
         spread = float(own.std())
         scores[members] = (own - own.mean()) / spread if spread > 0 else 0.0
     return scores
+
+
+def keep_cluster_ids(labels: Labels, stored: Labels) -> Labels:
+    """The id each cluster of ``labels`` (0..max) takes to keep the ids in ``stored``: that of
+    the stored cluster it shares the most rows with, one to one (the assignment that keeps the
+    most rows' ids); a cluster that shares none takes the smallest id no other took."""
+    count = int(labels.max()) + 1 if len(labels) else 0
+    ids = np.full(count, -1, dtype=np.int64)
+    both = (labels >= 0) & (stored >= 0)
+    if both.any():
+        from scipy.optimize import linear_sum_assignment
+
+        old_ids, old = np.unique(stored[both], return_inverse=True)
+        shared = np.zeros((count, len(old_ids)), dtype=np.int64)
+        np.add.at(shared, (labels[both], old), 1)
+        rows, cols = linear_sum_assignment(shared, maximize=True)
+        matched = shared[rows, cols] > 0
+        ids[rows[matched]] = old_ids[cols[matched]]
+    taken = set(ids[ids >= 0].tolist())
+    free = (i for i in itertools.count() if i not in taken)
+    for cluster in np.flatnonzero(ids < 0):
+        ids[cluster] = next(free)
+    return ids
+
+
+def _keep_ids(
+    labels: Labels, stored: Labels, clusters: list[ClusterInfo]
+) -> tuple[Labels, list[ClusterInfo]]:
+    """Labels and cluster infos under the ids :func:`keep_cluster_ids` keeps."""
+    ids = keep_cluster_ids(labels, stored)
+    if not len(ids):  # every row is noise
+        return labels, clusters
+    kept = np.where(labels >= 0, ids[np.maximum(labels, 0)], labels)
+    infos = [replace(info, id=int(ids[info.id])) for info in clusters]
+    return kept, sorted(infos, key=lambda info: (-info.size, info.id))
 
 
 def _cluster_infos(
@@ -397,16 +467,23 @@ def _sample(rows: int, limit: int) -> npt.NDArray[np.int64]:
 
 def _write_back(store: VectorStore, scan: VectorScan, labels: Labels, report: Progress) -> int:
     """Rewrite the rows whose cluster changed; returns how many. Milvus Lite 2.5 rejects a
-    partial update, so each changed row is read whole (paths, tags, vector) by id, in batches,
-    and written back whole; a row deleted meanwhile is left deleted."""
+    partial update, so each changed row is read by id, in batches, without its vector (the scan
+    holds it: a unit vector normalised again keeps its bits, or moves by a unit in the last
+    place), and written back whole; a row deleted meanwhile is left deleted."""
     changed = np.flatnonzero(scan.clusters != labels)
     report("write", 0.0)
     written = 0
     for start in range(0, len(changed), WRITE_BATCH):
-        rows = changed[start : start + WRITE_BATCH]
-        label_of = {scan.ids[int(row)]: int(labels[row]) for row in rows}
-        stored = store.get(list(label_of), with_vectors=True)
-        store.replace([replace(record, cluster=label_of[record.id]) for record in stored])
+        rows = {scan.ids[int(row)]: int(row) for row in changed[start : start + WRITE_BATCH]}
+        stored = store.get(list(rows), with_vectors=False)
+        store.replace(
+            [
+                replace(
+                    record, cluster=int(labels[rows[record.id]]), clip=scan.clip[rows[record.id]]
+                )
+                for record in stored
+            ]
+        )
         written += len(stored)
         report("write", min((start + WRITE_BATCH) / len(changed), 1.0))
     report("write", 1.0)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from services.clusters import ClusterReport, cluster_collection
+from services.clusters import ClusterReport, cluster_collection, keep_cluster_ids
 from services.errors import QueryError
 from services.records import ImageRecord
 from services.schema import UNASSIGNED_CLUSTER
@@ -202,3 +203,68 @@ def test_cli_clusters_json(make_store, milvus_uri, tmp_path, monkeypatch):
     refused = runner.invoke(app, ["clusters"])
     assert refused.exit_code == 1
     assert "--k K or --auto" in refused.output
+
+
+def test_reclustering_after_growth_keeps_ids_and_rewrites_only_the_new_rows(make_store):
+    store = make_store(clip_dim=DIM)
+    records, truth = planted(seed=8)
+    # Every 30th row arrives later: more members of the same planted clusters.
+    later = np.zeros(len(records), dtype=bool)
+    later[::30] = True
+    store.upsert([r for r, held in zip(records, later, strict=True) if not held])
+    first = assignment(cluster_collection(store, k=CENTRES, projection="pca"))
+    store.upsert([r for r, held in zip(records, later, strict=True) if held])
+
+    again = cluster_collection(store, k=CENTRES, projection="pca")
+
+    found = assignment(again)
+    assert {i: found[i] for i in first} == first
+    assert again.stats["written"] == later.sum()
+    # Each newcomer joined the cluster that holds the earlier members of its planted cluster.
+    id_of_planted = {
+        int(t): first[r.id] for r, t in zip(records, truth, strict=True) if r.id in first
+    }
+    for record, planted_cluster in zip(records, truth, strict=True):
+        assert found[record.id] == id_of_planted[int(planted_cluster)]
+    assert {r.id: r.cluster for r in store.iterate("")} == found
+    # The rows were written back whole, each with its own vector, path and tags.
+    rewritten = {r.id: r for r in store.get([r.id for r in records], with_vectors=True)}
+    for record in records:
+        assert (rewritten[record.id].path, rewritten[record.id].tags) == (record.path, record.tags)
+        np.testing.assert_allclose(rewritten[record.id].clip, record.clip, atol=1e-6)
+
+
+def test_keep_cluster_ids_follows_the_stored_ids():
+    stored = np.array([3, 3, 3, 7, 7, 7, -1, -1, 3])
+    labels = np.array([1, 1, 1, 0, 0, 0, 2, 2, -1])
+    # New 1 is stored 3, new 0 is stored 7, new 2 (rows with no cluster) takes the smallest
+    # free id; noise stays noise.
+    assert keep_cluster_ids(labels, stored).tolist() == [7, 3, 0]
+    # A split: the larger part keeps the id, the other takes a free one.
+    split = keep_cluster_ids(np.array([0, 0, 0, 2, 1, 1]), np.array([0, 0, 0, 0, 1, 1]))
+    assert split.tolist() == [0, 1, 2]
+    # Nothing stored: the fit's own numbering.
+    assert keep_cluster_ids(np.array([1, 0, 2]), np.full(3, -1)).tolist() == [0, 1, 2]
+
+
+def test_keep_cluster_ids_keeps_as_many_rows_as_the_best_renumbering():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        rows = int(rng.integers(1, 30))
+        labels = rng.integers(-1, int(rng.integers(1, 5)), rows)
+        stored = rng.integers(-1, int(rng.integers(1, 6)), rows)
+        if labels.max() < 0:
+            continue
+        ids = keep_cluster_ids(labels, stored)
+        kept = int(
+            (np.where(labels >= 0, ids[np.maximum(labels, 0)], -1) == stored)[labels >= 0].sum()
+        )
+        # Brute force: every one-to-one numbering of the new clusters with ids below 10.
+        best = max(
+            int(
+                sum(((labels == new) & (stored == numbering[new])).sum() for new in range(len(ids)))
+            )
+            for numbering in itertools.permutations(range(10), len(ids))
+        )
+        assert kept == best
+        assert len(set(ids.tolist())) == len(ids)
