@@ -47,11 +47,11 @@ def planted(n: int, clusters: int, seed: int = 0) -> tuple[npt.NDArray[np.float3
     return vectors.astype(np.float32), truth
 
 
-def fill(store: MilvusStore, vectors: npt.NDArray[np.float32], first: int = 0) -> float:
-    """Write a row for each vector from row ``first`` on; returns the seconds taken."""
+def fill(store: MilvusStore, vectors: npt.NDArray[np.float32]) -> float:
+    """Write one row per vector; returns the seconds taken."""
     started = time.perf_counter()
-    rng = np.random.default_rng(1 + first)
-    for start in range(first, len(vectors), INSERT_BATCH):
+    rng = np.random.default_rng(1)
+    for start in range(0, len(vectors), INSERT_BATCH):
         batch = [
             ImageRecord(
                 id=hashlib.sha256(str(i).encode()).hexdigest(),

@@ -39,7 +39,8 @@ def clusters(
     """Cluster the CLIP vectors and write each image's cluster id to the `cluster` field.
 
     Prints each cluster's size and its most representative images; `--where cluster == 3`
-    then selects a cluster in other commands.
+    then selects a cluster in other commands. A later run keeps the ids of the clusters it
+    finds again, so it rewrites only the images that joined or moved.
     """
     from rich.progress import TaskID
 

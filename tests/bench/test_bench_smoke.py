@@ -181,6 +181,26 @@ def test_clusters_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 < stages <= number(row["total s"]) + 0.1, row
 
 
+def test_clusters_growth_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import clusters_growth
+
+    assert clusters_growth.main(["--n", "1000", "1500", "--first-max", "1000", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    row, prefilled = table.rows
+
+    def rows_written(cell: str) -> int:
+        return int(cell.split(" in ")[0].replace(",", ""))
+
+    assert (row["images"], row["added"]) == ("1,000", "10")
+    assert rows_written(row["first run writes"]) == 1000
+    # 20 well separated planted centres: a run that keeps the ids writes only the newcomers.
+    assert rows_written(row["second run now: writes"]) == 10
+    assert number(row["now (vector from the scan)"]) > 0
+    # Above --first-max the rows are stored with a fit's clusters instead of a timed first run.
+    assert prefilled["first run writes"].startswith("not run"), prefilled
+    assert rows_written(prefilled["second run now: writes"]) >= 15
+
+
 def test_query_latency_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     from bench import query_latency
 
