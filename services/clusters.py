@@ -21,7 +21,7 @@ import itertools
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -137,7 +137,10 @@ def cluster_collection(
     distances = _centroid_distances(vectors, labels, centroids)
     scores = _outlier_scores(distances, labels, len(centroids))
     clusters = _cluster_infos(scan, labels, distances, len(centroids))
-    labels, clusters = _keep_ids(labels, scan.clusters, clusters)
+    # A run over some rows leaves the others' clusters alone: a new cluster must not take an
+    # id that rows outside the run hold.
+    held_outside = _held_outside(store, scan) if where else frozenset()
+    labels, clusters = _keep_ids(labels, scan.clusters, clusters, held_outside)
     timings["cluster_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -314,10 +317,13 @@ def _outlier_scores(distances: Matrix, labels: Labels, count: int) -> Matrix:
     return scores
 
 
-def keep_cluster_ids(labels: Labels, stored: Labels) -> Labels:
+def keep_cluster_ids(
+    labels: Labels, stored: Labels, reserved: Collection[int] = frozenset()
+) -> Labels:
     """The id each cluster of ``labels`` (0..max) takes to keep the ids in ``stored``: that of
     the stored cluster it shares the most rows with, one to one (the assignment that keeps the
-    most rows' ids); a cluster that shares none takes the smallest id no other took."""
+    most rows' ids); a cluster that shares none takes the smallest id that no other took and
+    that is not ``reserved``."""
     count = int(labels.max()) + 1 if len(labels) else 0
     ids = np.full(count, -1, dtype=np.int64)
     both = (labels >= 0) & (stored >= 0)
@@ -330,18 +336,25 @@ def keep_cluster_ids(labels: Labels, stored: Labels) -> Labels:
         rows, cols = linear_sum_assignment(shared, maximize=True)
         matched = shared[rows, cols] > 0
         ids[rows[matched]] = old_ids[cols[matched]]
-    taken = set(ids[ids >= 0].tolist())
+    taken = set(ids[ids >= 0].tolist()) | set(reserved)
     free = (i for i in itertools.count() if i not in taken)
     for cluster in np.flatnonzero(ids < 0):
         ids[cluster] = next(free)
     return ids
 
 
+def _held_outside(store: VectorStore, scan: VectorScan) -> frozenset[int]:
+    """The cluster ids held by rows the scan did not read."""
+    scanned = set(scan.ids)
+    assigned = store.cluster_assignments()
+    return frozenset(c for row, c in assigned.items() if row not in scanned)
+
+
 def _keep_ids(
-    labels: Labels, stored: Labels, clusters: list[ClusterInfo]
+    labels: Labels, stored: Labels, clusters: list[ClusterInfo], reserved: Collection[int]
 ) -> tuple[Labels, list[ClusterInfo]]:
     """Labels and cluster infos under the ids :func:`keep_cluster_ids` keeps."""
-    ids = keep_cluster_ids(labels, stored)
+    ids = keep_cluster_ids(labels, stored, reserved)
     if not len(ids):  # every row is noise
         return labels, clusters
     kept = np.where(labels >= 0, ids[np.maximum(labels, 0)], labels)

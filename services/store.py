@@ -36,6 +36,7 @@ from services.schema import (
     MAX_TEXT_LENGTH,
     PHASH_BITS,
     SCALAR_FIELDS,
+    UNASSIGNED_CLUSTER,
     SchemaContract,
     clip_search_params,
     phash_search_params,
@@ -314,6 +315,7 @@ class VectorStore(Protocol):
     ) -> HashScan: ...
     def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan: ...
     def scan_vectors(self, expr: str = "") -> VectorScan: ...
+    def cluster_assignments(self) -> dict[str, int]: ...
     def search_phash(
         self,
         variants: Sequence[bytes],
@@ -1094,6 +1096,16 @@ class MilvusStore:
         if cache is not None:
             self._rebuild_cache(cache, scan.ids, scan.clip)
         return scan
+
+    def cluster_assignments(self) -> dict[str, int]:
+        """The cluster id of every row that holds one, by row id (Milvus Lite has no ``not``,
+        so a reader that wants the rows outside a filter leaves out the ones it has)."""
+        assigned: dict[str, int] = {}
+        for page in self.bulk_pages(
+            f"cluster != {UNASSIGNED_CLUSTER}", ["id", "cluster"], page_rows=LIGHT_PAGE_ROWS
+        ):
+            assigned.update((str(row["id"]), int(row["cluster"])) for row in page.rows)
+        return assigned
 
     def _vector_scan(self, expr: str, *, vectors: bool) -> VectorScan:
         """:meth:`scan_vectors` from Milvus; without ``vectors`` its ``clip`` is (N, 0)."""

@@ -140,6 +140,20 @@ def test_where_restricts_the_rows_clustered(make_store):
             assert record.cluster == UNASSIGNED_CLUSTER
 
 
+def test_a_run_over_other_rows_takes_ids_no_row_outside_it_holds(make_store):
+    store = make_store(clip_dim=DIM)
+    records, _ = planted(seed=10)
+    store.upsert(records)
+    phone = assignment(cluster_collection(store, k=3, where='source == "phone"', projection="pca"))
+
+    rest = assignment(cluster_collection(store, k=2, where='source != "phone"', projection="pca"))
+
+    assert set(rest.values()).isdisjoint(phone.values())
+    assert set(phone.values()) == {0, 1, 2} and set(rest.values()) == {3, 4}
+    stored = {r.id: r.cluster for r in store.iterate("")}
+    assert stored == phone | rest
+
+
 @pytest.mark.slow  # numba compiles UMAP's kernels on first use: about 30 s
 def test_umap_map_places_every_point(make_store):
     pytest.importorskip("umap")
