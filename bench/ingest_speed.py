@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.growth:
         return growth(args.images, args.limit, [int(s) for s in args.growth_sizes.split(",")],
-                      write=not args.no_write)  # fmt: skip
+                      write=not args.no_write, repeat=args.repeat)  # fmt: skip
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ingest-speed-") as tmp:
@@ -491,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def growth(images: Path | None, limit: int | None, sizes: list[int], *, write: bool) -> int:
+def growth(
+    images: Path | None, limit: int | None, sizes: list[int], *, write: bool, repeat: int = 1
+) -> int:
     """The growth curve (bench/_ingest_growth.py): its table and PNG into docs/benchmarks.md."""
     from bench import _ingest_growth
 
@@ -506,11 +508,11 @@ def growth(images: Path | None, limit: int | None, sizes: list[int], *, write: b
         roots = (str(images),) if whole else tuple(str(p) for p in files)
         with Bench(scratch / "home", files, roots) as bench:
             points, fills, settles, loads, stages = _ingest_growth.run(
-                bench, files, sizes, batch_size, concurrency
+                bench, files, sizes, batch_size, concurrency, repeat
             )
     load = (load_before, os.getloadavg()[0])
     body = _ingest_growth.body(
-        points, stages, fills, settles, loads, source, load, concurrency, batch_size
+        points, stages, fills, settles, loads, source, load, concurrency, batch_size, repeat
     )
     print(body)
     if write:
