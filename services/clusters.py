@@ -12,7 +12,7 @@ A run over rows that already hold cluster ids keeps those ids (:func:`keep_clust
 k-means starts from the stored clusters' centroids when it is asked for as many clusters as are
 stored: after the collection grows, a run rewrites the rows that joined or changed a cluster,
 not every row whose cluster came out under another number (on Milvus Lite a rewritten row costs
-about a millisecond).
+1 to 3.5 ms, more as the collection grows: docs/benchmarks.md).
 """
 
 from __future__ import annotations
