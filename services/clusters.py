@@ -192,8 +192,6 @@ def _kmeans(
     stats: dict[str, int | float | str],
     report: Progress,
 ) -> tuple[Labels, Matrix]:
-    from sklearn.cluster import MiniBatchKMeans
-
     rows = len(vectors)
     if k is None:
         k = _auto_k(vectors, stats, report)
@@ -202,6 +200,16 @@ def _kmeans(
     report("cluster", 0.5)
     start = _stored_centroids(vectors, stored, k)
     stats["warm_start"] = start is not None
+    labels = fit_kmeans(vectors, k, start)
+    report("cluster", 1.0)
+    return labels, _centroids(vectors, labels, k)
+
+
+def fit_kmeans(vectors: Matrix, k: int, start: Matrix | None = None) -> Labels:
+    """Each unit row's cluster among ``k`` (mini-batch k-means, seeded), from the centroids
+    ``start`` when given, else from k-means++ (what a run with no stored clusters fits)."""
+    from sklearn.cluster import MiniBatchKMeans
+
     # Ten k-means++ seedings (on a subsample, cheap): one is rarely enough to split every cluster.
     # Stored clusters of the same k are one seeding that already splits them, and keeps them.
     init: Any = "k-means++" if start is None else start
@@ -213,9 +221,7 @@ def _kmeans(
         n_init=10 if start is None else 1,
         max_no_improvement=20,
     ).fit(vectors)
-    labels = np.asarray(model.predict(vectors), dtype=np.int64)
-    report("cluster", 1.0)
-    return labels, _centroids(vectors, labels, k)
+    return np.asarray(model.predict(vectors), dtype=np.int64)
 
 
 def _stored_centroids(vectors: Matrix, stored: Labels, k: int) -> Matrix | None:
