@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from cli.stack.net import free_port
 from services.records import ImageRecord, to_row
 from services.schema import MAX_PATHS, SchemaContract
 from services.store import MilvusStore
+from services.vector_cache import VectorCache, append_chunk
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ CLUSTERS = 20
 COPY_SHARE = 0.1
 INSERT_BATCH = 2000
 INSERT_THREADS = 2
+INGEST_BATCH = 128  # the producer's default hash-only batch: one cache chunk a batch
 _SEED = 0
 
 
@@ -98,19 +101,46 @@ def ensure(uri: str, n: int) -> MilvusStore:
         store = MilvusStore.connect(uri, collection_name(n), contract, timeout=600.0)
     matrix, _ = vectors(n)
     started = time.perf_counter()
+    insert(store, matrix, 0, n)
+    log.info("built %s in %.0f s", store.collection, time.perf_counter() - started)
+    return store
 
-    def write(start: int) -> None:
-        batch = records(matrix, start, min(start + INSERT_BATCH, n))
+
+def insert(
+    store: MilvusStore,
+    matrix: npt.NDArray[np.float32],
+    start: int,
+    stop: int,
+    clusters: npt.NDArray[np.int64] | None = None,
+) -> None:
+    """Insert rows ``start:stop`` of ``matrix`` (``INSERT_THREADS`` at a time, bypassing the
+    store's merge and cache), each with its cluster from ``clusters`` (None: unassigned)."""
+    started = time.perf_counter()
+
+    def write(first: int) -> None:
+        batch = records(matrix, first, min(first + INSERT_BATCH, stop))
+        if clusters is not None:
+            batch = [replace(r, cluster=int(clusters[i])) for i, r in enumerate(batch, first)]
         rows = [to_row(r, with_clip=True, max_paths=MAX_PATHS) for r in batch]
         store.client.insert(store.collection, rows, timeout=600.0)
 
     with ThreadPoolExecutor(INSERT_THREADS) as pool:
-        for done, _ in enumerate(pool.map(write, range(0, n, INSERT_BATCH)), 1):
+        for done, _ in enumerate(pool.map(write, range(start, stop, INSERT_BATCH)), 1):
             if done % 50 == 0:
                 rate = done * INSERT_BATCH / (time.perf_counter() - started)
                 log.info("%s: %d rows, %.0f rows/s", store.collection, done * INSERT_BATCH, rate)
-    log.info("built %s in %.0f s", store.collection, time.perf_counter() - started)
-    return store
+
+
+def cache_like_workers(
+    cache: VectorCache, matrix: npt.NDArray[np.float32], start: int, stop: int
+) -> int:
+    """Append rows ``start:stop`` of ``matrix`` to ``cache`` one chunk per ingest batch, as
+    workers do (``MilvusStore.upsert`` after each insert); returns the chunks written."""
+    for first in range(start, stop, INGEST_BATCH):
+        last = min(first + INGEST_BATCH, stop)
+        ids = [content_id(i) for i in range(first, last)]
+        append_chunk(cache.folder, cache.dim, ids, matrix[first:last])
+    return -(-(stop - start) // INGEST_BATCH)
 
 
 def key_page(store: MilvusStore, first: str, rows: int, fields: Sequence[str]) -> Any:

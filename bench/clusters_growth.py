@@ -22,24 +22,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.cluster import MiniBatchKMeans
 
 from bench import _report, _synthetic
-from bench.ingest_cache import INGEST_BATCH
 from cli.stack.milvus_lite import EmbeddedMilvus
 from cli.stack.net import free_port
 from services.clip_join import normalise_in_place
-from services.clusters import cluster_collection
-from services.records import to_row
-from services.schema import MAX_PATHS, SchemaContract
+from services.clusters import cluster_collection, fit_kmeans
+from services.schema import SchemaContract
 from services.store import MilvusStore
-from services.vector_cache import append_chunk
 
 DIM = _synthetic.DIM
 Matrix = npt.NDArray[np.float32]
@@ -48,19 +43,10 @@ SAMPLE_BATCHES = 5
 BATCH = 1000
 
 
-def fit(vectors: Matrix, k: int) -> Labels:
-    """Labels of a fresh fit of unit ``vectors``, as runs fitted before they kept ids (and as a
-    first run fits)."""
-    model = MiniBatchKMeans(
-        n_clusters=k, random_state=0, batch_size=4096, n_init=10, max_no_improvement=20
-    ).fit(vectors)
-    return np.asarray(model.predict(vectors), dtype=np.int64)
-
-
 def fresh_labels(store: MilvusStore, k: int) -> tuple[Labels, Labels]:
     """Stored clusters and a fresh fit's labels of every row, in the scan's order."""
     scan = store.scan_vectors("")
-    return scan.clusters, fit(normalise_in_place(scan.clip), k)
+    return scan.clusters, fit_kmeans(normalise_in_place(scan.clip), k)
 
 
 def write_cost(store: MilvusStore, ids: list[str], with_vectors: bool) -> float:
@@ -78,26 +64,12 @@ def write_cost(store: MilvusStore, ids: list[str], with_vectors: bool) -> float:
 def stored_rows(
     store: MilvusStore, matrix: Matrix, start: int, stop: int, labels: Labels | None
 ) -> None:
-    """Insert rows ``start:stop`` (2 threads, as ``bench._synthetic`` builds) with ``labels``
-    as their clusters (None: unassigned), and append their vectors to the store's cache in
-    ingest-batch chunks, as workers do."""
+    """Insert rows ``start:stop`` with ``labels`` as their clusters (None: unassigned), and
+    append their vectors to the store's cache as workers do."""
     cache = store.vector_cache()
     assert cache is not None
-
-    def write(first: int) -> None:
-        last = min(first + _synthetic.INSERT_BATCH, stop)
-        batch = _synthetic.records(matrix, first, last)
-        if labels is not None:
-            batch = [replace(r, cluster=int(labels[i])) for i, r in enumerate(batch, first)]
-        rows = [to_row(r, with_clip=True, max_paths=MAX_PATHS) for r in batch]
-        store.client.insert(store.collection, rows, timeout=600.0)
-
-    with ThreadPoolExecutor(_synthetic.INSERT_THREADS) as pool:
-        list(pool.map(write, range(start, stop, _synthetic.INSERT_BATCH)))
-    for first in range(start, stop, INGEST_BATCH):
-        last = min(first + INGEST_BATCH, stop)
-        ids = [_synthetic.content_id(i) for i in range(first, last)]
-        append_chunk(cache.folder, cache.dim, ids, matrix[first:last])
+    _synthetic.insert(store, matrix, start, stop, labels)
+    _synthetic.cache_like_workers(cache, matrix, start, stop)
 
 
 def run_size(uri: str, n: int, grow: int, k: int, first_max: int, cache_root: Path) -> list[object]:
@@ -113,7 +85,7 @@ def run_size(uri: str, n: int, grow: int, k: int, first_max: int, cache_root: Pa
             rate: float | None = float(first["write_s"]) / max(int(first["written"]), 1)
             first_cell = f"{first['written']:,} in {first['write_s']:.1f} s"
         else:
-            stored_rows(store, matrix, 0, n, fit(normalise_in_place(matrix[:n].copy()), k))
+            stored_rows(store, matrix, 0, n, fit_kmeans(normalise_in_place(matrix[:n].copy()), k))
             rate, first_cell = None, f"not run (stored with a fit's {k} clusters)"
         store.upsert(_synthetic.records(matrix, n, n + grow))
         stored, fresh = fresh_labels(store, k)

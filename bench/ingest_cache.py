@@ -27,9 +27,6 @@ from bench.bulk_read import MIN_COSINE, peak_rss
 from services.clusters import cluster_collection
 from services.dedup import DedupOptions, find_duplicates
 from services.store import MilvusStore
-from services.vector_cache import append_chunk
-
-INGEST_BATCH = 128  # the producer's default batch: one cache chunk a batch
 
 
 def fill_like_workers(store: MilvusStore, n: int) -> int:
@@ -38,11 +35,7 @@ def fill_like_workers(store: MilvusStore, n: int) -> int:
     assert cache is not None
     cache.clear()
     matrix, _ = _synthetic.vectors(n)
-    for start in range(0, n, INGEST_BATCH):
-        stop = min(start + INGEST_BATCH, n)
-        ids = [_synthetic.content_id(i) for i in range(start, stop)]
-        append_chunk(cache.folder, cache.dim, ids, matrix[start:stop])
-    return -(-n // INGEST_BATCH)
+    return _synthetic.cache_like_workers(cache, matrix, 0, n)
 
 
 def measure(store: MilvusStore, n: int, *, write: bool, check: bool) -> dict[str, float]:
@@ -129,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     body = (
         f"Synthetic 512-d vectors (`bench._synthetic`), CLIP pairs at cosine >= {MIN_COSINE}, "
-        f"the cache filled in chunks of {INGEST_BATCH} rows as workers fill it. Load average "
-        f"(1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores).\n\n"
+        f"the cache filled in chunks of {_synthetic.INGEST_BATCH} rows as workers fill it. Load "
+        f"average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (2 cores).\n\n"
         + table(results)
     )
     print(body)
