@@ -33,7 +33,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ from services.evaluation import (
 )
 from services.frames import frame_codes
 from services.hashing import image_variants
+from services.patches import patch_codes
 from services.pipeline import load_for_signals
 from services.settings import Settings
 
@@ -77,8 +78,9 @@ SKIMAGE_PHOTOS = (
     "gravel", "cell",
 )  # fmt: skip
 GENERATED_OTHER = 30  # generated bases in --set other
-NOW = "lookalike now (pHash + frames)"
-BEFORE = "lookalike before (pHash + flips/turns)"
+NOW = "lookalike now (pHash + frames + patches)"
+FRAMES = "lookalike before patches (pHash + frames)"
+BEFORE = "lookalike before frames (pHash + flips/turns)"
 IMAGEDEDUP = "imagededup PHash"
 PDQ = "PDQ (8 dihedral)"
 
@@ -188,14 +190,23 @@ def build_set(
 
 
 def lookalike_items(entries: Sequence[Entry]) -> list[EvalItem]:
-    """The signals ingestion stores for each file (no CLIP): pHash, variants, frame codes."""
+    """The signals ingestion stores for each file (no CLIP): pHash, variants, frame codes,
+    patch codes."""
     max_pixels = Settings.model_fields["max_image_pixels"].default
     items = []
     for entry in entries:
         loaded = load_for_signals(entry.path, max_pixels=max_pixels, embedder=None)
         variants = image_variants(loaded.image)
         frames = frame_codes(loaded.image, variants[0])
-        items.append(EvalItem(str(entry.path), variants[0], tuple(variants[1:]), frames=frames))
+        items.append(
+            EvalItem(
+                str(entry.path),
+                variants[0],
+                tuple(variants[1:]),
+                frames=frames,
+                patches=patch_codes(frames.content_region(loaded.image)),
+            )
+        )
     return items
 
 
@@ -243,9 +254,12 @@ def methods_of(
     seconds = time.perf_counter() - start
     whole = {item.path: item.frames is not None and item.frames.box.whole for item in items}
     before = phash_pairs(items, DEFAULT_RADIUS)
+    framed = [replace(item, patches=None) for item in items]
     methods = [
         Method(NOW, DEFAULT_RADIUS, _paths(items, *dedup_pairs(items, DEFAULT_RADIUS)),
                evaluate_dedup(items, truth, RADII), seconds),
+        Method(FRAMES, DEFAULT_RADIUS, _paths(framed, *dedup_pairs(framed, DEFAULT_RADIUS)),
+               evaluate_dedup(framed, truth, RADII), seconds),
         Method(BEFORE, DEFAULT_RADIUS, _paths(items, before.left, before.right),
                evaluate(items, truth, RADII), seconds),
     ]  # fmt: skip
@@ -388,7 +402,9 @@ def report(
     bases = [str(e.path) for e in entries if not e.transform and "-view" not in e.group]
     at_default = score_pairs(now.pairs, truth, DEFAULT_RADIUS, now.name)
     fp, total = _hard_negatives(entries, now.pairs)
-    timing = "; ".join(f"{m.name} {m.seconds:.1f} s" for m in methods if m.name != BEFORE)
+    timing = "; ".join(
+        f"{m.name} {m.seconds:.1f} s" for m in methods if m.name not in (FRAMES, BEFORE)
+    )
     header = ["method", "threshold", "TP", "FP", "FN", "precision", "recall", "F1",
               "hard negatives predicted"]  # fmt: skip
     return "\n\n".join(

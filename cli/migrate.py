@@ -20,7 +20,7 @@ from cli.common import console, err_console, fail, handle_errors, settings_of
 from cli.stack.milvus_lite import milvus_uri
 from services.errors import LedgerUnavailableError
 from services.ledger import JobLedger
-from services.migration import FrameReader, MigrationReport, Plan, Stage, inspect, migrate
+from services.migration import MigrationReport, Plan, SignalReader, Stage, inspect, migrate
 from services.queue import QUEUE, live_workers
 from services.schema import SCHEMA_VERSION
 from services.settings import Settings
@@ -40,13 +40,14 @@ def migrate_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
 ) -> None:
-    """Upgrade a collection of schema version 1 to version 2 in place (a copy; resumable).
+    """Upgrade a collection of schema version 1 or 2 to version 3 in place (a copy; resumable).
 
-    Rows go to COLLECTION__migrating with frame_codes from each row's image (decoded as on ingest).
+    Rows go to COLLECTION__migrating with the fields added since their version (frame_codes in 2,
+    patch_codes in 3) computed from each row's image, decoded as on ingest.
 
     COLLECTION is then re-created under the same instance id and the rows are copied back.
 
-    A row whose image cannot be read keeps empty frame codes and is listed: no row is lost.
+    A row whose image cannot be read keeps those fields empty and is listed: no row is lost.
 
     Killed at any point, run it again: it resumes where it stopped.
 
@@ -64,7 +65,7 @@ def migrate_command(
                 _print_plan(plan, as_json=as_json, dry_run=dry_run)
                 return
             _refuse_while_busy(settings)
-            reader = FrameReader(
+            reader = SignalReader(
                 Sources(max_bytes=settings.max_source_bytes),
                 settings.max_image_pixels,
                 clip=plan.contract.clip_dim is not None,
@@ -96,7 +97,9 @@ def _refuse_while_busy(settings: Settings) -> None:
         )
 
 
-def _run(client: Any, uri: str, plan: Plan, reader: FrameReader, *, quiet: bool) -> MigrationReport:
+def _run(
+    client: Any, uri: str, plan: Plan, reader: SignalReader, *, quiet: bool
+) -> MigrationReport:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -160,7 +163,7 @@ def _print_report(report: MigrationReport, *, as_json: bool) -> None:
         return
     console.print(
         f"collection {plan.collection!r} is at schema version {SCHEMA_VERSION}: "
-        f"{report.rows} rows, {report.migrated} with frame codes, "
+        f"{report.rows} rows, {report.migrated} with {' and '.join(plan.computed)}, "
         f"{len(report.unreadable)} unreadable (kept, matched by their whole frame), "
         f"{report.seconds:.1f} s"
     )

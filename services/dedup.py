@@ -41,10 +41,12 @@ from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.manifest import ManifestEntry, write_manifest
 from services.merge import Gain, absorb
+from services.patch_pairs import PatchPairs, patch_pairs
+from services.patches import patch_radius, patch_table
 from services.records import ImageRecord, clip_cosine
 from services.settings import setting_default
 from services.sources import scheme_of
-from services.store import VectorStore
+from services.store import HashScan, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +90,27 @@ class Link:
     variant: int = 0
     cosine: float | None = None
     frame: str = ""  # the frame rule that matched (services.frame_pairs); "" for whole frames
+    patches: int = 0  # patches that agree on one placement (services.patch_pairs); 0 for none
 
     def merged(self, other: Link) -> Link:
-        """The stronger evidence of both: the smaller distance, the larger cosine."""
+        """The stronger evidence of both: the smaller distance, the larger cosine, the more
+        patches."""
         closer = (
             other
             if other.hamming is not None and (self.hamming is None or other.hamming < self.hamming)
             else self
         )
         cosines = [c for c in (self.cosine, other.cosine) if c is not None]
-        return Link(closer.hamming, closer.variant, max(cosines) if cosines else None, closer.frame)
+        return Link(
+            closer.hamming,
+            closer.variant,
+            max(cosines) if cosines else None,
+            closer.frame,
+            max(self.patches, other.patches),
+        )
+
+    def with_cosine(self, cosine: float | None) -> Link:
+        return replace(self, cosine=cosine)
 
     def describe(self) -> str:
         parts = []
@@ -105,6 +118,8 @@ class Link:
             parts.append(f"pHash distance {self.hamming} ({self.frame})")
         elif self.hamming is not None:
             parts.append(f"pHash distance {self.hamming} ({VARIANT_NAMES[self.variant]})")
+        elif self.patches:
+            parts.append(f"{self.patches} patches agree (a crop, a border or an overlay)")
         if self.cosine is not None:
             parts.append(f"CLIP cosine {self.cosine:.3f}")
         return ", ".join(parts)
@@ -283,9 +298,12 @@ def _hash_links_from_scan(
     framed = (
         None if scan.frames is None else frame_pairs(scan.codes, scan.frames, options.max_hamming)
     )
+    patched = _patch_pairs(scan, options.max_hamming)
     involved_rows = set(found.left.tolist()) | set(found.right.tolist())
     if framed is not None:
         involved_rows |= set(framed.left.tolist()) | set(framed.right.tolist())
+    if patched is not None:
+        involved_rows |= set(patched.left.tolist()) | set(patched.right.tolist())
     involved = sorted(involved_rows)
     position = {row: index for index, row in enumerate(involved)}
     columns = scan.keepers
@@ -295,7 +313,30 @@ def _hash_links_from_scan(
     links = _pair_links(found, position)
     if framed is not None:
         _add_frame_links(links, framed, position)
+    if patched is not None:
+        _add_patch_links(links, patched, position)
     return records, links, len(scan.ids)
+
+
+def _patch_pairs(scan: HashScan, max_hamming: int) -> PatchPairs | None:
+    """The pairs of scanned rows whose patches agree (None when no row has patch codes)."""
+    if scan.patches is None or not scan.patches.known.any():
+        return None
+    return patch_pairs(scan.patches, patch_radius(max_hamming))
+
+
+def _add_patch_links(
+    links: dict[tuple[int, int], Link],
+    patched: PatchPairs,
+    position: Mapping[int, int] | None = None,
+) -> None:
+    """Merge the patch pairs into ``links``."""
+    for left, right, shared in zip(
+        patched.left.tolist(), patched.right.tolist(), patched.shared.tolist(), strict=True
+    ):
+        key = (left, right) if position is None else (position[left], position[right])
+        link = Link(patches=int(shared))
+        links[key] = links[key].merged(link) if key in links else link
 
 
 def _add_frame_links(
@@ -331,12 +372,15 @@ def _clip_links_from_scan(
     links = _pair_links(pairs_within(scan.codes, options.max_hamming, variants=scan.variants))
     if scan.frames is not None:
         _add_frame_links(links, frame_pairs(scan.codes, scan.frames, options.max_hamming))
+    patched = _patch_pairs(scan, options.max_hamming)
+    if patched is not None:
+        _add_patch_links(links, patched)
     for pair, cosine in clip_join(vectors, min_cosine):
         links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
     for (left, right), link in list(links.items()):
         if link.cosine is None:
             cosine = float(vectors[left] @ vectors[right])
-            links[(left, right)] = Link(link.hamming, link.variant, cosine, link.frame)
+            links[(left, right)] = link.with_cosine(cosine)
     involved = sorted({row for pair in links for row in pair})
     position = {row: index for index, row in enumerate(involved)}
     codes = scan.codes
@@ -405,12 +449,15 @@ def near_links(
         dtype=np.uint64,
     ).reshape(-1, FRAME_CODES)
     _add_frame_links(links, frame_pairs(codes, frames, max_hamming))
+    table = patch_table([r.patches.to_hex() if r.patches is not None else "" for r in records])
+    if table.known.any():
+        _add_patch_links(links, patch_pairs(table, patch_radius(max_hamming)))
     if min_cosine is not None:
         for pair, cosine in clip_pairs(records, min_cosine):
             links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))
     for pair, link in list(links.items()):
-        if link.hamming is not None and link.cosine is None:
-            links[pair] = Link(link.hamming, link.variant, _cosine(records, pair), link.frame)
+        if (link.hamming is not None or link.patches) and link.cosine is None:
+            links[pair] = link.with_cosine(_cosine(records, pair))
     return links
 
 

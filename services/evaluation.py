@@ -29,6 +29,8 @@ from services.errors import LookalikeError, QueryError
 from services.frame_pairs import frame_pairs
 from services.frames import FRAME_CODES, FrameCodes
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
+from services.patch_pairs import patch_pairs
+from services.patches import PatchCodes, patch_radius, patch_table
 from services.records import ImageRecord
 
 I64 = npt.NDArray[np.int64]
@@ -51,6 +53,7 @@ class EvalItem:
     variants: tuple[bytes, ...] = ()
     clip: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
     frames: FrameCodes | None = None
+    patches: PatchCodes | None = None  # blob-anchored patch codes (services.patches)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def items_from_records(records: Iterable[ImageRecord], *, normalise: bool = True
                     variants=record.phash_dihedral,
                     clip=record.clip,
                     frames=record.frames,
+                    patches=record.patches,
                 )
             )
     return items
@@ -178,15 +182,21 @@ def frame_matrix(items: Sequence[EvalItem]) -> npt.NDArray[np.uint64]:
 
 def dedup_pairs(items: Sequence[EvalItem], radius: int) -> tuple[I64, I64]:
     """The pairs ``left < right`` (indices, sorted) that ``lookalike dedup --max-hamming radius``
-    links by hashes: the pHash pairs over flips and turns, and the frame rules' pairs."""
+    links by hashes: the pHash pairs over flips and turns, the frame rules' pairs and the pairs
+    whose patches agree."""
     whole = phash_pairs(items, radius)
     return _union(whole.left, whole.right, *_frame_pairs(items, radius), len(items))
 
 
 def _frame_pairs(items: Sequence[EvalItem], radius: int) -> tuple[I64, I64]:
+    """The frame rules' pairs and the patch pairs at ``radius``."""
     codes = codes_from_bytes([item.phash for item in items])
     found = frame_pairs(codes, frame_matrix(items), radius)
-    return found.left, found.right
+    table = patch_table([item.patches.to_hex() if item.patches else "" for item in items])
+    if not table.known.any():
+        return found.left, found.right
+    patched = patch_pairs(table, patch_radius(radius))
+    return _union(found.left, found.right, patched.left, patched.right, len(items))
 
 
 def _union(left: I64, right: I64, more_left: I64, more_right: I64, count: int) -> tuple[I64, I64]:

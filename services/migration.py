@@ -3,9 +3,13 @@
 Milvus Lite 2.5 implements neither ``add_collection_field`` nor ``rename_collection``, so an
 upgrade copies, the same way on every server::
 
-    NAME (v1) --copy, computing frame_codes--> NAME__migrating (v2, NAME's instance id)
-    drop NAME; create NAME (v2, the same instance id)
+    NAME (v1 or v2) --copy, computing the fields added since--> NAME__migrating (v3, NAME's
+                                                                  instance id)
+    drop NAME; create NAME (v3, the same instance id)
     NAME__migrating --copy--> NAME; drop NAME__migrating
+
+The fields a version added (:data:`services.schema.FIELDS_ADDED`: ``frame_codes`` in 2,
+``patch_codes`` in 3) are computed from each row's image, decoded as ingestion decodes it.
 
 Every step can be repeated, and which step comes next is read from the server on start
 (:class:`Stage`): the staging collection holds every row before the original is dropped, and a
@@ -29,6 +33,7 @@ from services.errors import CollectionNotFoundError, DecodeError, SchemaMismatch
 from services.frames import frame_codes
 from services.metadata import sha256_hex
 from services.milvus_errors import mapped
+from services.patches import patch_codes
 from services.pipeline import collection_draft_size, load_for_signals
 from services.records import binary_vector
 from services.schema import FIELDS_ADDED, SCALAR_FIELDS, SCHEMA_VERSION, SchemaContract
@@ -41,7 +46,7 @@ STAGING_SUFFIX = "__migrating"
 MAX_COLLECTION_NAME = 255  # Milvus's limit
 COPY_BATCH = 256  # rows per read and write: a few MB with CLIP vectors
 READ_THREADS = 4  # images read and decoded at once (I/O-bound for s3:// and https://)
-FROM_VERSION = SCHEMA_VERSION - 1  # the one version this module upgrades from
+FROM_VERSIONS = tuple(range(1, SCHEMA_VERSION))  # the versions this module upgrades from
 
 # (phase, rows done, rows in all) as the copies go; a step without rows reports (phase, 0, 0).
 ProgressFn = Callable[[str, int, int], None]
@@ -73,8 +78,14 @@ class Plan:
     def stored_version(self) -> int | None:
         """The schema version of the collection as it stands; None while it is dropped."""
         if self.stage in (Stage.FRESH, Stage.COPYING):
-            return FROM_VERSION
+            return self.from_version
         return None if self.stage is Stage.COPIED else SCHEMA_VERSION
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        """The fields the copy computes from each row's image: those added since
+        ``from_version``."""
+        return fields_added_since(self.from_version)
 
     @property
     def steps(self) -> list[str]:
@@ -85,8 +96,8 @@ class Plan:
             steps.append(f"create {staging} (schema {SCHEMA_VERSION}, instance {self.instance})")
         if self.stage in (Stage.FRESH, Stage.COPYING):
             steps += [
-                f"copy {self.rows} rows of {name} into {staging}, computing frame_codes "
-                "from each row's image",
+                f"copy {self.rows} rows of {name} into {staging}, computing "
+                f"{' and '.join(self.computed)} from each row's image",
                 f"drop {name}",
             ]
         if self.stage in (Stage.FRESH, Stage.COPYING, Stage.COPIED):
@@ -98,7 +109,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """A row whose image could not be read: it keeps ``frame_codes`` "" (whole-frame matching)."""
+    """A row whose image could not be read: the fields the migration computes stay "" (it is
+    matched by its whole frame)."""
 
     path: str
     error: str
@@ -113,21 +125,29 @@ class MigrationReport:
 
     @property
     def migrated(self) -> int:
-        """Rows that have their frame codes."""
+        """Rows that have the computed fields."""
         return self.rows - len(self.unreadable)
 
 
+def fields_added_since(version: int) -> tuple[str, ...]:
+    """The fields of the current schema that a collection of ``version`` lacks."""
+    return tuple(
+        name for added in range(version + 1, SCHEMA_VERSION + 1) for name in FIELDS_ADDED[added]
+    )
+
+
 @dataclass(frozen=True)
-class FrameReader:
-    """Frame codes of a stored row from its image, read and decoded as ingestion does."""
+class SignalReader:
+    """The computed fields of a stored row (``frame_codes``, ``patch_codes``) from its image,
+    read and decoded as ingestion does."""
 
     sources: Sources
     max_pixels: int
     clip: bool  # the collection holds CLIP vectors: its workers decode at CLIP's draft size
 
-    def read(self, content_id: str, paths: Sequence[str]) -> tuple[str, str]:
-        """(``frame_codes`` text, "") from the first of ``paths`` that still holds the row's
-        content (its sha256 is the row id); ("", why) when none does."""
+    def read(self, content_id: str, paths: Sequence[str]) -> tuple[dict[str, str], str]:
+        """({field: text}, "") from the first of ``paths`` that still holds the row's content
+        (its sha256 is the row id); ({}, why) when none does."""
         draft = collection_draft_size(clip=self.clip)
         reasons: list[tuple[str, str]] = []
         for path in paths:
@@ -145,10 +165,12 @@ class FrameReader:
             if sha256_hex(loaded.data) != content_id:
                 reasons.append((path, "its content changed since it was stored"))
                 continue
-            return frame_codes(loaded.image).to_hex(), ""
+            frames = frame_codes(loaded.image)
+            patches = patch_codes(frames.content_region(loaded.image))
+            return {"frame_codes": frames.to_hex(), "patch_codes": patches.to_hex()}, ""
         if len(reasons) == 1:
-            return "", reasons[0][1]
-        return "", "; ".join(f"{path}: {reason}" for path, reason in reasons)
+            return {}, reasons[0][1]
+        return {}, "; ".join(f"{path}: {reason}" for path, reason in reasons)
 
 
 def staging_name(collection: str) -> str:
@@ -183,10 +205,10 @@ def inspect(client: Any, uri: str, collection: str) -> Plan:
             f"collection {collection!r} has schema version {contract.schema_version}, newer "
             f"than this lookalike ({SCHEMA_VERSION}): upgrade lookalike instead"
         )
-    if contract.schema_version not in (FROM_VERSION, SCHEMA_VERSION):
+    if contract.schema_version not in (*FROM_VERSIONS, SCHEMA_VERSION):
         raise SchemaMismatchError(
             f"collection {collection!r} has schema version {contract.schema_version}; "
-            f"`lookalike migrate` upgrades version {FROM_VERSION} only"
+            f"`lookalike migrate` upgrades versions {', '.join(map(str, FROM_VERSIONS))} only"
         )
     if staged is not None:
         assert staged_contract is not None
@@ -208,7 +230,7 @@ def migrate(
     client: Any,
     uri: str,
     plan: Plan,
-    reader: FrameReader,
+    reader: SignalReader,
     *,
     progress: ProgressFn | None = None,
     batch_size: int = COPY_BATCH,
@@ -223,7 +245,8 @@ def migrate(
     if stage in (Stage.FRESH, Stage.COPYING):
         report("create staging", 0, 0)
         _open(client, uri, staging, plan)
-        _copy(client, uri, name, staging, plan.rows, report, batch_size, reader, reasons)
+        computing = (reader, plan.computed)
+        _copy(client, uri, name, staging, plan.rows, report, batch_size, computing, reasons)
         _check_copied(client, uri, name, staging)
         report("drop original", 0, 0)
         _drop(client, uri, name)
@@ -264,7 +287,7 @@ def _check_old_fields(client: Any, uri: str, collection: str, contract: SchemaCo
     """Refuse a collection whose fields are not those of the old version (nothing to copy
     them into)."""
     current = {"id", "phash", *SCALAR_FIELDS, *(["clip"] if contract.clip_dim else [])}
-    expected = current - set(FIELDS_ADDED[SCHEMA_VERSION])
+    expected = current - set(fields_added_since(contract.schema_version))
     found = set(_fields(client, uri, collection))
     if found != expected:
         raise SchemaMismatchError(
@@ -288,7 +311,7 @@ def _plan(
     with mapped(f"load collection {source}", uri):
         client.load_collection(source)
     rows = _count(client, uri, source)
-    version = SCHEMA_VERSION if stage is Stage.CURRENT else FROM_VERSION
+    version = stored.schema_version if stage in (Stage.FRESH, Stage.COPYING) else SCHEMA_VERSION
     return Plan(collection, staging_name(collection), stage, version, contract, instance, rows)
 
 
@@ -353,11 +376,11 @@ def _copy(
     total: int,
     report: ProgressFn,
     batch_size: int,
-    reader: FrameReader | None,
+    computing: tuple[SignalReader, tuple[str, ...]] | None,
     reasons: dict[str, str],
 ) -> None:
-    """Every row of ``source`` that ``target`` lacks, written there field for field (with
-    ``frame_codes`` from ``reader`` when given)."""
+    """Every row of ``source`` that ``target`` lacks, written there field for field (with the
+    fields ``computing`` names from its reader, when given)."""
     phase = f"copy {source} -> {target}"
     fields = [f for f in _fields(client, uri, source) if f != "id"]
     done = 0
@@ -366,11 +389,12 @@ def _copy(
         for batch in _batches(client, uri, source, ["id", *fields], "", batch_size):
             present = _present(client, uri, target, [str(row["id"]) for row in batch])
             rows = [_writable(row) for row in batch if str(row["id"]) not in present]
-            if reader is not None and rows:
+            if computing is not None and rows:
+                reader, computed = computing
                 paths = [list(dict.fromkeys([r["path"], *(r.get("paths") or [])])) for r in rows]
                 read = pool.map(reader.read, [str(r["id"]) for r in rows], paths)
-                for row, (codes, reason) in zip(rows, read, strict=True):
-                    row["frame_codes"] = codes
+                for row, (fields_read, reason) in zip(rows, read, strict=True):
+                    row.update({name: fields_read.get(name, "") for name in computed})
                     if reason:
                         reasons[str(row["id"])] = reason
             if rows:
@@ -398,10 +422,12 @@ def _writable(row: dict[str, Any]) -> dict[str, Any]:
 def _unreadable(
     client: Any, uri: str, collection: str, reasons: dict[str, str]
 ) -> list[Unreadable]:
-    """The rows left without frame codes, with why where this run tried them."""
+    """The rows left without the computed fields, with why where this run tried them (every
+    migration computes the newest version's fields, and ingestion never leaves them "")."""
+    newest = FIELDS_ADDED[SCHEMA_VERSION][0]
     found: list[Unreadable] = []
     for batch in _batches(
-        client, uri, collection, ["id", "path"], 'frame_codes == ""', COPY_BATCH * 4
+        client, uri, collection, ["id", "path"], f'{newest} == ""', COPY_BATCH * 4
     ):
         for row in batch:
             reason = reasons.get(str(row["id"]), "could not be read when an earlier run copied it")
@@ -410,11 +436,12 @@ def _unreadable(
 
 
 __all__ = [
-    "FrameReader",
     "MigrationReport",
     "Plan",
+    "SignalReader",
     "Stage",
     "Unreadable",
+    "fields_added_since",
     "inspect",
     "migrate",
     "staging_name",

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.frames import FrameCodes
+from services.patches import PatchCodes
 from services.schema import NO_DISTANCE, PHASH_BITS, UNASSIGNED_CLUSTER
 
 FloatVector = npt.NDArray[np.float32]
@@ -33,6 +34,9 @@ class ImageRecord:
     # The content region's and centred windows' pHashes (services.frames); None where unknown
     # (a row of schema version 1 that `lookalike migrate` could not read the image of).
     frames: FrameCodes | None = None
+    # The codes of patches anchored at the image's blobs (services.patches); None where unknown
+    # (a row of an older schema version that `lookalike migrate` could not read the image of).
+    patches: PatchCodes | None = None
     ahash: str = ""
     dhash: str = ""
     colorhash: str = ""
@@ -106,6 +110,7 @@ def to_row(record: ImageRecord, *, with_clip: bool, max_paths: int) -> dict[str,
         "phash": record.phash,
         "phash_dihedral": "".join(v.hex() for v in record.phash_dihedral),
         "frame_codes": record.frames.to_hex() if record.frames is not None else "",
+        "patch_codes": record.patches.to_hex() if record.patches is not None else "",
         "path": record.path,
         "paths": list(record.all_paths[:max_paths]),
         "path_count": len(record.all_paths),
@@ -157,6 +162,7 @@ def from_row(row: dict[str, Any]) -> ImageRecord:
         phash=binary_vector(row.get("phash", b"")),
         phash_dihedral=_split_hashes(str(row.get("phash_dihedral", ""))),
         frames=FrameCodes.from_hex(str(row.get("frame_codes", ""))),
+        patches=PatchCodes.from_hex(str(row.get("patch_codes", ""))),
         width=int(row.get("width", 0)),
         height=int(row.get("height", 0)),
         format=str(row.get("format", "")),

@@ -13,10 +13,10 @@ from typing import Any
 
 from services.errors import QueryError, SchemaMismatchError
 
-SCHEMA_VERSION = 2  # 2: frame_codes (docs/schema.md, "Version history")
+SCHEMA_VERSION = 3  # 2: frame_codes, 3: patch_codes (docs/schema.md, "Version history")
 # The fields each schema version added to the one before: what `lookalike migrate` computes for
 # the rows of a collection one version older (services.migration).
-FIELDS_ADDED: dict[int, tuple[str, ...]] = {2: ("frame_codes",)}
+FIELDS_ADDED: dict[int, tuple[str, ...]] = {2: ("frame_codes",), 3: ("patch_codes",)}
 PHASH_BITS = 64
 PHASH_BIT_ORDER = (
     "msb-first"  # bit i of imagehash's flattened hash is bit (7 - i % 8) of byte i // 8
@@ -76,6 +76,7 @@ FILTERABLE_FIELDS: dict[str, FieldKind] = {
 SCALAR_FIELDS: tuple[str, ...] = (
     "phash_dihedral",
     "frame_codes",
+    "patch_codes",
     "path",
     "paths",
     "path_count",

@@ -16,6 +16,7 @@ from services.decode import load_image_bytes
 from services.embed import Embedder
 from services.errors import QueryError
 from services.frames import frame_codes, frame_queries
+from services.patches import patch_codes
 from services.hashing import image_variants, stored_hashes
 from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
@@ -81,6 +82,7 @@ class FrameSignals:
     # Search ``phash`` with these: the content region's 8 flips and turns where the image has a
     # border, then its 3 centred windows (what dedup on arrival searches with).
     queries: tuple[bytes, ...]
+    patch_codes: str = ""  # as the stored ``patch_codes`` (services.patches)
 
 
 def frame_signals(
@@ -90,10 +92,13 @@ def frame_signals(
     name: str = "query image",
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> FrameSignals:
-    """The frame codes of ``data``, decoded as ingestion decodes for a collection with
+    """The frame and patch codes of ``data``, decoded as ingestion decodes for a collection with
     (``clip``) or without CLIP vectors, so they agree with the stored ones bit for bit."""
     draft = collection_draft_size(clip=clip)
     loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft)
     whole = image_variants(loaded.image)[0]
     codes = frame_codes(loaded.image, whole)
-    return FrameSignals(whole, codes.to_hex(), tuple(frame_queries(loaded.image, codes)))
+    patches = patch_codes(codes.content_region(loaded.image))
+    return FrameSignals(
+        whole, codes.to_hex(), tuple(frame_queries(loaded.image, codes)), patches.to_hex()
+    )

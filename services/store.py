@@ -24,6 +24,7 @@ import numpy.typing as npt
 from services.errors import CollectionNotFoundError, QueryError, StoreError
 from services.frames import FRAME_CODES, FRAME_HEX_LENGTH
 from services.milvus_errors import is_unimplemented, mapped
+from services.patches import PATCH_HEX_LENGTH, PatchTable, join_tables, patch_table
 from services.records import FloatVector, ImageRecord, binary_vector, from_row, to_row
 from services.schema import (
     ARRAY_FIELDS,
@@ -203,6 +204,8 @@ class HashScan:
     # (N, 4) uint64 frame codes (services.frames: content, windows 90/80/70); a row without
     # them (not migrated) repeats its pHash, so it still matches by its whole frame.
     frames: npt.NDArray[np.uint64] | None = None
+    # Every row's patch codes (services.patches), flat; rows without them (not migrated) have none.
+    patches: PatchTable | None = None
     clip: npt.NDArray[np.float32] | None = None  # (N, dim), when the scan read the vectors
     cached: int = 0  # rows whose vectors came from the vector cache, not from Milvus
 
@@ -627,6 +630,7 @@ class MilvusStore:
             "dup_of": 64,
             "phash_dihedral": 16 * DIHEDRAL_VARIANTS,
             "frame_codes": FRAME_HEX_LENGTH,
+            "patch_codes": PATCH_HEX_LENGTH,
         }
         for name in SCALAR_FIELDS:
             if name in varchar:
@@ -879,7 +883,8 @@ class MilvusStore:
     ) -> HashScan:
         """:meth:`scan_hashes`, every field read from Milvus."""
         fields = [
-            "id", "phash", "phash_dihedral", "frame_codes", *(KEEPER_FIELDS if keepers else ())
+            "id", "phash", "phash_dihedral", "frame_codes", "patch_codes",
+            *(KEEPER_FIELDS if keepers else ()),
         ]  # fmt: skip
         if vectors and self._with_clip:
             pages: Iterator[_Page] = self.bulk_pages(expr, [*fields, "clip"])
@@ -889,6 +894,7 @@ class MilvusStore:
         codes: list[npt.NDArray[np.uint64]] = []
         variants: list[npt.NDArray[np.uint64] | None] = []
         frames: list[npt.NDArray[np.uint64]] = []
+        patches: list[PatchTable] = []
         clips = None
         if vectors and self._with_clip:
             clips = _VectorRows(self.count(expr), self._clip_dim or 0)
@@ -907,6 +913,7 @@ class MilvusStore:
             )
             variants.append(_variants([str(row.get("phash_dihedral", "")) for row in batch]))
             frames.append(_frames([str(row.get("frame_codes", "")) for row in batch], codes[-1]))
+            patches.append(patch_table([str(row.get("patch_codes", "")) for row in batch]))
             if clips is not None and page.clip is not None:
                 clips.add(page.clip)
             if keepers:
@@ -945,6 +952,7 @@ class MilvusStore:
             frames=(
                 np.concatenate(frames) if frames else np.zeros((0, FRAME_CODES), dtype=np.uint64)
             ),
+            patches=join_tables(patches),
             clip=clips.matrix() if clips is not None else None,
         )
 

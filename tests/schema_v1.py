@@ -1,5 +1,6 @@
-"""Collections of schema version 1, made as lookalike made them before version 2 (995ca07's
-``MilvusStore._create_collection``, Milvus Lite's index profile), for the migration tests."""
+"""Collections of schema versions 1 and 2, made as lookalike made them before version 3 (995ca07's
+``MilvusStore._create_collection`` for version 1, the same with ``frame_codes`` after
+``phash_dihedral`` for version 2; Milvus Lite's index profile), for the migration tests."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ V1_SCALARS = (
     "gps_lat", "gps_lon", "ahash", "dhash", "colorhash", "ingested_at", "cluster", "dup_of",
     "dup_hamming", "dup_cosine",
 )  # fmt: skip
+V2_SCALARS = (V1_SCALARS[0], "frame_codes", *V1_SCALARS[1:])
+SCALARS = {1: V1_SCALARS, 2: V2_SCALARS}
 _VARCHAR = {
     "path": MAX_PATH_LENGTH,
     "source": MAX_SOURCE_LENGTH,
@@ -39,17 +42,19 @@ _VARCHAR = {
     "colorhash": 32,
     "dup_of": 64,
     "phash_dihedral": 16 * DIHEDRAL_VARIANTS,
+    "frame_codes": 64,
 }
 
 
 def create_v1_collection(
-    uri: str, name: str, *, clip_model: str | None, clip_dim: int | None
+    uri: str, name: str, *, clip_model: str | None, clip_dim: int | None, version: int = 1
 ) -> str:
-    """Create ``name`` with the version-1 schema and contract; returns its instance id."""
+    """Create ``name`` with the schema and contract of ``version`` (1 or 2); returns its
+    instance id."""
     from pymilvus import DataType
 
     instance = uuid.uuid4().hex
-    contract = SchemaContract(1, clip_model, clip_dim)
+    contract = SchemaContract(version, clip_model, clip_dim)
     client = milvus_client(uri)
     try:
         schema = client.create_schema(
@@ -59,7 +64,7 @@ def create_v1_collection(
         schema.add_field("phash", DataType.BINARY_VECTOR, dim=PHASH_BITS)
         if clip_dim is not None:
             schema.add_field("clip", DataType.FLOAT_VECTOR, dim=clip_dim)
-        for field in V1_SCALARS:
+        for field in SCALARS[version]:
             dtype, kwargs = _field_kwargs(field)
             schema.add_field(field, dtype, **kwargs)
         index = client.prepare_index_params()
@@ -99,13 +104,17 @@ def _field_kwargs(field: str) -> tuple[Any, dict[str, Any]]:
     return DataType.INT64, {}
 
 
-def insert_v1(uri: str, name: str, records: Sequence[ImageRecord], *, with_clip: bool) -> None:
-    """Write ``records`` as version 1 rows (no ``frame_codes``)."""
+def insert_v1(
+    uri: str, name: str, records: Sequence[ImageRecord], *, with_clip: bool, version: int = 1
+) -> None:
+    """Write ``records`` as rows of ``version`` (1: no ``frame_codes``; neither: no
+    ``patch_codes``)."""
     rows = []
     for record in records:
         row = to_row(record, with_clip=with_clip, max_paths=MAX_PATHS)
-        del row["frame_codes"]
-        rows.append(row)
+        rows.append(
+            {k: v for k, v in row.items() if k in {"id", "phash", "clip", *SCALARS[version]}}
+        )
     client = milvus_client(uri)
     try:
         client.insert(name, rows)

@@ -1,7 +1,7 @@
-"""`lookalike migrate` upgrades a schema-1 collection in place on a real Milvus Lite server: every
-row survives field for field, frame_codes are what ingestion computes for the same file, an
-unreadable image is kept and reported, the instance id is kept, and a run stopped at any step is
-finished by the next one."""
+"""`lookalike migrate` upgrades a schema-1 or schema-2 collection in place on a real Milvus Lite
+server: every row survives field for field, the fields added since (frame_codes, patch_codes) are
+what ingestion computes for the same file, an unreadable image is kept and reported, the instance
+id is kept, and a run stopped at any step is finished by the next one."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cli.app import app
 from cli.stack.redis_server import RedisServer
 from services.embed import ClipEmbedder, Embedder
-from services.migration import FrameReader, Stage, inspect, migrate, staging_name
+from services.migration import SignalReader, Stage, inspect, migrate, staging_name
 from services.pipeline import analyze_batch
 from services.queue import QUEUE
 from services.records import ImageRecord
@@ -56,10 +56,14 @@ class V1Collection:
     instance: str
     clip_model: str | None
     clip_dim: int | None
+    version: int
     before: dict[str, dict[str, Any]]  # every row as stored, before the migration
-    expected: dict[str, str]  # frame_codes per id, "" for the unreadable ones
+    # Per id, the added fields after the migration: computed, kept (frame_codes of a version-2
+    # row) or "" for the unreadable ones.
+    expected: dict[str, dict[str, str]]
     unreadable: dict[str, str]  # path reported -> the reason it should give
-    hash_draft_codes: dict[str, str]  # frame_codes had the images been decoded for pHash only
+    # The computed fields had the images been decoded for pHash only.
+    hash_draft_codes: dict[str, dict[str, str]]
 
     def env(self, redis_url: str) -> dict[str, str]:
         return {
@@ -69,8 +73,8 @@ class V1Collection:
             "LOOKALIKE_CLIP_MODEL": "none",
         }
 
-    def reader(self) -> FrameReader:
-        return FrameReader(Sources(), MAX_PIXELS, clip=self.clip_dim is not None)
+    def reader(self) -> SignalReader:
+        return SignalReader(Sources(), MAX_PIXELS, clip=self.clip_dim is not None)
 
 
 def _photos(folder: Path) -> dict[str, Path]:
@@ -107,7 +111,6 @@ def _decorated(records: list[ImageRecord]) -> list[ImageRecord]:
             dup_of=by_name["a.jpg"].id if record.id != by_name["a.jpg"].id else "",
             dup_hamming=4 if record.id != by_name["a.jpg"].id else -1,
             dup_cosine=0.5 if record.id != by_name["a.jpg"].id else -1.0,
-            frames=None,
         )
         if record.id == first.id:
             record = replace(record, paths=(first.path, str(by_name["second.jpg"].path)))
@@ -115,7 +118,14 @@ def _decorated(records: list[ImageRecord]) -> list[ImageRecord]:
     return out
 
 
-def build_v1(uri: str, folder: Path, embedder: Embedder | None) -> V1Collection:
+def _computed(record: ImageRecord, version: int) -> dict[str, str]:
+    """The fields a migration from ``version`` computes, as ingestion computed them."""
+    assert record.frames is not None and record.patches is not None
+    fields = {"frame_codes": record.frames.to_hex(), "patch_codes": record.patches.to_hex()}
+    return fields if version == 1 else {"patch_codes": fields["patch_codes"]}
+
+
+def build_v1(uri: str, folder: Path, embedder: Embedder | None, version: int = 1) -> V1Collection:
     files = _photos(folder)
     paths = [str(p) for p in files.values()]
     outcome = analyze_batch(paths, embedder, max_pixels=MAX_PIXELS)
@@ -124,33 +134,44 @@ def build_v1(uri: str, folder: Path, embedder: Embedder | None) -> V1Collection:
     name = f"mig_{uuid.uuid4().hex[:10]}"
     clip_model = "tiny-clip" if embedder is not None else None
     clip_dim = embedder.dim if embedder is not None else None
-    instance = create_v1_collection(uri, name, clip_model=clip_model, clip_dim=clip_dim)
-    insert_v1(uri, name, _decorated(outcome.records), with_clip=embedder is not None)
+    instance = create_v1_collection(
+        uri, name, clip_model=clip_model, clip_dim=clip_dim, version=version
+    )
+    decorated = _decorated(outcome.records)
+    insert_v1(uri, name, decorated, with_clip=embedder is not None, version=version)
     # What ingestion computed for each file is the reference (CLIP draft when a model is loaded).
-    expected = {r.id: r.frames.to_hex() for r in outcome.records if r.frames is not None}
-    hash_draft = {r.id: r.frames.to_hex() for r in hash_only.records if r.frames is not None}
+    expected = {r.id: _computed(r, version) for r in outcome.records}
+    hash_draft = {r.id: _computed(r, version) for r in hash_only.records}
     by_name = {Path(r.path).name: r.id for r in outcome.records}
     files["gone.jpg"].unlink()
     files["first.jpg"].unlink()  # its row still has second.jpg
     make_photo_like(7, (640, 480)).save(files["changed.jpg"], quality=90)
-    expected[by_name["gone.jpg"]] = expected[by_name["changed.jpg"]] = ""
+    for lost in (by_name["gone.jpg"], by_name["changed.jpg"]):
+        expected[lost] = {field: "" for field in expected[lost]}
+    if version == 2:  # the stored frame codes are kept, readable or not
+        for record in decorated:
+            assert record.frames is not None
+            expected[record.id]["frame_codes"] = record.frames.to_hex()
     unreadable = {
         str(files["gone.jpg"]): "file not found",
         str(files["changed.jpg"]): "its content changed since it was stored",
     }
     before = read_rows(uri, name)
-    assert "frame_codes" not in next(iter(before.values()))
+    assert "patch_codes" not in next(iter(before.values()))
+    assert ("frame_codes" in next(iter(before.values()))) is (version == 2)
     return V1Collection(
-        uri, name, instance, clip_model, clip_dim, before, expected, unreadable, hash_draft
-    )
+        uri, name, instance, clip_model, clip_dim, version, before, expected, unreadable,
+        hash_draft,
+    )  # fmt: skip
 
 
-@pytest.fixture(params=["clip", "hash-only"])
+@pytest.fixture(params=["clip", "hash-only", "hash-only-v2"])
 def v1(
     request: pytest.FixtureRequest, milvus_uri: str, tmp_path: Path, tiny_embedder: Embedder
 ) -> Iterator[V1Collection]:
     embedder = tiny_embedder if request.param == "clip" else None
-    collection = build_v1(milvus_uri, tmp_path / "photos", embedder)
+    version = 2 if request.param.endswith("-v2") else 1
+    collection = build_v1(milvus_uri, tmp_path / "photos", embedder, version)
     yield collection
     drop_when_reachable(milvus_uri, collection.name)
     drop_when_reachable(milvus_uri, staging_name(collection.name))
@@ -162,14 +183,16 @@ def run_cli(env: dict[str, str], *args: str) -> Any:
 
 
 def check_migrated(v1: V1Collection) -> None:
-    """Every row kept field for field, frame_codes as ingestion computes them, the instance
-    kept, no staging collection left, and the collection opens with the current code."""
+    """Every row kept field for field, the added fields as ingestion computes them, the
+    instance kept, no staging collection left, and the collection opens with the current
+    code."""
     after = read_rows(v1.uri, v1.name)
     assert set(after) == set(v1.before)
     for content_id, row in after.items():
-        codes = row.pop("frame_codes")
-        assert codes == v1.expected[content_id], content_id
-        assert row == v1.before[content_id]
+        expected = v1.expected[content_id]
+        assert {name: row.pop(name) for name in expected} == expected, content_id
+        before = {k: v for k, v in v1.before[content_id].items() if k not in expected}
+        assert row == before
     client = milvus_client(v1.uri)
     try:
         description = client.describe_collection(v1.name)["description"]
@@ -184,9 +207,9 @@ def check_migrated(v1: V1Collection) -> None:
     try:
         assert store.instance == v1.instance
         assert store.count() == len(v1.before)
-        framed = {r.id: r.frames for r in store.iterate(light=True)}
-        assert {i for i, f in framed.items() if f is None} == {
-            i for i, codes in v1.expected.items() if not codes
+        patched = {r.id: r.patches for r in store.iterate(light=True)}
+        assert {i for i, p in patched.items() if p is None} == {
+            i for i, fields in v1.expected.items() if not fields["patch_codes"]
         }
     finally:
         store.close()
@@ -200,16 +223,21 @@ def test_migrate_copies_every_row_and_computes_frame_codes(
     summary = json.loads(result.stdout)
     assert summary["rows"] == len(v1.before)
     assert summary["migrated"] == len(v1.before) - len(v1.unreadable)
-    assert summary["from_version"] == 1 and summary["schema_version"] == SCHEMA_VERSION
+    assert summary["from_version"] == v1.version
+    assert summary["schema_version"] == SCHEMA_VERSION
     assert {u["path"]: u["error"] for u in summary["unreadable"]} == v1.unreadable
     assert summary["seconds"] > 0
     check_migrated(v1)
     if v1.clip_dim is not None:
         # The draft size matters: decoded for pHash alone, some code would differ.
-        assert any(v1.hash_draft_codes[i] != codes for i, codes in v1.expected.items() if codes)
+        assert any(
+            v1.hash_draft_codes[i]["patch_codes"] != fields["patch_codes"]
+            for i, fields in v1.expected.items()
+            if fields["patch_codes"]
+        )
     again = run_cli(v1.env(redis_url))
     assert again.exit_code == 0, again.output
-    assert "already at schema version 2" in again.output
+    assert f"already at schema version {SCHEMA_VERSION}" in again.output
 
 
 class KilledError(Exception):
@@ -265,7 +293,9 @@ def test_dry_run_changes_nothing(v1: V1Collection, redis_url: str) -> None:
     result = run_cli(v1.env(redis_url), "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
-    assert (plan["stage"], plan["schema_version"], plan["rows"]) == ("fresh", 1, len(v1.before))
+    assert (plan["stage"], plan["schema_version"], plan["rows"]) == (
+        "fresh", v1.version, len(v1.before)
+    )  # fmt: skip
     assert any("drop" in step for step in plan["steps"])
     text = run_cli(v1.env(redis_url), "--dry-run")
     assert text.exit_code == 0 and "would" in text.output

@@ -404,3 +404,36 @@ def test_a_crop_pairs_with_its_original_through_the_frame_codes(make_store: Stor
         store, parse_policy(["pixels"]), DedupOptions(max_hamming=8, min_cosine=0.9999)
     )
     assert [names(g) for g in report.groups] == [("original.jpg", ["crop.jpg"])]
+
+
+def test_an_off_centre_crop_pairs_with_its_original_through_its_patches(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Ingested as ingestion ingests files (hash-only): a crop of a fifth of each side, nearly all
+    off one corner, then halved and recompressed, meets no whole-frame or frame code of its
+    original (every window is centred), but its patches agree with the original's."""
+    from services.pipeline import analyze_batch
+    from testkit.imagegen import sample_photos
+
+    photos = sample_photos(("coffee", "chelsea"))
+    coffee = photos["coffee"].convert("RGB")
+    w, h = coffee.size
+    coffee.save(tmp_path / "coffee.png")
+    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    photos["chelsea"].convert("RGB").save(tmp_path / "cat.png")
+    paths = [str(tmp_path / name) for name in ("coffee.png", "cut.jpg", "cat.png")]
+    outcome = analyze_batch(paths, None, max_pixels=10**8)
+    store = make_store(clip_model=None, clip_dim=None)
+    store.upsert(outcome.records)
+    report = find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=8))
+    [group] = report.groups
+    assert names(group) == ("coffee.png", ["cut.jpg"])
+    [member] = group.duplicates
+    assert member.hamming is None  # no 64-bit code of the frame found it
+    assert "patches agree" in member.reason
+    # Stored without patch codes (a row not yet migrated), the pair is not found.
+    store.upsert([replace(r, patches=None) for r in outcome.records])
+    assert (
+        find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=8)).groups == []
+    )

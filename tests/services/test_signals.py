@@ -162,6 +162,7 @@ def test_frame_signals_equal_what_ingestion_stores(tmp_path: Path, embedder: Cli
         assert record.frames is not None and not record.frames.box.whole
         assert signals.phash == record.phash
         assert signals.frame_codes == record.frames.to_hex()
+        assert record.patches is not None and signals.patch_codes == record.patches.to_hex()
         assert list(signals.queries) == queries  # what dedup on arrival searches with
 
 
@@ -227,3 +228,39 @@ def test_the_reframed_copies_samples_in_docs_apps(
     assert names(the_photo["reframed_in_process"]) == {"photo.png", "crop.png", "boxed.png"}
     # A boxed upload finds its original with Milvus alone (its content region's code).
     assert "other.png" in names(run(boxed(other))["reframed_by_milvus"])
+
+
+@pytest.mark.integration
+def test_the_patch_codes_sample_in_docs_apps(
+    tmp_path: Path, make_store: StoreFactory, milvus_uri: str
+) -> None:
+    """docs/apps.md, "Off-centre crops: patch codes", run as written against a real server: an
+    upload finds its off-centre crop (and itself), not another photo."""
+    from pymilvus import MilvusClient
+
+    from testkit.imagegen import sample_photos
+
+    photos = sample_photos(("coffee", "chelsea"))
+    coffee = photos["coffee"].convert("RGB")
+    w, h = coffee.size
+    crop = coffee.crop((round(0.02 * w), round(0.2 * h), round(0.8 * w), round(0.98 * h)))
+    images = {"coffee.png": coffee, "crop.png": crop, "cat.png": photos["chelsea"].convert("RGB")}
+    for name, image in images.items():
+        (tmp_path / name).write_bytes(png_bytes(image))
+    records = analyze_batch(sorted(tmp_path.iterdir()), None, max_pixels=10**8).records
+    store = make_store(clip_model=None, clip_dim=None)
+    store.upsert(records)
+    [block] = _doc_blocks("Off-centre crops: patch codes")
+    client = MilvusClient(uri=milvus_uri, dedicated=True)  # as an app: its own channel
+    namespace: dict[str, object] = {
+        "client": client,
+        "COLLECTION": store.collection,
+        "upload": frame_signals(png_bytes(coffee), clip=False),
+    }
+    try:
+        exec(compile(block, "docs/apps.md", "exec"), namespace)
+    finally:
+        client.close()
+    found = namespace["cropped"]
+    assert isinstance(found, dict)
+    assert {Path(path).name for path in found.values()} == {"coffee.png", "crop.png"}
