@@ -16,8 +16,8 @@ from services.decode import load_image_bytes
 from services.embed import Embedder
 from services.errors import QueryError
 from services.frames import frame_codes, frame_queries
-from services.patches import patch_codes
 from services.hashing import image_variants, stored_hashes
+from services.patches import patch_codes
 from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
     DIHEDRAL_VARIANTS,
