@@ -29,6 +29,7 @@ image was decoded at.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -356,43 +357,76 @@ def _laplacians(pixels: F32) -> F32:
         mode="symmetric",
     )
     spectrum = scipy.fft.rfft2(padded, workers=1)
-    wy = (2.0 * np.pi * np.fft.fftfreq(shape[0])).astype(np.float32)
-    wx = (2.0 * np.pi * np.fft.rfftfreq(shape[1])).astype(np.float32)
-    w2 = wy[:, None] ** 2 + wx[None, :] ** 2
-    sigmas = np.asarray(_SIGMAS, np.float32)[:, None, None] ** 2
-    filters = -sigmas * w2 * np.exp(-0.5 * sigmas * w2)
-    out = scipy.fft.irfft2(spectrum * filters, s=shape, workers=1)
+    out = scipy.fft.irfft2(spectrum * _filters(shape), s=shape, workers=1)
     inner: F32 = out[:, pad : pad + pixels.shape[0], pad : pad + pixels.shape[1]]
     return inner
 
 
-@_jit
+@functools.lru_cache(maxsize=64)
+def _filters(shape: tuple[int, ...]) -> F32:
+    """The LoG transfer functions of :data:`_SIGMAS` on an rfft2 grid of ``shape`` (thumbnails
+    of one aspect share one)."""
+    wy = (2.0 * np.pi * np.fft.fftfreq(shape[0])).astype(np.float32)
+    wx = (2.0 * np.pi * np.fft.rfftfreq(shape[1])).astype(np.float32)
+    w2 = wy[:, None] ** 2 + wx[None, :] ** 2
+    sigmas = np.asarray(_SIGMAS, np.float32)[:, None, None] ** 2
+    filters: F32 = -sigmas * w2 * np.exp(-0.5 * sigmas * w2)
+    return filters
+
+
 def _extrema(stack: F32, threshold: float) -> tuple[I64, I64, I64]:
     """(scale, y, x) of the values of ``stack`` beyond ``threshold`` in size that are the
     largest (positive) or smallest (negative) of their 3x3x3 neighbourhood (edges repeated on
     the image's sides; the first and last scale are only neighbours), in scan order."""
+    s, y, x = np.nonzero(_extremum_mask(np.ascontiguousarray(stack), threshold))
+    return s, y, x
+
+
+@_jit
+def _extremum_mask(stack: F32, threshold: float) -> npt.NDArray[np.bool_]:
+    """:func:`_extrema` as a mask of ``stack``'s shape: each value against the largest and the
+    smallest of its neighbourhood, taken axis by axis (three passes of three)."""
+    high = _spread(stack, 1.0)
+    low = _spread(stack, -1.0)
+    found = np.zeros(stack.shape, np.bool_)
     depth, height, width = stack.shape
-    found = np.empty((depth * height * width, 3), np.int64)
-    count = 0
     for s in range(1, depth - 1):
         for y in range(height):
             for x in range(width):
                 value = stack[s, y, x]
-                sign = 1.0 if value > 0 else -1.0
-                if sign * value <= threshold:
-                    continue
-                extreme = True
-                for ds in range(-1, 2):
-                    for dy in range(-1, 2):
-                        yy = min(max(y + dy, 0), height - 1)
-                        for dx in range(-1, 2):
-                            xx = min(max(x + dx, 0), width - 1)
-                            if sign * stack[s + ds, yy, xx] > sign * value:
-                                extreme = False
-                if extreme:
-                    found[count, 0], found[count, 1], found[count, 2] = s, y, x
-                    count += 1
-    return found[:count, 0].copy(), found[:count, 1].copy(), found[:count, 2].copy()
+                if value > threshold:
+                    found[s, y, x] = value >= high[s, y, x]
+                elif value < -threshold:
+                    found[s, y, x] = -value >= low[s, y, x]
+    return found
+
+
+@_jit
+def _spread(stack: F32, sign: float) -> F32:
+    """The largest of ``sign`` times each value's 3x3x3 neighbourhood (edges repeated)."""
+    depth, height, width = stack.shape
+    a = np.empty(stack.shape, np.float32)
+    for s in range(depth):
+        for y in range(height):
+            for x in range(width):
+                best = sign * stack[s, y, x]
+                if x > 0:
+                    best = max(best, sign * stack[s, y, x - 1])
+                if x < width - 1:
+                    best = max(best, sign * stack[s, y, x + 1])
+                a[s, y, x] = best
+    b = np.empty(stack.shape, np.float32)
+    for s in range(depth):
+        for y in range(height):
+            up, down = max(y - 1, 0), min(y + 1, height - 1)
+            for x in range(width):
+                b[s, y, x] = max(a[s, up, x], a[s, y, x], a[s, down, x])
+    for s in range(depth):
+        before, after = max(s - 1, 0), min(s + 1, depth - 1)
+        for y in range(height):
+            for x in range(width):
+                a[s, y, x] = max(b[before, y, x], b[s, y, x], b[after, y, x])
+    return a
 
 
 def _vertex(before: F64, centre: F64, after: F64) -> F64:
