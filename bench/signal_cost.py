@@ -4,7 +4,8 @@
     python -m bench.signal_cost --images ../shared/data/ukbench1000
     python -m bench.signal_cost --generate 20 --no-write   # smoke run
 
-One process, the files read into memory first; each stage is timed on its own over every file,
+One process, with glibc's allocator set as a worker's (``ingest.malloc``), the files read into
+memory first; each stage is timed on its own over every file,
 in rounds, and the best round counts (other load only ever slows a run). The stages run in the
 order ingestion runs them (``services.pipeline.analyze_batch``), each on the previous stage's
 output: the draft decode, ``stored_hashes``, ``frame_codes``, ``patch_codes`` of the content
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _report
+from ingest.malloc import keep_freed_memory
 from services.decode import load_image_bytes
 from services.frames import frame_codes
 from services.hashing import stored_hashes
@@ -80,6 +82,7 @@ def report(label: str, blobs: Sequence[bytes], rounds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # as a worker process runs (ingest.malloc)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, action="append", default=[])
     parser.add_argument("--generate", type=int, default=0, help="generated 1024x768 JPEGs")

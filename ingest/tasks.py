@@ -19,6 +19,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
+from ingest.malloc import keep_freed_memory
 from services.app import connect
 from services.arrival_index import ArrivalIndex, arrival_kinds
 from services.code_feed import RedisCodeFeed
@@ -137,6 +138,7 @@ def register(app: Celery) -> None:
     @worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _load_once(**_: object) -> None:
         # Load the model in each worker process as it starts, not on the first batch.
+        keep_freed_memory()
         context(settings)
 
     @app.task(bind=True, name=TASK_INGEST, max_retries=MAX_RETRIES)  # type: ignore[untyped-decorator]

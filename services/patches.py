@@ -349,7 +349,9 @@ def _laplacians(pixels: F32) -> F32:
     """(scales, height, width): the scale-normalised Laplacian of Gaussian of ``pixels`` at each
     of :data:`_SIGMAS` (as ``scipy.ndimage.gaussian_laplace`` times sigma squared), by one FFT of
     the mirror-padded thumbnail: a fraction of ten spatial filterings' cost."""
-    pad = int(np.ceil(2.0 * _SIGMAS[-1]))  # blobs this near the edge have no patch
+    # Blobs whose patch fits lie 3 sigma from the edge: a pad of the largest sigma keeps the
+    # transform's wrap-around 4 sigma from every one of them.
+    pad = int(np.ceil(_SIGMAS[-1]))
     shape = tuple(scipy.fft.next_fast_len(n + 2 * pad, real=True) for n in pixels.shape)
     padded = np.pad(
         pixels,
