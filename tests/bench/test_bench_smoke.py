@@ -380,3 +380,26 @@ def test_corner_windows_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "3 bases, 4 corner windows each (0.9,), radius 8" in out
     assert "crop 10% off-centre: " in out and "/3 copies" in out
     assert "hard negatives within the radius (either way): 0/0" in out
+
+
+def test_signal_cost_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import signal_cost
+
+    assert signal_cost.main(["--generate", "4", "--rounds", "1", "--no-write"]) == 0
+    out, [table] = printed(capsys, 1)
+    stages = {row["stage"]: float(row["ms per image"]) for row in table.rows}
+    assert len(stages) == 5 and all(ms > 0 for ms in stages.values())
+    parts = sum(ms for name, ms in stages.items() if name != "all")
+    assert abs(parts - stages["all"]) < 0.02 * stages["all"] + 0.02
+    assert "The patch codes add" in out
+
+
+def test_patch_join_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import patch_join
+
+    assert patch_join.main(["--rows", "3000", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    [row] = table.rows
+    assert (row["rows"], row["patch codes"]) == ("3,000", "48,000")
+    assert row["pairs"] == "0"  # random codes: none within 6 bits on one placement
+    assert 0 < float(row["peak memory of the process (GiB)"]) < 2
