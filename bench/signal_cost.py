@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench import _report
+from bench.lite_scan_cost import best
 from ingest.malloc import keep_freed_memory
 from services.decode import load_image_bytes
 from services.frames import frame_codes
@@ -31,15 +31,6 @@ from services.pipeline import HASH_DRAFT_SIZE
 from testkit.imagegen import make_photo_like
 
 MAX_PIXELS = 10**8
-
-
-def _best(rounds: int, run: Callable[[], None]) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def measure(blobs: Sequence[bytes], rounds: int) -> list[tuple[str, float]]:
@@ -61,7 +52,7 @@ def measure(blobs: Sequence[bytes], rounds: int) -> list[tuple[str, float]]:
          lambda: [frame_codes(i, h) for i, h in zip(images, hashes, strict=True)]),
         ("patch codes (16 blob patches)", lambda: [patch_codes(r) for r in regions]),
     ]  # fmt: skip
-    return [(name, _best(rounds, run) / len(blobs)) for name, run in stages]
+    return [(name, best(run, rounds) / len(blobs)) for name, run in stages]
 
 
 def report(label: str, blobs: Sequence[bytes], rounds: int) -> str:
