@@ -20,11 +20,17 @@ of the side only: an off-centre crop of 10% or more meets none of them. A patch 
   within :data:`MATCH_RADIUS` bits *and* on one placement (:func:`shared_patches`): each pair of
   agreeing patches says where one frame lies in the other (the ratio of their sizes, the offset
   of their centres), and a copy's agreeing patches all say the same, with one frame inside the
-  other (a crop lies inside its original; an original inside its bordered copy). Another photo of
-  the same scene may share a patch or two, rarely two on one placement.
+  other (a crop lies inside its original; an original inside its bordered copy). They must also
+  be at least :data:`_SHARE_NEEDED` of the patches that could agree there (:func:`verdict`): a
+  copy keeps most blobs of the part of the photo it shows, while another photo of the same scene
+  shares a patch or two among many.
 
-Coordinates are fractions of the frame's longer side, so they do not depend on the resolution an
-image was decoded at.
+Callers pass the *content region* (``services.frames.FrameCodes.content_region``: borders, bars
+and app chrome peeled, a turned copy turned back), so a caption's text or a window's buttons,
+alike in unrelated copies, hold no patch. Coordinates are fractions of the region's longer side,
+so they do not depend on the resolution an image was decoded at. Whole-collection dedup joins
+them (:mod:`services.patch_pairs`); about 2-3 ms of CPU an image (docs/benchmarks.md,
+signal_cost).
 """
 
 from __future__ import annotations
