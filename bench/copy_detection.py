@@ -56,7 +56,7 @@ from services.evaluation import (
 )
 from services.frames import frame_codes
 from services.hashing import image_variants
-from services.patches import patch_codes
+from services.patches import image_patch_codes
 from services.pipeline import load_for_signals
 from services.settings import Settings
 
@@ -204,7 +204,7 @@ def lookalike_items(entries: Sequence[Entry]) -> list[EvalItem]:
                 variants[0],
                 tuple(variants[1:]),
                 frames=frames,
-                patches=patch_codes(frames.content_region(loaded.image)),
+                patches=image_patch_codes(loaded.image, frames),
             )
         )
     return items

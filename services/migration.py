@@ -33,7 +33,7 @@ from services.errors import CollectionNotFoundError, DecodeError, SchemaMismatch
 from services.frames import frame_codes
 from services.metadata import sha256_hex
 from services.milvus_errors import mapped
-from services.patches import patch_codes
+from services.patches import image_patch_codes
 from services.pipeline import collection_draft_size, load_for_signals
 from services.records import binary_vector
 from services.schema import FIELDS_ADDED, SCALAR_FIELDS, SCHEMA_VERSION, SchemaContract
@@ -166,7 +166,7 @@ class SignalReader:
                 reasons.append((path, "its content changed since it was stored"))
                 continue
             frames = frame_codes(loaded.image)
-            patches = patch_codes(frames.content_region(loaded.image))
+            patches = image_patch_codes(loaded.image, frames)
             return {"frame_codes": frames.to_hex(), "patch_codes": patches.to_hex()}, ""
         if len(reasons) == 1:
             return {}, reasons[0][1]

@@ -25,9 +25,10 @@ of the side only: an off-centre crop of 10% or more meets none of them. A patch 
   copy keeps most blobs of the part of the photo it shows, while another photo of the same scene
   shares a patch or two among many.
 
-Callers pass the *content region* (``services.frames.FrameCodes.content_region``: borders, bars
-and app chrome peeled, a turned copy turned back), so a caption's text or a window's buttons,
-alike in unrelated copies, hold no patch. Coordinates are fractions of the region's longer side,
+The codes are of the *content region* (:func:`image_patch_codes`, the one entry point of
+ingestion, migration, queries and benchmarks: borders, bars and app chrome peeled, a turned copy
+turned back), so a caption's text or a window's buttons, alike in unrelated copies, hold no
+patch. Coordinates are fractions of the region's longer side,
 so they do not depend on the resolution an image was decoded at. Whole-collection dedup joins
 them (:mod:`services.patch_pairs`); about 2-3 ms of CPU an image (docs/benchmarks.md,
 signal_cost).
@@ -46,6 +47,7 @@ import numpy.typing as npt
 import scipy.fft
 from PIL import Image
 
+from services.frames import FrameCodes
 from services.hashing import PHASH_SIDE, phash_codes
 
 PATCHES: Final = 16  # codes an image keeps, strongest blobs first
@@ -192,6 +194,12 @@ def patch_table(texts: Sequence[str]) -> PatchTable:
 def patch_radius(max_hamming: int) -> int:
     """The radius patch codes agree within at a dedup radius of ``max_hamming``."""
     return max(0, max_hamming - PATCH_SLACK)
+
+
+def image_patch_codes(image: Image.Image, frames: FrameCodes) -> PatchCodes:
+    """The patch codes ingestion stores for ``image``: those of its content region
+    (``frames``: its frame codes), so that a stored row's and a query's agree bit for bit."""
+    return patch_codes(frames.content_region(image))
 
 
 def patch_codes(image: Image.Image, count: int = PATCHES) -> PatchCodes:

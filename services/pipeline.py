@@ -19,7 +19,7 @@ from services.errors import DecodeError
 from services.frames import frame_codes, frame_queries
 from services.hashing import stored_hashes
 from services.metadata import extract_metadata
-from services.patches import patch_codes
+from services.patches import image_patch_codes
 from services.records import ImageRecord
 from services.sources import Sources
 
@@ -120,7 +120,7 @@ def analyze_batch(
                 phash=hashes.phash,
                 phash_dihedral=tuple(variants[-1][1:]),
                 frames=frames,
-                patches=patch_codes(frames.content_region(item.image)),
+                patches=image_patch_codes(item.image, frames),
                 ahash=hashes.ahash,
                 dhash=hashes.dhash,
                 colorhash=hashes.colorhash,

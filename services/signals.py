@@ -17,7 +17,7 @@ from services.embed import Embedder
 from services.errors import QueryError
 from services.frames import frame_codes, frame_queries
 from services.hashing import image_variants, stored_hashes
-from services.patches import patch_codes
+from services.patches import image_patch_codes
 from services.pipeline import collection_draft_size, draft_size
 from services.schema import (
     DIHEDRAL_VARIANTS,
@@ -98,7 +98,7 @@ def frame_signals(
     loaded = load_image_bytes(data, name, max_pixels=max_pixels, draft_size=draft)
     whole = image_variants(loaded.image)[0]
     codes = frame_codes(loaded.image, whole)
-    patches = patch_codes(codes.content_region(loaded.image))
+    patches = image_patch_codes(loaded.image, codes)
     return FrameSignals(
         whole, codes.to_hex(), tuple(frame_queries(loaded.image, codes)), patches.to_hex()
     )
