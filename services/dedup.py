@@ -41,8 +41,8 @@ from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
 from services.keepers import Candidate, Criterion, choose_keeper, pinned
 from services.manifest import ManifestEntry, write_manifest
 from services.merge import Gain, absorb
-from services.patch_pairs import PatchPairs, patch_pairs
-from services.patches import patch_radius, patch_table
+from services.patch_pairs import PatchPairs, pairs_of_codes, patch_pairs
+from services.patches import patch_radius
 from services.records import ImageRecord, clip_cosine
 from services.settings import setting_default
 from services.sources import scheme_of
@@ -319,8 +319,8 @@ def _hash_links_from_scan(
 
 
 def _patch_pairs(scan: HashScan, max_hamming: int) -> PatchPairs | None:
-    """The pairs of scanned rows whose patches agree (None when no row has patch codes)."""
-    if scan.patches is None or not scan.patches.known.any():
+    """The pairs of scanned rows whose patches agree (None when the scan read none)."""
+    if scan.patches is None:
         return None
     return patch_pairs(scan.patches, patch_radius(max_hamming))
 
@@ -449,9 +449,7 @@ def near_links(
         dtype=np.uint64,
     ).reshape(-1, FRAME_CODES)
     _add_frame_links(links, frame_pairs(codes, frames, max_hamming))
-    table = patch_table([r.patches.to_hex() if r.patches is not None else "" for r in records])
-    if table.known.any():
-        _add_patch_links(links, patch_pairs(table, patch_radius(max_hamming)))
+    _add_patch_links(links, pairs_of_codes([r.patches for r in records], max_hamming))
     if min_cosine is not None:
         for pair, cosine in clip_pairs(records, min_cosine):
             links[pair] = links.get(pair, Link()).merged(Link(cosine=cosine))

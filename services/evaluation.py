@@ -29,8 +29,8 @@ from services.errors import LookalikeError, QueryError
 from services.frame_pairs import frame_pairs
 from services.frames import FRAME_CODES, FrameCodes
 from services.hamming_pairs import PairSet, codes_from_bytes, pairs_within
-from services.patch_pairs import patch_pairs
-from services.patches import PatchCodes, patch_radius, patch_table
+from services.patch_pairs import pairs_of_codes
+from services.patches import PatchCodes
 from services.records import ImageRecord
 
 I64 = npt.NDArray[np.int64]
@@ -192,10 +192,7 @@ def _frame_pairs(items: Sequence[EvalItem], radius: int) -> tuple[I64, I64]:
     """The frame rules' pairs and the patch pairs at ``radius``."""
     codes = codes_from_bytes([item.phash for item in items])
     found = frame_pairs(codes, frame_matrix(items), radius)
-    table = patch_table([item.patches.to_hex() if item.patches else "" for item in items])
-    if not table.known.any():
-        return found.left, found.right
-    patched = patch_pairs(table, patch_radius(radius))
+    patched = pairs_of_codes([item.patches for item in items], radius)
     return _union(found.left, found.right, patched.left, patched.right, len(items))
 
 

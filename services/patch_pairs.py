@@ -10,6 +10,7 @@ row pair).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
@@ -17,7 +18,14 @@ import numpy as np
 import numpy.typing as npt
 
 from services.hamming_pairs import pairs_within
-from services.patches import MATCHES_NEEDED, PatchTable, verdict
+from services.patches import (
+    MATCHES_NEEDED,
+    PatchCodes,
+    PatchTable,
+    patch_radius,
+    patch_table,
+    verdict,
+)
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -33,6 +41,14 @@ class PatchPairs:
 
     def __len__(self) -> int:
         return int(self.left.size)
+
+
+def pairs_of_codes(codes: Sequence[PatchCodes | None], max_hamming: int) -> PatchPairs:
+    """The pairs of ``codes`` (indices; None: unknown, pairs with nothing) whose patches agree at
+    a dedup radius of ``max_hamming``, packed as the store packs them (the stored form: so a
+    fresh image's codes pair as they will once stored)."""
+    table = patch_table([c.to_hex() if c is not None else "" for c in codes])
+    return patch_pairs(table, patch_radius(max_hamming))
 
 
 def patch_pairs(table: PatchTable, radius: int, needed: int = MATCHES_NEEDED) -> PatchPairs:
