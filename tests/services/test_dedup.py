@@ -406,12 +406,16 @@ def test_a_crop_pairs_with_its_original_through_the_frame_codes(make_store: Stor
     assert [names(g) for g in report.groups] == [("original.jpg", ["crop.jpg"])]
 
 
+@pytest.mark.parametrize("model", ["hash-only", "tiny-clip"])
 def test_an_off_centre_crop_pairs_with_its_original_through_its_patches(
-    make_store: StoreFactory, tmp_path: Path
+    make_store: StoreFactory, tmp_path: Path, tiny_clip_dir: Path, model: str
 ) -> None:
-    """Ingested as ingestion ingests files (hash-only): a crop of a fifth of each side, nearly all
-    off one corner, then halved and recompressed, meets no whole-frame or frame code of its
-    original (every window is centred), but its patches agree with the original's."""
+    """Ingested as ingestion ingests files, hash-only or with a (tiny, saved) CLIP model as users
+    run it: a crop of a fifth of each side, nearly all off one corner, then halved and
+    recompressed, meets no whole-frame or frame code of its original (every window is centred),
+    but its patches agree with the original's. With CLIP the dedup takes its other path (one
+    scan with the vectors, cosine pairs beside the hashes'), asked for cosines no pair reaches."""
+    from services.embed import ClipEmbedder
     from services.pipeline import analyze_batch
     from testkit.imagegen import sample_photos
 
@@ -423,10 +427,16 @@ def test_an_off_centre_crop_pairs_with_its_original_through_its_patches(
     cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
     photos["chelsea"].convert("RGB").save(tmp_path / "cat.png")
     paths = [str(tmp_path / name) for name in ("coffee.png", "cut.jpg", "cat.png")]
-    outcome = analyze_batch(paths, None, max_pixels=10**8)
+    embedder = None
     store = make_store(clip_model=None, clip_dim=None)
+    options = DedupOptions(max_hamming=8)
+    if model == "tiny-clip":
+        embedder = ClipEmbedder.load(str(tiny_clip_dir), device="cpu", precision="fp32")
+        store = make_store(clip_model="tiny-clip", clip_dim=embedder.dim)
+        options = DedupOptions(max_hamming=8, min_cosine=1.01)
+    outcome = analyze_batch(paths, embedder, max_pixels=10**8)
     store.upsert(outcome.records)
-    report = find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=8))
+    report = find_duplicates(store, parse_policy(["pixels"]), options)
     [group] = report.groups
     assert names(group) == ("coffee.png", ["cut.jpg"])
     [member] = group.duplicates
@@ -434,6 +444,4 @@ def test_an_off_centre_crop_pairs_with_its_original_through_its_patches(
     assert "patches agree" in member.reason
     # Stored without patch codes (a row not yet migrated), the pair is not found.
     store.upsert([replace(r, patches=None) for r in outcome.records])
-    assert (
-        find_duplicates(store, parse_policy(["pixels"]), DedupOptions(max_hamming=8)).groups == []
-    )
+    assert find_duplicates(store, parse_policy(["pixels"]), options).groups == []
