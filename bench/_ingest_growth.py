@@ -25,7 +25,7 @@ import redis
 from bench import _report
 from bench.ingest_speed import Bench, Config, cpu_seconds, milvus_pid
 from services.arrival import find_matches
-from services.arrival_index import ArrivalIndex
+from services.arrival_index import ArrivalIndex, arrival_codes
 from services.code_feed import RedisCodeFeed
 from services.code_index import StoredCodes, phash_kind
 from services.ledger import files_cache_name
@@ -124,7 +124,9 @@ def forget_job(bench: Bench, store: MilvusStore, files: Sequence[Path]) -> None:
 
 def index_load(store: MilvusStore, redis_url: str) -> tuple[float, ArrivalIndex]:
     index = ArrivalIndex(
-        store, RedisCodeFeed.from_url(redis_url, store.collection, store.instance), [phash_kind(8)]
+        store,
+        RedisCodeFeed.from_url(redis_url, store.collection, store.instance),
+        arrival_codes(8, patches=False),
     )
     started = time.perf_counter()
     index.rebuild()

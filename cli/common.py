@@ -15,7 +15,7 @@ from rich.table import Table
 
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike, vector_cache_root
-from services.arrival_index import CodeAnnouncer, arrival_kinds
+from services.arrival_index import CodeAnnouncer, arrival_codes
 from services.code_feed import FeedDeletions, RedisCodeFeed
 from services.errors import (
     CollectionNotFoundError,
@@ -134,10 +134,13 @@ def index_in_process(
         ledger.ping()
         locks: ContentLocks = ledger
         feed = RedisCodeFeed.from_url(settings.redis_url, store.collection, store.instance)
-        announce = CodeAnnouncer(feed, arrival_kinds(settings.dup_max_hamming))
+        codes = arrival_codes(settings.dup_max_hamming, patches=settings.arrival_patches)
+        announce = CodeAnnouncer(feed, codes)
     except LedgerUnavailableError:
         locks = ProcessLocks()
-    policy = MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine)
+    policy = MatchPolicy(
+        settings.dup_max_hamming, settings.dup_min_cosine, patches=settings.arrival_patches
+    )
     stored = near = 0
     failures: list[Failure] = []
     for start in range(0, len(files), settings.clip_batch_size):

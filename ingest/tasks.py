@@ -21,7 +21,7 @@ from celery.signals import worker_process_init
 
 from ingest.malloc import keep_freed_memory
 from services.app import connect
-from services.arrival_index import ArrivalIndex, arrival_kinds
+from services.arrival_index import ArrivalIndex, arrival_codes
 from services.code_feed import RedisCodeFeed
 from services.embed import Embedder, create_embedder
 from services.errors import (
@@ -88,8 +88,10 @@ class WorkerContext:
         current = self.indexes.get(collection)
         if current is None or current.instance != store.instance:
             feed = RedisCodeFeed.from_url(self.settings.redis_url, collection, store.instance)
-            kinds = arrival_kinds(self.settings.dup_max_hamming)
-            self.indexes[collection] = current = ArrivalIndex(store, feed, kinds)
+            codes = arrival_codes(
+                self.settings.dup_max_hamming, patches=self.settings.arrival_patches
+            )
+            self.indexes[collection] = current = ArrivalIndex(store, feed, codes)
         return current
 
     def forget(self, collection: str) -> None:
@@ -226,7 +228,9 @@ def run_batch(
         ctx.embedder,
         paths,
         locks=ctx.ledger,
-        policy=MatchPolicy(settings.dup_max_hamming, settings.dup_min_cosine),
+        policy=MatchPolicy(
+            settings.dup_max_hamming, settings.dup_min_cosine, patches=settings.arrival_patches
+        ),
         max_pixels=settings.max_image_pixels,
         source=source,
         tags=tags,

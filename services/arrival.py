@@ -22,6 +22,7 @@ import numpy.typing as npt
 from services.arrival_index import ArrivalIndex
 from services.code_index import CodeHit
 from services.hamming_pairs import codes_from_bytes
+from services.patch_pairs import pairs_of_codes
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
 from services.store import ClipHit, VectorStore
@@ -31,15 +32,18 @@ _CANDIDATES = 4
 
 @dataclass(frozen=True)
 class Match:
-    """The best duplicate of one arriving image: lower Hamming first, then higher cosine."""
+    """The best duplicate of one arriving image: a pHash (or frame code) match first, nearest
+    first; then a match by patch codes, most patches first; then by cosine alone. Higher cosine
+    breaks ties."""
 
     dup_of: str
-    hamming: int  # NO_DISTANCE when only the cosine matched
+    hamming: int  # NO_DISTANCE when no pHash or frame code matched
     cosine: float  # NO_DISTANCE when no CLIP vectors
+    patches: int = 0  # patch codes that agree, for a match by them (services.patches)
 
-    def rank(self) -> tuple[int, int, float]:
-        by_hash = 0 if self.hamming != NO_DISTANCE else 1
-        return (by_hash, self.hamming, -self.cosine)
+    def rank(self) -> tuple[int, int, int, float]:
+        by = 0 if self.hamming != NO_DISTANCE else 1 if self.patches else 2
+        return (by, self.hamming, -self.patches, -self.cosine)
 
 
 def find_matches(
@@ -50,12 +54,17 @@ def find_matches(
     max_hamming: int,
     min_cosine: float,
     index: ArrivalIndex | None = None,
+    patches: bool = False,
 ) -> list[Match | None]:
     """For each record, its best near-duplicate (another content) in the store or the batch.
 
-    ``index``: the stored codes to look in (its kinds' radii apply), else a Milvus search."""
+    ``index``: the stored codes to look in (its kinds' radii apply, and its patch codes when it
+    holds them), else a Milvus search (which cannot search patch codes). ``patches``: records of
+    the batch are also matched with each other by their patch codes (as they are whenever the
+    index holds patch codes)."""
     if not records:
         return []
+    patches = patches or (index is not None and index.codes.patch_radius is not None)
     best: list[Match | None] = [None] * len(records)
     clip_groups: list[list[ClipHit]] = [[] for _ in records]
     if store.has_clip and all(r.clip is not None for r in records):
@@ -75,7 +84,8 @@ def find_matches(
                 candidate = Match(clip_hit.record.id, NO_DISTANCE, clip_hit.cosine)
                 best[position] = _better(best[position], candidate)
                 break
-    for position, match in enumerate(_within_batch(records, variants, max_hamming, min_cosine)):
+    within = _within_batch(records, variants, max_hamming, min_cosine, patches=patches)
+    for position, match in enumerate(within):
         if match is not None:
             best[position] = _better(best[position], match)
     return best
@@ -122,11 +132,11 @@ def _indexed_hashes(
             continue
         nearest = hits[0]
         if record.clip is None or not store.has_clip:
-            found[position] = Match(nearest.id, nearest.distance, float(NO_DISTANCE))
+            found[position] = _match(nearest, float(NO_DISTANCE))
             continue
         cosine = next((h.cosine for h in clip_groups[position] if h.record.id == nearest.id), None)
         if cosine is not None:
-            found[position] = Match(nearest.id, nearest.distance, cosine)
+            found[position] = _match(nearest, cosine)
         else:
             unread[position] = hits
     tried = 0
@@ -139,12 +149,15 @@ def _indexed_hashes(
             window = hits[tried : tried + _CANDIDATES]
             hit = next((h for h in window if h.id in rows), None)
             if hit is not None:
-                cosine = _cosine(records[position], rows[hit.id])
-                found[position] = Match(hit.id, hit.distance, cosine)
+                found[position] = _match(hit, _cosine(records[position], rows[hit.id]))
             if hit is not None or len(hits) <= tried + _CANDIDATES:
                 del unread[position]
         tried += _CANDIDATES
     return found
+
+
+def _match(hit: CodeHit, cosine: float) -> Match:
+    return Match(hit.id, hit.distance, cosine, hit.shared)
 
 
 def with_matches(
@@ -162,15 +175,28 @@ def _within_batch(
     variants: Sequence[Sequence[bytes]],
     max_hamming: int,
     min_cosine: float,
+    *,
+    patches: bool,
 ) -> list[Match | None]:
     """Each record against the ones before it in the batch (they are not stored yet).
 
     The distances of every (query code of i, pHash of j) come from one numpy pass; only the
     pairs within ``max_hamming`` are looked at one by one, and every earlier record where ``i``
-    has a CLIP vector (its cosine may match alone)."""
+    has a CLIP vector (its cosine may match alone). Records whose patch codes agree are paired
+    as whole-collection dedup pairs them (:func:`services.patch_pairs.pairs_of_codes`)."""
     found: list[Match | None] = [None] * len(records)
     if len(records) < 2:
         return found
+    if patches:
+        agreeing = pairs_of_codes([r.patches for r in records], max_hamming)
+        for i, j, shared in zip(
+            agreeing.left.tolist(), agreeing.right.tolist(), agreeing.shared.tolist(), strict=True
+        ):
+            if records[i].id != records[j].id:
+                candidate = Match(
+                    records[i].id, NO_DISTANCE, _cosine(records[j], records[i]), shared
+                )
+                found[j] = _better(found[j], candidate)
     distances = _query_distances(records, variants)
     for i, record in enumerate(records):
         close = (

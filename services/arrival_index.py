@@ -17,13 +17,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from services.code_feed import FeedRead
-from services.code_index import CodeHit, CodeKind, StoredCodes, phash_kind, stored_codes, warm_up
+from services.code_index import (
+    CodeHit,
+    CodeKind,
+    StoredCodes,
+    phash_kind,
+    stored_codes,
+    stored_patches,
+    warm_up,
+)
+from services.patches import patch_radius
 from services.records import ImageRecord
 from services.store import VectorStore
 
@@ -34,42 +44,58 @@ class CodeFeed(Protocol):
     """Where writers of one collection announce the codes they stored."""
 
     def position(self) -> str: ...
-    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None: ...
+    def publish(
+        self,
+        codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]],
+        patches: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> None: ...
     def read(self, after: str) -> FeedRead: ...
 
 
-def arrival_kinds(max_hamming: int) -> list[CodeKind]:
-    """The kinds of code the workers index and every writer announces (``max_hamming``: the
-    radius of dedup on arrival); one list, so that what ``lookalike add`` announces is what the
-    workers' indexes take in."""
-    return [phash_kind(max_hamming)]
+@dataclass(frozen=True)
+class ArrivalCodes:
+    """The codes the workers index and every writer announces: kinds of 64-bit code, and the
+    radius of the patch codes (None: arrivals are not matched by their patches)."""
+
+    kinds: tuple[CodeKind, ...]
+    patch_radius: int | None = None
+
+
+def arrival_codes(max_hamming: int, *, patches: bool) -> ArrivalCodes:
+    """What dedup on arrival matches within ``max_hamming`` (its radius): one definition, so
+    that what ``lookalike add`` announces is what the workers' indexes take in."""
+    return ArrivalCodes((phash_kind(max_hamming),), patch_radius(max_hamming) if patches else None)
 
 
 class CodeAnnouncer:
     """Appends the codes of new contents to the feed, for every worker's index: all a writer
     needs that keeps no index of its own (``lookalike add``)."""
 
-    def __init__(self, feed: CodeFeed, kinds: Sequence[CodeKind]) -> None:
+    def __init__(self, feed: CodeFeed, codes: ArrivalCodes) -> None:
         self._feed = feed
-        self.kinds = tuple(kinds)
+        self.codes = codes
 
     def stored(self, records: Sequence[ImageRecord]) -> None:
         """``records`` were just written as new contents."""
         if records:
-            found = stored_codes(self.kinds, records)
-            self._feed.publish({kind: (ids, values) for kind, ids, values in found})
+            found = stored_codes(self.codes.kinds, records)
+            # All of them ("" for none), as the first kind's ids: indexes add both under one row.
+            with_patches = self.codes.patch_radius is not None
+            patches = stored_patches(records, every=True) if with_patches else ([], [])
+            self._feed.publish({kind: (ids, values) for kind, ids, values in found}, patches)
 
 
 class ArrivalIndex:
-    """The stored codes of ``kinds`` in ``store``'s collection, for one process."""
+    """The stored ``codes`` in ``store``'s collection, for one process."""
 
-    def __init__(self, store: VectorStore, feed: CodeFeed, kinds: Sequence[CodeKind]) -> None:
+    def __init__(self, store: VectorStore, feed: CodeFeed, codes: ArrivalCodes) -> None:
         self._store = store
         self.instance = store.instance
         self._feed = feed
-        self.kinds = tuple(kinds)
-        self._announcer = CodeAnnouncer(feed, self.kinds)
-        self._codes = StoredCodes(self.kinds)
+        self.codes = codes
+        self.kinds = codes.kinds
+        self._announcer = CodeAnnouncer(feed, codes)
+        self._codes = self._empty()
         self._position = ""
 
     def __len__(self) -> int:
@@ -80,10 +106,12 @@ class ArrivalIndex:
         started = time.perf_counter()
         warm_up()
         position = self._feed.position()
-        scan = self._store.scan_codes([kind.name for kind in self.kinds])
-        codes = StoredCodes(self.kinds)
-        for kind in self.kinds:
-            codes.add(kind.name, scan.ids, scan.codes[kind.name])
+        with_patches = self.codes.patch_radius is not None
+        scan = self._store.scan_codes([kind.name for kind in self.kinds], patches=with_patches)
+        codes = self._empty()
+        for number, kind in enumerate(self.kinds):
+            patches = scan.patches if number == 0 else None  # under the first kind's rows
+            codes.add(kind.name, scan.ids, scan.codes[kind.name], patches=patches)
         self._codes, self._position = codes, position
         log.info(
             "arrival index of %s: %d rows loaded in %.1f s",
@@ -107,16 +135,23 @@ class ArrivalIndex:
             return
         names = {kind.name for kind in self.kinds}
         for entry in read.entries:  # in the order written: a row deleted, then stored again
+            patch_ids: Sequence[str] = entry.patch_ids
             for kind, (ids, values) in entry.codes.items():
                 if kind in names:
-                    self._codes.add(kind, ids, values)
+                    aligned = tuple(ids) == patch_ids  # as announced: under the same rows
+                    patches = entry.patch_codes if aligned else None
+                    self._codes.add(kind, ids, values, patches=patches)
+                    patch_ids = () if aligned else patch_ids
+            if patch_ids:
+                self._codes.add_patches(patch_ids, entry.patch_codes)
             self._codes.forget(entry.deleted)
         self._position = read.position
 
     def near(
         self, records: Sequence[ImageRecord], variants: Sequence[Sequence[bytes]]
     ) -> list[list[CodeHit]]:
-        """Per record, every indexed row within its kind's radius, nearest first."""
+        """Per record, every indexed row within its kind's radius, nearest first; then those
+        whose patch codes agree with the record's, most patches first."""
         return self._codes.near(records, variants)
 
     def stored(self, records: Sequence[ImageRecord]) -> None:
@@ -134,9 +169,17 @@ class ArrivalIndex:
         if not rows:
             return []
         self.refresh()
-        coded = [r for r in rows if any(k.stored_code(r) is not None for k in self.kinds)]
+        coded = [
+            r
+            for r in rows
+            if any(k.stored_code(r) is not None for k in self.kinds)
+            or (r.patches is not None and self._codes.with_patches)
+        ]
         held = self._codes.holds([r.id for r in coded])
         return [r for r, known in zip(coded, held, strict=True) if not known]
+
+    def _empty(self) -> StoredCodes:
+        return StoredCodes(self.codes.kinds, patch_radius=self.codes.patch_radius)
 
     def forget(self, ids: Sequence[str]) -> None:
         """Rows gone from the store (this process deleted them, or a read found them missing)."""

@@ -6,7 +6,10 @@
         stream   one entry per upserted batch: for each code kind K, ``K:ids`` (the new rows'
                  ids, newline-separated) and ``K:codes`` (their codes, uint64 little-endian);
                  one entry per deletion, before it and again after it: ``deleted`` (the ids,
-                 newline-separated); trimmed to about MAX_ENTRIES entries
+                 newline-separated); and ``patch_codes:ids``, ``patch_codes:sizes`` (uint16
+                 little-endian: each row's byte count) and ``patch_codes:bytes`` (the rows'
+                 stored patch codes, services.patches, as bytes, one after the other); trimmed
+                 to about MAX_ENTRIES entries
 
 A worker reads the entries after its position before it matches a batch, so rows another worker
 stored are in its index. A position is the last entry id read and the stream's count of entries
@@ -36,9 +39,12 @@ from services.ledger import PREFIX, mapped_redis_errors
 
 log = logging.getLogger(__name__)
 
-MAX_ENTRIES: Final = 20000  # batches; ~50 bytes a row per kind
+# Batches: ~50 bytes a row per 64-bit kind, ~300 with the patch codes (so at most about 100 MB
+# with the patch codes, at 128 rows a batch).
+MAX_ENTRIES: Final = 2500
 START_ID: Final = "0-0"
 DELETED: Final = "deleted"
+PATCHES: Final = "patch_codes"
 
 
 def feed_key(collection: str, instance: str) -> str:
@@ -51,6 +57,8 @@ class FeedEntry:
 
     codes: dict[str, tuple[list[str], npt.NDArray[np.uint64]]]
     deleted: tuple[str, ...] = ()  # rows deleted (or being deleted): forget them
+    patch_ids: tuple[str, ...] = ()  # rows stored with patch codes, and those codes (hex)
+    patch_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,24 @@ class RedisCodeFeed:
             last, added = self._state(self._redis)
         return f"{last}@{added}"
 
-    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None:
+    def publish(
+        self,
+        codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]],
+        patches: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> None:
+        """One entry: per kind, the ids and codes of new rows; ``patches``: the ids and stored
+        patch codes (hex, services.patches) of those that have them."""
         fields: dict[str, bytes] = {}
         for kind, (ids, values) in codes.items():
             if ids:
                 fields[f"{kind}:ids"] = "\n".join(ids).encode()
                 fields[f"{kind}:codes"] = np.asarray(values, "<u8").tobytes()
+        patch_ids, patch_codes = patches
+        if patch_ids:
+            raw = [bytes.fromhex(text) for text in patch_codes]
+            fields[f"{PATCHES}:ids"] = "\n".join(patch_ids).encode()
+            fields[f"{PATCHES}:sizes"] = np.array([len(r) for r in raw], "<u2").tobytes()
+            fields[f"{PATCHES}:bytes"] = b"".join(raw)
         if fields:
             with mapped_redis_errors("publish stored codes"):
                 self._redis.xadd(self.key, fields, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
@@ -153,15 +173,26 @@ class FeedDeletions:
 def _entry(fields: dict[bytes, bytes]) -> FeedEntry:
     codes: dict[str, tuple[list[str], npt.NDArray[np.uint64]]] = {}
     deleted: tuple[str, ...] = ()
+    patch_ids: tuple[str, ...] = ()
+    patch_codes: tuple[str, ...] = ()
     for name, value in fields.items():
         kind, _, part = _text(name).rpartition(":")
-        if part == "ids":
+        if kind == PATCHES:
+            if part == "ids":
+                patch_ids = tuple(_text(value).split("\n"))
+                sizes = np.frombuffer(fields[f"{PATCHES}:sizes".encode()], "<u2")
+                raw = fields[f"{PATCHES}:bytes".encode()]
+                ends = np.cumsum(sizes).tolist()
+                patch_codes = tuple(
+                    raw[start:end].hex() for start, end in zip([0, *ends[:-1]], ends, strict=True)
+                )
+        elif part == "ids":
             ids = _text(value).split("\n")
             raw = fields[f"{kind}:codes".encode()]
             codes[kind] = (ids, np.frombuffer(raw, "<u8").astype(np.uint64))
         elif part == DELETED:
             deleted = tuple(_text(value).split("\n"))
-    return FeedEntry(codes, deleted)
+    return FeedEntry(codes, deleted, patch_ids, patch_codes)
 
 
 def _stream_id(value: str) -> tuple[int, int]:

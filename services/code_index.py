@@ -35,7 +35,10 @@ from services.hamming_pairs import (
     substring_key,
 )
 from services.hashing import PHASH_BITS, phash_to_int
+from services.patch_index import StoredPatches
+from services.patches import patch_table
 from services.records import ImageRecord
+from services.schema import NO_DISTANCE
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 I64 = npt.NDArray[np.int64]
@@ -75,11 +78,17 @@ def phash_kind(radius: int) -> CodeKind:
 
 @dataclass(frozen=True)
 class CodeHit:
-    """A stored row within a kind's radius of one of an arrival's query codes."""
+    """A stored row within a kind's radius of one of an arrival's query codes (``distance``),
+    or one whose patch codes agree with the arrival's (kind :data:`PATCH_KIND`: ``shared``
+    patches agree, ``distance`` is -1)."""
 
     id: str
     distance: int
     kind: str
+    shared: int = 0
+
+
+PATCH_KIND: Final = "patch_codes"
 
 
 def as_codes(values: Sequence[int]) -> U64:
@@ -294,6 +303,20 @@ def stored_codes(
     return found
 
 
+def stored_patches(
+    records: Sequence[ImageRecord], *, every: bool = False
+) -> tuple[list[str], list[str]]:
+    """The ids of ``records`` that have patch codes and those codes in their stored form (hex);
+    ``every``: all of them, "" for a record without."""
+    pairs = [(r.id, r.patches.to_hex() if r.patches is not None else "") for r in records]
+    kept = pairs if every else [(i, t) for i, t in pairs if t]
+    return [i for i, _ in kept], [t for _, t in kept]
+
+
+def _most_shared(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
 # --- every kind of one collection ------------------------------------------------------------
 
 
@@ -301,12 +324,14 @@ class StoredCodes:
     """The stored codes of every kind of one collection, by row id (an id table shared by the
     kinds). Not thread-safe: one per worker process."""
 
-    def __init__(self, kinds: Sequence[CodeKind]) -> None:
+    def __init__(self, kinds: Sequence[CodeKind], *, patch_radius: int | None = None) -> None:
         names = [kind.name for kind in kinds]
         if not kinds or len(set(names)) != len(names):
             raise QueryError(f"one index per code kind, got {names}")
         self.kinds = tuple(kinds)
         self._indexes = {kind.name: CodeIndex(kind.radius) for kind in kinds}
+        # The patch codes (services.patch_index), when arrivals are matched by them too.
+        self._patches = StoredPatches(CodeIndex(patch_radius)) if patch_radius is not None else None
         self._ids = np.empty(0, dtype=f"S{_ID_BYTES}")
         self._rows = 0
         self._forgotten: set[str] = set()
@@ -315,19 +340,50 @@ class StoredCodes:
     def __len__(self) -> int:
         return self._rows
 
-    def add(self, kind: str, ids: Sequence[str], codes: U64) -> None:
-        """Add rows to one kind's index: ``codes[i]`` is the code of ``ids[i]``."""
+    def add(
+        self, kind: str, ids: Sequence[str], codes: U64, *, patches: Sequence[str] | None = None
+    ) -> None:
+        """Add rows to one kind's index: ``codes[i]`` is the code of ``ids[i]``; ``patches[i]``,
+        when given, its stored patch codes ("" for none), held under the same rows."""
         if kind not in self._indexes:
             raise QueryError(f"no index of kind {kind!r} (kinds: {list(self._indexes)})")
         if codes.shape != (len(ids),):
             raise QueryError(f"{len(ids)} ids but {codes.shape} {kind} codes")
+        if patches is not None and len(patches) != len(ids):
+            raise QueryError(f"{len(ids)} ids but {len(patches)} patch codes")
         if ids:
-            self._indexes[kind].add(self._append_ids(ids), codes, keep=self._alive)
+            rows = self._append_ids(ids)
+            self._indexes[kind].add(rows, codes, keep=self._alive)
+            if patches is not None and self._patches is not None:
+                self._patches.add(rows, patch_table(patches), alive=self._alive)
+
+    @property
+    def with_patches(self) -> bool:
+        return self._patches is not None
+
+    def add_patches(self, ids: Sequence[str], texts: Sequence[str]) -> None:
+        """Add rows' stored patch codes (``texts[i]``: the ``patch_codes`` field of ``ids[i]``;
+        "" for none) under rows of their own (:meth:`add` takes them with a kind's codes, under
+        the same rows); nothing when this index holds no patch codes."""
+        if self._patches is None:
+            return
+        if len(ids) != len(texts):
+            raise QueryError(f"{len(ids)} ids but {len(texts)} patch codes")
+        present = [(i, t) for i, t in zip(ids, texts, strict=True) if t]
+        if present:
+            rows = self._append_ids([i for i, _ in present])
+            self._patches.add(rows, patch_table([t for _, t in present]), alive=self._alive)
 
     def add_records(self, records: Sequence[ImageRecord]) -> None:
         """Add stored records by their own codes (a kind a record lacks is left out for it)."""
+        patch_ids, patch_texts = stored_patches(records, every=True)
         for kind, ids, codes in stored_codes(self.kinds, records):
-            self.add(kind, ids, codes)
+            aligned = ids == patch_ids
+            self.add(kind, ids, codes, patches=patch_texts if aligned else None)
+            if aligned:
+                patch_ids = []
+        leftover = set(patch_ids)
+        self.add_patches(*stored_patches([r for r in records if r.id in leftover]))
 
     def holds(self, ids: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Per id, whether it is indexed and not forgotten (a scan of the id table: for the
@@ -351,7 +407,8 @@ class StoredCodes:
     ) -> list[list[CodeHit]]:
         """For each record, every stored row within some kind's radius of one of its query
         codes: one hit per row (its smallest distance; kinds in the order given on ties),
-        nearest first, then by id."""
+        nearest first, then by id; then, with patch codes, the other rows whose patches agree
+        with the record's (:data:`PATCH_KIND`), most patches first."""
         best: list[dict[str, CodeHit]] = [{} for _ in records]
         for kind in self.kinds:
             per_record = [kind.query_codes(r, v) for r, v in zip(records, variants, strict=True)]
@@ -370,7 +427,30 @@ class StoredCodes:
                 current = hits.get(row_id)
                 if current is None or distance < current.distance:
                     hits[row_id] = CodeHit(row_id, distance, kind.name)
-        return [sorted(h.values(), key=lambda hit: (hit.distance, hit.id)) for h in best]
+        nearest = [sorted(h.values(), key=lambda hit: (hit.distance, hit.id)) for h in best]
+        for by_code, by_patches in zip(nearest, self._near_patches(records), strict=True):
+            held = {hit.id for hit in by_code}
+            by_code += [hit for hit in by_patches if hit.id not in held]
+        return nearest
+
+    def _near_patches(self, records: Sequence[ImageRecord]) -> list[list[CodeHit]]:
+        """Per record, the stored rows whose patch codes agree with its own on one placement,
+        most patches first (none without a patch index, or for a record without codes). The
+        record's codes are taken in their stored form, so they agree as stored rows' do."""
+        found: list[dict[str, int]] = [{} for _ in records]
+        if self._patches is not None and any(r.patches is not None for r in records):
+            table = patch_table(stored_patches(records, every=True)[1])
+            matches = self._patches.near(table, alive=self._alive)
+            for query, row, shared in zip(
+                matches.query.tolist(), matches.row.tolist(), matches.shared.tolist(), strict=True
+            ):
+                row_id = self._ids[row].decode()
+                if row_id not in self._forgotten:
+                    found[query][row_id] = max(shared, found[query].get(row_id, 0))
+        return [
+            [CodeHit(i, NO_DISTANCE, PATCH_KIND, n) for i, n in sorted(f.items(), key=_most_shared)]
+            for f in found
+        ]
 
     def _append_ids(self, ids: Sequence[str]) -> I64:
         needed = self._rows + len(ids)

@@ -58,6 +58,7 @@ class MatchPolicy:
 
     max_hamming: int
     min_cosine: float
+    patches: bool = True  # and by patch codes (off-centre crops; services.patches)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def ingest_paths(
             max_hamming=policy.max_hamming,
             min_cosine=policy.min_cosine,
             index=index,
+            patches=policy.patches,
         )
         # The first path of each new content carries its match; a second path of the same
         # content in this batch is its own record (its path must not be lost), merged on upsert.

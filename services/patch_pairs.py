@@ -63,17 +63,42 @@ def patch_pairs(table: PatchTable, radius: int, needed: int = MATCHES_NEEDED) ->
     first, second = np.where(swap, second, first), np.where(swap, first, second)
     left, right = np.minimum(row_a, row_b), np.maximum(row_a, row_b)
     order = np.lexsort((right, left))
-    first, second, left, right = first[order], second[order], left[order], right[order]
+    return verify_groups(
+        left[order], right[order], first[order], second[order], table.row,
+        x=table.x, y=table.y, half=table.half, width=table.width, height=table.height,
+        needed=needed,
+    )  # fmt: skip
+
+
+def verify_groups(
+    left: I64,
+    right: I64,
+    first: I64,
+    second: I64,
+    row_of_patch: I64,
+    *,
+    x: F32,
+    y: F32,
+    half: F32,
+    width: F32,
+    height: F32,
+    needed: int,
+) -> PatchPairs:
+    """The row pairs ``(left[k], right[k])`` (sorted by left, then right) whose agreeing patch
+    pairs ``(first[k], second[k])`` (patch numbers: of left's, of right's) are at least
+    ``needed`` on one placement (:func:`services.patches.verdict`). ``row_of_patch``: the row of
+    every patch, non-decreasing (a row's patches are contiguous); ``x`` .. ``half`` per patch,
+    ``width`` and ``height`` per row."""
     if left.size == 0:
         return PatchPairs(left, right, left.copy())
     starts = np.flatnonzero(np.r_[True, (left[1:] != left[:-1]) | (right[1:] != right[:-1])])
     ends = np.r_[starts[1:], left.size]
     busy = ends - starts >= needed
     starts, ends = starts[busy], ends[busy]
-    first_patch = np.searchsorted(table.row, np.arange(table.known.size + 1))
+    first_patch = np.searchsorted(row_of_patch, np.arange(width.size + 1))
     shared = _verdicts(
         starts, ends, first, second, left[starts], right[starts], first_patch,
-        table.x, table.y, table.half, table.width, table.height,
+        x, y, half, width, height,
     )  # fmt: skip
     keep = shared >= needed
     return PatchPairs(left[starts][keep], right[starts][keep], shared[keep])

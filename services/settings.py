@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     dup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of dedup on arrival."
     )
+    arrival_patches: bool = Field(
+        default=True,
+        description="Dedup on arrival also matches patch codes (off-centre crops): each worker's "
+        "index holds 16 codes a row (about 1 KB a row in memory).",
+    )
     arrival_index: Literal["memory", "milvus"] = Field(
         default="memory",
         description="Where workers look for stored near-duplicates of arrivals: memory (an "

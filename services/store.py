@@ -256,6 +256,7 @@ class CodeScan:
 
     ids: list[str]
     codes: dict[str, npt.NDArray[np.uint64]]
+    patches: list[str] | None = None  # every row's stored patch codes (hex), when read
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,9 @@ class VectorStore(Protocol):
         progress: Callable[[int], None] | None = None,
         vectors: bool = False,
     ) -> HashScan: ...
-    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan: ...
+    def scan_codes(
+        self, fields: Sequence[str], *, patches: bool = False, batch_size: int = 16384
+    ) -> CodeScan: ...
     def scan_vectors(self, expr: str = "") -> VectorScan: ...
     def cluster_assignments(self) -> dict[str, int]: ...
     def search_phash(
@@ -1070,21 +1073,29 @@ class MilvusStore:
             out[[at[str(row["id"])] for row in page.rows]] = page.clip
         return out
 
-    def scan_codes(self, fields: Sequence[str], *, batch_size: int = 16384) -> CodeScan:
+    def scan_codes(
+        self, fields: Sequence[str], *, patches: bool = False, batch_size: int = 16384
+    ) -> CodeScan:
         """Ids and 64-bit binary codes (BINARY_VECTOR ``fields``) of every row: the bulk read
-        that builds an in-process code index (8 bytes a code, packed as each batch arrives)."""
+        that builds an in-process code index (8 bytes a code, packed as each batch arrives);
+        ``patches``: and every row's stored patch codes ("" where it has none)."""
         ids: list[str] = []
         codes: dict[str, list[npt.NDArray[np.uint64]]] = {name: [] for name in fields}
-        for batch in self._batches("", ["id", *fields], batch_size):
+        texts: list[str] = []
+        read = ["id", *fields] + (["patch_codes"] if patches else [])
+        for batch in self._batches("", read, batch_size):
             ids += [str(row["id"]) for row in batch]
             for name in fields:
                 codes[name].append(_codes([binary_vector(row[name]) for row in batch]))
+            if patches:
+                texts += [str(row.get("patch_codes", "")) for row in batch]
         return CodeScan(
             ids,
             {
                 name: np.concatenate(parts) if parts else np.zeros(0, np.uint64)
                 for name, parts in codes.items()
             },
+            texts if patches else None,
         )
 
     def scan_vectors(self, expr: str = "") -> VectorScan:

@@ -13,7 +13,7 @@ import redis
 from PIL import Image
 
 from services.arrival import find_matches
-from services.arrival_index import ArrivalIndex
+from services.arrival_index import ArrivalCodes, ArrivalIndex, arrival_codes
 from services.code_feed import FeedDeletions, RedisCodeFeed
 from services.code_index import phash_kind
 from services.errors import LedgerUnavailableError
@@ -49,7 +49,7 @@ def mirrors(paths: list[str], folder: Path) -> list[str]:
 
 def worker_index(store: MilvusStore, redis_url: str) -> ArrivalIndex:
     feed = RedisCodeFeed.from_url(redis_url, store.collection, store.instance)
-    return ArrivalIndex(store, feed, [phash_kind(POLICY.max_hamming)])
+    return ArrivalIndex(store, feed, ArrivalCodes((phash_kind(POLICY.max_hamming),)))
 
 
 def ingest(store: MilvusStore, paths: list[str], index: ArrivalIndex | None):  # type: ignore[no-untyped-def]
@@ -258,18 +258,24 @@ class LosesOneAnnouncement(RedisCodeFeed):
         super().__init__(redis.Redis.from_url(redis_url), store.collection, store.instance)
         self.lost = False
 
-    def publish(self, codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]]) -> None:
+    def publish(
+        self,
+        codes: dict[str, tuple[Sequence[str], npt.NDArray[np.uint64]]],
+        patches: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> None:
         if not self.lost:
             self.lost = True
             raise LedgerUnavailableError("Redis went away (test)")
-        super().publish(codes)
+        super().publish(codes, patches)
 
 
 def test_rows_whose_announcement_was_lost_are_announced_by_the_retry(
     make_store: StoreFactory, redis_url: str, tmp_path: Path
 ) -> None:
     store = make_store(clip_model=None, clip_dim=None)
-    losing = ArrivalIndex(store, LosesOneAnnouncement(redis_url, store), [phash_kind(8)])
+    losing = ArrivalIndex(
+        store, LosesOneAnnouncement(redis_url, store), ArrivalCodes((phash_kind(8),))
+    )
     other = worker_index(store, redis_url)
     other.refresh()  # loaded before the originals exist: it learns of them from the feed only
     originals = photos(tmp_path / "a", range(3))
@@ -304,3 +310,117 @@ def test_stored_rows_another_writer_announced_are_not_announced_again(
 
     assert again.written == 0
     assert feed.xlen(key) == announced
+
+
+# --- off-centre crops: the patch codes --------------------------------------------------------
+
+
+def coffee_and_its_cut(folder: Path) -> tuple[list[str], str]:
+    """Two photos, and a crop of the first cut a fifth of each side, nearly all off one corner,
+    halved and recompressed: no whole-frame or centred-window code meets it (every window is
+    centred), its patches agree with the original's (services.patches)."""
+    from testkit.imagegen import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sample_photos(("coffee", "chelsea"))
+    coffee = photos["coffee"].convert("RGB")
+    w, h = coffee.size
+    coffee.save(folder / "coffee.png")
+    photos["chelsea"].convert("RGB").save(folder / "cat.png")
+    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    cut.resize((cut.width // 2, cut.height // 2)).save(folder / "cut.jpg", quality=75)
+    return [str(folder / "coffee.png"), str(folder / "cat.png")], str(folder / "cut.jpg")
+
+
+def patch_index(store: MilvusStore, redis_url: str, *, patches: bool) -> ArrivalIndex:
+    feed = RedisCodeFeed.from_url(redis_url, store.collection, store.instance)
+    return ArrivalIndex(store, feed, arrival_codes(POLICY.max_hamming, patches=patches))
+
+
+@pytest.mark.parametrize("model", ["hash-only", "tiny-clip"])
+def test_an_off_centre_crop_arriving_after_its_original_is_matched_by_its_patches(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path, tiny_clip_dir: Path, model: str
+) -> None:
+    """The original stored through one worker's index, the crop arriving at another's, which
+    learns of the original's patch codes through the feed only; hash-only, and with a (tiny,
+    saved) CLIP model as users run it (no cosine reaches the policy's threshold)."""
+    from services.embed import ClipEmbedder
+
+    embedder = None
+    store = make_store(clip_model=None, clip_dim=None)
+    if model == "tiny-clip":
+        embedder = ClipEmbedder.load(str(tiny_clip_dir), device="cpu", precision="fp32")
+        store = make_store(clip_model="tiny-clip", clip_dim=embedder.dim)
+    policy = MatchPolicy(max_hamming=8, min_cosine=1.01)
+    first, second = (patch_index(store, redis_url, patches=True) for _ in range(2))
+    second.refresh()  # loaded before the originals exist
+    originals, cut = coffee_and_its_cut(tmp_path)
+
+    def arrive(paths: list[str], index: ArrivalIndex) -> IngestOutcome:
+        return ingest_paths(
+            store, embedder, paths, locks=ProcessLocks(), policy=policy, max_pixels=10**8,
+            index=index,
+        )  # fmt: skip
+
+    arrive(originals, first)
+    outcome = arrive([cut], second)
+
+    assert outcome.near == [cut]
+    rows = {r.path: r for r in store.iterate()}
+    assert rows[cut].dup_of == rows[originals[0]].id
+    assert rows[cut].dup_hamming == NO_DISTANCE  # no pHash or frame code matched it
+    assert rows[originals[1]].dup_of == ""
+
+
+def test_without_patch_codes_in_the_index_the_off_centre_crop_arrives_unmatched(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """The control: what the patch codes add (``LOOKALIKE_ARRIVAL_PATCHES=false``)."""
+    store = make_store(clip_model=None, clip_dim=None)
+    policy = replace(POLICY, patches=False)
+    index = patch_index(store, redis_url, patches=False)
+    originals, cut = coffee_and_its_cut(tmp_path)
+    for paths in (originals, [cut]):
+        outcome = ingest_paths(
+            store, None, paths, locks=ProcessLocks(), policy=policy, max_pixels=10**8,
+            index=index,
+        )  # fmt: skip
+    assert outcome.near == []
+
+
+def test_an_index_loaded_from_milvus_holds_the_patch_codes(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """A worker started after the original was stored (by ``lookalike add``: no index) reads
+    its patch codes in its bulk load, not from the feed."""
+    store = make_store(clip_model=None, clip_dim=None)
+    originals, cut = coffee_and_its_cut(tmp_path)
+    ingest(store, originals, None)
+    index = patch_index(store, redis_url, patches=True)
+    arrivals = analyze_batch([cut], None, max_pixels=10**8)
+
+    [match] = find_matches(
+        store, arrivals.records, arrivals.variants, max_hamming=8, min_cosine=0.95, index=index
+    )
+
+    assert match is not None and match.patches >= 2 and match.hamming == NO_DISTANCE
+    assert match.dup_of == analyze_batch(originals[:1], None, max_pixels=10**8).records[0].id
+    index.forget([match.dup_of])  # deleted since: not matched again
+    assert find_matches(
+        store, arrivals.records, arrivals.variants, max_hamming=8, min_cosine=0.95, index=index
+    ) == [None]
+
+
+@pytest.mark.parametrize("patches", [True, False])
+def test_an_off_centre_crop_in_the_same_batch_as_its_original_is_matched(
+    make_store: StoreFactory, tmp_path: Path, patches: bool
+) -> None:
+    """Within a batch the records are compared in process (here with no index: the Milvus
+    search, which cannot search patch codes, finds nothing stored)."""
+    store = make_store(clip_model=None, clip_dim=None)
+    originals, cut = coffee_and_its_cut(tmp_path)
+    outcome = ingest_paths(
+        store, None, [*originals, cut], locks=ProcessLocks(),
+        policy=replace(POLICY, patches=patches), max_pixels=10**8,
+    )  # fmt: skip
+    assert outcome.near == ([cut] if patches else [])
