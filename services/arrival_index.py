@@ -33,7 +33,7 @@ from services.code_index import (
     stored_patches,
     warm_up,
 )
-from services.patches import patch_radius
+from services.patches import PatchCodes, patch_radius
 from services.records import ImageRecord
 from services.store import VectorStore
 
@@ -112,6 +112,8 @@ class ArrivalIndex:
         for number, kind in enumerate(self.kinds):
             patches = scan.patches if number == 0 else None  # under the first kind's rows
             codes.add(kind.name, scan.ids, scan.codes[kind.name], patches=patches)
+        if not self.kinds and scan.patches is not None:
+            codes.add_patches(scan.ids, scan.patches)
         self._codes, self._position = codes, position
         log.info(
             "arrival index of %s: %d rows loaded in %.1f s",
@@ -153,6 +155,12 @@ class ArrivalIndex:
         """Per record, every indexed row within its kind's radius, nearest first; then those
         whose patch codes agree with the record's, most patches first."""
         return self._codes.near(records, variants)
+
+    def agreeing(self, codes: PatchCodes) -> list[CodeHit]:
+        """The stored rows whose patch codes agree with ``codes`` on one placement, most
+        patches first, as of now (the feed read first); none without patch codes."""
+        self.refresh()
+        return self._codes.near_patches([codes])[0]
 
     def stored(self, records: Sequence[ImageRecord]) -> None:
         """``records`` were just written as new contents: tell every index (this one reads them

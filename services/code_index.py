@@ -36,7 +36,7 @@ from services.hamming_pairs import (
 )
 from services.hashing import PHASH_BITS, phash_to_int
 from services.patch_index import StoredPatches
-from services.patches import patch_table
+from services.patches import PatchCodes, patch_table
 from services.records import ImageRecord
 from services.schema import NO_DISTANCE
 
@@ -326,7 +326,7 @@ class StoredCodes:
 
     def __init__(self, kinds: Sequence[CodeKind], *, patch_radius: int | None = None) -> None:
         names = [kind.name for kind in kinds]
-        if not kinds or len(set(names)) != len(names):
+        if (not kinds and patch_radius is None) or len(set(names)) != len(names):
             raise QueryError(f"one index per code kind, got {names}")
         self.kinds = tuple(kinds)
         self._indexes = {kind.name: CodeIndex(kind.radius) for kind in kinds}
@@ -428,18 +428,19 @@ class StoredCodes:
                 if current is None or distance < current.distance:
                     hits[row_id] = CodeHit(row_id, distance, kind.name)
         nearest = [sorted(h.values(), key=lambda hit: (hit.distance, hit.id)) for h in best]
-        for by_code, by_patches in zip(nearest, self._near_patches(records), strict=True):
+        agreeing = self.near_patches([r.patches for r in records])
+        for by_code, by_patches in zip(nearest, agreeing, strict=True):
             held = {hit.id for hit in by_code}
             by_code += [hit for hit in by_patches if hit.id not in held]
         return nearest
 
-    def _near_patches(self, records: Sequence[ImageRecord]) -> list[list[CodeHit]]:
-        """Per record, the stored rows whose patch codes agree with its own on one placement,
-        most patches first (none without a patch index, or for a record without codes). The
-        record's codes are taken in their stored form, so they agree as stored rows' do."""
-        found: list[dict[str, int]] = [{} for _ in records]
-        if self._patches is not None and any(r.patches is not None for r in records):
-            table = patch_table(stored_patches(records, every=True)[1])
+    def near_patches(self, queries: Sequence[PatchCodes | None]) -> list[list[CodeHit]]:
+        """Per query, the stored rows whose patch codes agree with it on one placement, most
+        patches first (none without a patch index, or for a query of None). The queries are
+        taken in their stored form, so they agree as stored rows' do."""
+        found: list[dict[str, int]] = [{} for _ in queries]
+        if self._patches is not None and any(q is not None for q in queries):
+            table = patch_table([q.to_hex() if q is not None else "" for q in queries])
             matches = self._patches.near(table, alive=self._alive)
             for query, row, shared in zip(
                 matches.query.tolist(), matches.row.tolist(), matches.shared.tolist(), strict=True

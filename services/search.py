@@ -10,18 +10,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from services.code_index import CodeHit
 from services.embed import Embedder
 from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
 from services.frames import frame_codes, frame_queries
 from services.hashing import image_variants
-from services.records import FloatVector, ImageRecord
+from services.patches import PatchCodes, image_patch_codes
+from services.records import FloatVector, ImageRecord, to_row
+from services.schema import MAX_PATHS
 from services.settings import setting_default
 from services.store import MAX_SEARCH_LIMIT, PhashHit, VectorStore
 
@@ -40,10 +43,19 @@ WHOLE_HITS_MAX_HAMMING = 12
 
 @dataclass(frozen=True)
 class QuerySignals:
-    """Signals computed elsewhere (an app, a worker): pHash variants and/or a CLIP vector."""
+    """Signals computed elsewhere (an app, a worker): pHash variants and/or a CLIP vector, and
+    the image's patch codes (services.patches.image_patch_codes) where they are known."""
 
     phash_variants: tuple[bytes, ...] | None = None
     clip: FloatVector | None = None
+    patches: PatchCodes | None = None
+
+
+class PatchSearch(Protocol):
+    """Stored rows by their patch codes (an in-process index: Milvus cannot search the codes
+    of a VARCHAR): :class:`services.arrival_index.ArrivalIndex` with patch codes."""
+
+    def agreeing(self, codes: PatchCodes) -> Sequence[CodeHit]: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class SearchHit:
     record: ImageRecord
     cosine: float | None
     hamming: int | None
+    patches: int = 0  # patch codes that agree, for a hit found by them (hamming None)
 
     @property
     def id(self) -> str:
@@ -90,6 +103,7 @@ class SearchHit:
             "path": record.path,
             "cosine": None if self.cosine is None else round(self.cosine, 6),
             "hamming": self.hamming,
+            "patches": self.patches,
             "width": record.width,
             "height": record.height,
             "format": record.format,
@@ -114,21 +128,38 @@ class SearchResult:
     stage_ms: dict[str, float] = field(default_factory=dict)
 
 
-def search(store: VectorStore, embedder: Embedder | None, query: SearchQuery) -> SearchResult:
-    """Run ``query`` against ``store``; ``embedder`` may be None in hash-only deployments."""
+def search(
+    store: VectorStore,
+    embedder: Embedder | None,
+    query: SearchQuery,
+    *,
+    patches: PatchSearch | None = None,
+) -> SearchResult:
+    """Run ``query`` against ``store``; ``embedder`` may be None in hash-only deployments.
+
+    ``patches``: the stored rows' patch codes; the Hamming stage then also takes the rows whose
+    patches agree with the query's (an off-centre crop of a stored image, or a stored crop of
+    the query: services.patches), whatever its radius, when ``query.frames``."""
     _validate(query)
     started = time.perf_counter()
     stages: dict[str, float] = {}
     expr = compile_filter(query.where)
-    variants, vector, exclude = _query_signals(store, embedder, query, stages)
+    use_patches = patches is not None and query.frames
+    variants, vector, exclude, codes = _query_signals(store, embedder, query, stages, use_patches)
     if variants is not None and query.max_hamming is not None:
         mode: Mode = "hybrid" if vector is not None else "phash"
         phash_hits, truncated = _hamming_stage(store, query, variants, expr, vector, stages)
         phash_hits = [hit for hit in phash_hits if hit.record.id != exclude]
+        by_patches: list[SearchHit] = []
+        if patches is not None and codes is not None:
+            tick = time.perf_counter()
+            found = {hit.record.id for hit in phash_hits} | {exclude}
+            by_patches = _patch_stage(store, patches, codes, query, found, vector is not None)
+            stages["patches_ms"] = _ms(tick)
         tick = time.perf_counter()
-        hits = _rerank(phash_hits, vector)
+        hits = _rerank(phash_hits, vector, by_patches)
         stages["rerank_ms"] = _ms(tick)
-        candidates = len(phash_hits)
+        candidates = len(phash_hits) + len(by_patches)
         whole = query.max_hamming <= WHOLE_HITS_MAX_HAMMING
     else:
         if vector is None:
@@ -195,15 +226,35 @@ def _hamming_stage(
     return hits, len(hits) >= limit
 
 
+def _patch_stage(
+    store: VectorStore,
+    patches: PatchSearch,
+    codes: PatchCodes,
+    query: SearchQuery,
+    found: set[str | None],
+    with_vectors: bool,
+) -> list[SearchHit]:
+    """The stored rows whose patch codes agree with ``codes`` and that the Hamming stage did
+    not find, read whole and filtered by the query's conditions in process."""
+    agreeing = {hit.id: hit.shared for hit in patches.agreeing(codes) if hit.id not in found}
+    if not agreeing:
+        return []
+    keep = row_predicate(query.where)
+    rows = store.get(sorted(agreeing), with_vectors=with_vectors)
+    return [
+        SearchHit(record, None, None, agreeing[record.id])
+        for record in rows
+        if keep(to_row(record, with_clip=False, max_paths=MAX_PATHS))
+    ]
+
+
 def _with_whole_rows(store: VectorStore, hits: list[SearchHit]) -> list[SearchHit]:
     """Search stages read light rows (no paths, tags, pHash); the results get whole ones."""
     if not hits:
         return hits
     rows = {record.id: record for record in store.get([hit.id for hit in hits])}
     return [
-        SearchHit(replace(rows[hit.id], clip=hit.record.clip), hit.cosine, hit.hamming)
-        if hit.id in rows
-        else hit
+        replace(hit, record=replace(rows[hit.id], clip=hit.record.clip)) if hit.id in rows else hit
         for hit in hits
     ]
 
@@ -221,30 +272,39 @@ def _validate(query: SearchQuery) -> None:
 
 
 def _query_signals(
-    store: VectorStore, embedder: Embedder | None, query: SearchQuery, stages: dict[str, float]
-) -> tuple[list[bytes] | None, FloatVector | None, str | None]:
-    """(pHash variants, CLIP vector, id to leave out of the results) for ``query``."""
+    store: VectorStore,
+    embedder: Embedder | None,
+    query: SearchQuery,
+    stages: dict[str, float],
+    with_patches: bool,
+) -> tuple[list[bytes] | None, FloatVector | None, str | None, PatchCodes | None]:
+    """(pHash variants, CLIP vector, id to leave out of the results, patch codes when
+    ``with_patches``) for ``query``."""
     tick = time.perf_counter()
     if query.text is not None:
         if embedder is None:
             raise QueryError("text search needs a CLIP model; this deployment is hash-only")
         vector = embedder.embed_texts([query.text])[0]
         stages["embed_ms"] = _ms(tick)
-        return None, vector, None
+        return None, vector, None, None
     if query.image is not None:
         variants = image_variants(query.image)
+        codes = None
         if query.frames:
-            variants += frame_queries(query.image, frame_codes(query.image, variants[0]))
+            frames = frame_codes(query.image, variants[0])
+            variants += frame_queries(query.image, frames)
+            codes = image_patch_codes(query.image, frames) if with_patches else None
         stages["hash_ms"] = _ms(tick)
         vector = None
         if embedder is not None and _store_has_clip(store):
             tick = time.perf_counter()
             vector = embedder.embed_images([query.image])[0]
             stages["embed_ms"] = _ms(tick)
-        return variants, vector, None
+        return variants, vector, None, codes
     if query.signals is not None:
         given = query.signals.phash_variants
-        return (list(given) if given else None), query.signals.clip, None
+        codes = query.signals.patches if with_patches else None
+        return (list(given) if given else None), query.signals.clip, None, codes
     assert query.id is not None
     found = store.get([query.id], with_vectors=True)
     if not found:
@@ -256,28 +316,36 @@ def _query_signals(
     if query.frames and record.frames is not None:
         stored = (record.frames.content, *record.frames.windows)
         queries += [c for c in stored if c not in queries]
-    return queries, record.clip, record.id
+    return queries, record.clip, record.id, record.patches if with_patches else None
 
 
 def _store_has_clip(store: VectorStore) -> bool:
     return store.contract.clip_dim is not None
 
 
-def _rerank(phash_hits: list[PhashHit], vector: FloatVector | None) -> list[SearchHit]:
-    """Order Hamming candidates by cosine to ``vector`` (exact, in process); by Hamming without."""
-    if vector is None or not phash_hits:
-        return [SearchHit(hit.record, None, hit.hamming) for hit in phash_hits]
-    clips = [hit.record.clip for hit in phash_hits]
+def _rerank(
+    phash_hits: list[PhashHit], vector: FloatVector | None, by_patches: Sequence[SearchHit] = ()
+) -> list[SearchHit]:
+    """Order Hamming candidates (then those found by their patches) by cosine to ``vector``
+    (exact, in process); without, by Hamming, then the patches' hits by patches agreeing."""
+    hits = [SearchHit(hit.record, None, hit.hamming) for hit in phash_hits]
+    if vector is None:
+        return hits + sorted(by_patches, key=lambda h: (-h.patches, h.record.id))
+    hits += by_patches
+    if not hits:
+        return hits
+    clips = [hit.record.clip for hit in hits]
     if any(clip is None for clip in clips):
         raise QueryError("stored rows lack CLIP vectors; cannot rerank by cosine")
     matrix = np.stack([clip for clip in clips if clip is not None]).astype(np.float64)
     cosines = cosine_similarities(matrix, np.asarray(vector, dtype=np.float64))
-    hits = [
-        SearchHit(hit.record, float(cos), hit.hamming)
-        for hit, cos in zip(phash_hits, cosines, strict=True)
-    ]
-    hits.sort(key=lambda h: (-(h.cosine or 0.0), h.hamming, h.record.id))
-    return hits
+    ranked = [replace(hit, cosine=float(cos)) for hit, cos in zip(hits, cosines, strict=True)]
+    ranked.sort(key=lambda h: (-(h.cosine or 0.0), _no_hamming(h), -h.patches, h.record.id))
+    return ranked
+
+
+def _no_hamming(hit: SearchHit) -> int:
+    return hit.hamming if hit.hamming is not None else 64
 
 
 def cosine_similarities(

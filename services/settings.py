@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         "in-process index per worker, kept in step through Redis) or milvus (a range search "
         "per batch, which scans every row on Milvus Lite).",
     )
+    search_patches: bool = Field(
+        default=True,
+        description="The UI's search also matches patch codes (off-centre crops): the UI server "
+        "holds an index of them, loaded at its first search (about 1 KB a row in memory).",
+    )
     dedup_max_hamming: int = Field(
         default=8, ge=0, le=63, description="pHash radius of `lookalike dedup` and the UI."
     )

@@ -8,7 +8,8 @@ are read from the environment once, here, at the edge.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,17 @@ from pathlib import Path
 import streamlit as st
 
 from services.app import vector_cache_root
-from services.code_feed import FeedDeletions
+from services.arrival_index import ArrivalCodes, ArrivalIndex
+from services.code_feed import FeedDeletions, RedisCodeFeed
+from services.code_index import CodeHit
 from services.decisions import RedisDecisions
 from services.embed import Embedder, create_embedder
-from services.errors import LookalikeError, ModelError, StoreError
+from services.errors import LedgerUnavailableError, LookalikeError, ModelError, StoreError
 from services.kept_dedup import RedisKeptResults
 from services.ledger import JobLedger
+from services.patches import PatchCodes, patch_radius
 from services.schema import SchemaContract
+from services.search import PatchSearch
 from services.settings import Settings
 from services.store import MilvusStore, stored_contract
 from ui.thumbs import Thumbnails
@@ -77,6 +82,42 @@ def collection() -> Collection:
         vector_cache_root(config),
     )
     return Collection(store, *_model_for(config, store.contract))
+
+
+class _SharedPatches:
+    """The stored rows' patch codes for the search page: one index per UI server, loaded from
+    Milvus at its first search and kept current through the code feed (as a worker's), shared
+    by the sessions' threads one at a time. Without Redis the search goes on without it."""
+
+    def __init__(self, index: ArrivalIndex) -> None:
+        self._index = index
+        self._lock = threading.Lock()
+
+    def agreeing(self, codes: PatchCodes) -> Sequence[CodeHit]:
+        with self._lock:
+            try:
+                return self._index.agreeing(codes)
+            except LedgerUnavailableError as exc:
+                log.warning("search without the patch codes: %s", exc)
+                return []
+
+
+@st.cache_resource(show_spinner="Loading the stored patch codes…")
+def _patches(
+    collection: str, instance: str, redis_url: str, radius: int, _store: MilvusStore
+) -> _SharedPatches:
+    feed = RedisCodeFeed.from_url(redis_url, collection, instance)
+    return _SharedPatches(ArrivalIndex(_store, feed, ArrivalCodes((), patch_radius=radius)))
+
+
+def patch_search(store: MilvusStore) -> PatchSearch | None:
+    """The index of ``store``'s patch codes the search page matches (None when
+    ``LOOKALIKE_SEARCH_PATCHES`` is off)."""
+    config = settings()
+    if not config.search_patches:
+        return None
+    radius = patch_radius(config.dedup_max_hamming)
+    return _patches(store.collection, store.instance, config.redis_url, radius, store)
 
 
 def _model_for(config: Settings, contract: SchemaContract) -> tuple[Embedder | None, str]:

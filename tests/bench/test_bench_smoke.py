@@ -406,3 +406,15 @@ def test_patch_join_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert (row["rows"], row["patch codes"]) == ("3,000", "48,000")
     assert row["pairs"] == "0"  # random codes: none within 6 bits on one placement
     assert 0 < float(row["peak memory of the process (GiB)"]) < 2
+
+
+def test_patch_arrival_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import patch_arrival
+
+    assert patch_arrival.main(["--rows", "3000", "--no-write"]) == 0
+    _, [table] = printed(capsys, 1)
+    without, with_patches = table.rows
+    assert [r["index"] for r in table.rows] == ["pHash", "pHash + patch codes"]
+    assert without["stored rows"] == with_patches["stored rows"] == "3,000"
+    assert float(with_patches["allocated (MiB)"]) > float(without["allocated (MiB)"])
+    assert all(float(r["match 128 arrivals (ms)"]) > 0 for r in table.rows)

@@ -287,3 +287,62 @@ def test_bordered_and_larger_copies_are_found_by_their_frame_codes(
         assert [hit.id for hit in found.hits] == [coffee_id], number
         plain = search(store, None, SearchQuery(image=image, max_hamming=8, frames=False))
         assert coffee_id not in [hit.id for hit in plain.hits], number
+
+
+@pytest.mark.parametrize("model", ["hash-only", "tiny-clip"])
+def test_an_off_centre_crop_finds_its_original_by_their_patch_codes(
+    make_store: StoreFactory, tmp_path: Path, redis_url: str, tiny_clip_dir: Path, model: str
+) -> None:
+    """A crop of a fifth of each side, nearly all off one corner, halved and recompressed: no
+    whole-frame or centred-window code meets its original. With an index of the stored patch
+    codes (the UI's) the Hamming stage takes the original by its patches; filters still apply;
+    a stored crop's own patch codes find it by id. With a (tiny, saved) CLIP model, as users run
+    it, the patches' hits are reranked by cosine with the others."""
+    from services.arrival_index import ArrivalCodes, ArrivalIndex
+    from services.code_feed import RedisCodeFeed
+    from services.embed import ClipEmbedder
+    from services.patches import MATCH_RADIUS
+    from services.pipeline import analyze_batch, load_for_signals
+    from testkit.imagegen import sample_photos
+
+    embedder = None
+    store = make_store(clip_model=None, clip_dim=None)
+    if model == "tiny-clip":
+        embedder = ClipEmbedder.load(str(tiny_clip_dir), device="cpu", precision="fp32")
+        store = make_store(clip_model="tiny-clip", clip_dim=embedder.dim)
+    photos = sample_photos(("coffee", "chelsea"))
+    coffee = photos["coffee"].convert("RGB")
+    w, h = coffee.size
+    coffee.save(tmp_path / "coffee.png")
+    photos["chelsea"].convert("RGB").save(tmp_path / "cat.jpg", quality=90)
+    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    stored = analyze_batch(
+        [tmp_path / "coffee.png", tmp_path / "cat.jpg"], embedder, max_pixels=10**8
+    )
+    store.upsert(stored.records)
+    coffee_id = stored.records[0].id
+    feed = RedisCodeFeed.from_url(redis_url, store.collection, store.instance)
+    index = ArrivalIndex(store, feed, ArrivalCodes((), patch_radius=MATCH_RADIUS))
+    image = load_for_signals(tmp_path / "cut.jpg", max_pixels=10**8, embedder=None).image
+    query = SearchQuery(image=image, max_hamming=10)
+
+    plain = search(store, embedder, query)
+    assert coffee_id not in [hit.id for hit in plain.hits]
+    found = search(store, embedder, query, patches=index)
+    assert [hit.id for hit in found.hits][:1] == [coffee_id]
+    [hit] = [hit for hit in found.hits if hit.id == coffee_id]
+    assert hit.hamming is None and hit.patches >= 2 and hit.record.path.endswith("coffee.png")
+    assert (hit.cosine is not None) == (model == "tiny-clip")
+    assert found.mode == ("hybrid" if model == "tiny-clip" else "phash")
+    assert "patches_ms" in found.stage_ms
+    filtered = search(store, embedder, replace(query, where=(eq("format", "JPEG"),)), patches=index)
+    assert coffee_id not in [hit.id for hit in filtered.hits]
+    kept = search(store, embedder, replace(query, where=(eq("format", "PNG"),)), patches=index)
+    assert [hit.id for hit in kept.hits] == [coffee_id]
+
+    [cut_record] = analyze_batch([tmp_path / "cut.jpg"], embedder, max_pixels=10**8).records
+    store.upsert([cut_record])
+    by_id = search(store, embedder, SearchQuery(id=cut_record.id, max_hamming=10), patches=index)
+    assert coffee_id in [hit.id for hit in by_id.hits]
+    assert cut_record.id not in [hit.id for hit in by_id.hits]

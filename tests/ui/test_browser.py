@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from services import cluster_map
 from services.clusters import cluster_collection
@@ -68,6 +69,17 @@ def test_browser_searches_opens_duplicates_and_a_cluster(
     page.locator("input[type=file]").set_input_files(str(broken))
     page.get_by_text("cannot decode").first.wait_for()
     assert page.get_by_text("Traceback").count() == 0
+
+    # An off-centre crop (a fifth of each side, nearly all off one corner, halved): no pHash
+    # or frame code meets its original, their patch codes do (the UI server's patch index).
+    coffee = Image.open(ui_stack.photos / "originals" / "coffee.png").convert("RGB")
+    w, h = coffee.size
+    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    cut = cut.resize((cut.width // 2, cut.height // 2))
+    cut.save(ui_stack.home / "coffee_cut.jpg", quality=75)
+    page.locator("input[type=file]").set_input_files(str(ui_stack.home / "coffee_cut.jpg"))
+    page.get_by_text(re.compile(r"\d+ patches")).first.wait_for()
+    page.get_by_text("coffee.png").first.wait_for()
 
     # Text search: the tiny CLIP ranks arbitrarily, but top-k results come back.
     page.get_by_text("Text", exact=True).click()

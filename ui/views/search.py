@@ -8,7 +8,7 @@ import streamlit as st
 
 from services.decode import load_image_bytes
 from services.records import ImageRecord
-from services.search import SearchQuery, SearchResult, search
+from services.search import SearchHit, SearchQuery, SearchResult, search
 from ui import runtime
 from ui.widgets import Tile, filter_widgets, image_grid
 
@@ -22,12 +22,15 @@ def _more_like_this(record: ImageRecord) -> None:
     st.session_state["search-id"] = record.id
 
 
-def _caption(cosine: float | None, hamming: int | None, record: ImageRecord) -> str:
+def _caption(hit: SearchHit) -> str:
+    record = hit.record
     parts = []
-    if cosine is not None:
-        parts.append(f"cos {cosine:.3f}")
-    if hamming is not None:
-        parts.append(f"ham {hamming}")
+    if hit.cosine is not None:
+        parts.append(f"cos {hit.cosine:.3f}")
+    if hit.hamming is not None:
+        parts.append(f"ham {hit.hamming}")
+    if hit.patches:
+        parts.append(f"{hit.patches} patches")
     parts.append(f"{record.width}x{record.height}")
     return " · ".join(parts) + f"  \n{record.path.rsplit('/', 1)[-1]}"
 
@@ -85,7 +88,7 @@ def _show(result: SearchResult) -> None:
     )
     if result.truncated:
         st.warning("The Hamming stage hit its candidate limit: lower the radius or filter more.")
-    tiles = [Tile(h.record, _caption(h.cosine, h.hamming, h.record)) for h in result.hits]
+    tiles = [Tile(h.record, _caption(h)) for h in result.hits]
     image_grid(tiles, key="search-hit", action=("More like this", _more_like_this))
 
 
@@ -99,7 +102,8 @@ def render() -> None:
         if query is None:
             st.caption("Upload an image, type a text, or pick “More like this” on a result.")
             return
-        result = search(collection.store, collection.embedder, query)
+        patches = runtime.patch_search(collection.store)
+        result = search(collection.store, collection.embedder, query, patches=patches)
     _show(result)
 
 
