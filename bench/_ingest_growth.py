@@ -1,14 +1,15 @@
 """Ingest throughput as the collection grows: ``python -m bench.ingest_speed --growth``.
 
-One collection is filled step by step with synthetic rows (random pHashes and dihedral hashes,
-bulk-inserted) to each size of ``--growth-sizes``; at each size, the same photos are ingested
-end to end (producer, Redis, one Celery worker, Milvus Lite) once per arrival design, side by side:
-``milvus`` (a range search per batch, the old design) and ``memory`` (the worker's in-process
-index, loaded from Milvus at its first batch). Each design gets a fresh worker and a warm-up job
+One collection is filled step by step with synthetic rows (random pHashes, dihedral hashes and
+16 patch codes each, bulk-inserted) to each size of ``--growth-sizes``; at each size, the same
+photos are ingested end to end (producer, Redis, one Celery worker, Milvus Lite) once per arrival
+design, side by side: ``milvus`` (a range search per batch, the old design) and ``memory`` (the
+worker's in-process index, loaded from Milvus at its first batch, with the patch codes: the
+default settings). Each design gets a fresh worker and a warm-up job
 (whose index load is timed apart); after each job its rows and its files cache are deleted, so
 the next job stores the photos again into a collection of the same size. The index load is also
-timed in this process (``ArrivalIndex.rebuild``: one bulk read of ids and pHashes, then the
-tables). Hash-only: the worker runs without CLIP.
+timed in this process (``ArrivalIndex.rebuild``: one bulk read of ids, pHashes and patch codes,
+then the tables). Hash-only: the worker runs without CLIP.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import redis
 
 from bench import _report
 from bench.ingest_speed import Bench, Config, cpu_seconds, milvus_pid
+from bench.patch_join import _texts
 from services.arrival import find_matches
 from services.arrival_index import ArrivalIndex, arrival_codes
 from services.code_feed import RedisCodeFeed
 from services.code_index import StoredCodes, phash_kind
 from services.ledger import files_cache_name
+from services.patches import MATCH_RADIUS, PatchCodes
 from services.pipeline import BatchOutcome, analyze_batch
 from services.records import ImageRecord, to_row
 from services.schema import MAX_PATHS, SchemaContract
@@ -62,6 +65,7 @@ class Point:
 def synthetic(start: int, count: int, rng: np.random.Generator) -> list[ImageRecord]:
     codes = rng.integers(0, 2**64 - 1, size=(count, 8), dtype=np.uint64, endpoint=True)
     raw = codes.astype(">u8").tobytes()
+    patches = [PatchCodes.from_hex(text) for text in _texts(rng, count)]  # 16 random ones
     records = []
     for i in range(count):
         hashes = [raw[(i * 8 + k) * 8 : (i * 8 + k + 1) * 8] for k in range(8)]
@@ -72,6 +76,7 @@ def synthetic(start: int, count: int, rng: np.random.Generator) -> list[ImageRec
                 path=f"/synthetic/{number:07d}.jpg",
                 phash=hashes[0],
                 phash_dihedral=tuple(hashes[1:]),
+                patches=patches[i],
                 width=640,
                 height=480,
                 format="JPEG",
@@ -126,7 +131,7 @@ def index_load(store: MilvusStore, redis_url: str) -> tuple[float, ArrivalIndex]
     index = ArrivalIndex(
         store,
         RedisCodeFeed.from_url(redis_url, store.collection, store.instance),
-        arrival_codes(8, patches=False),
+        arrival_codes(8, patches=True),
     )
     started = time.perf_counter()
     index.rebuild()
@@ -163,10 +168,10 @@ def stage_ms(store: MilvusStore, index: ArrivalIndex | None, batches: list[Batch
 def index_only_ms(size: int, batches: list[BatchOutcome]) -> float:
     """The in-process index alone over ``size`` synthetic codes (no Milvus)."""
     rng = np.random.default_rng(size)
-    codes = StoredCodes([phash_kind(8)])
+    codes = StoredCodes([phash_kind(8)], patch_radius=MATCH_RADIUS)
     ids = [f"{i:064x}" for i in range(size)]
     values = rng.integers(0, 2**64 - 1, size=size, dtype=np.uint64, endpoint=True)
-    codes.add("phash", ids, values)
+    codes.add("phash", ids, values, patches=_texts(rng, size))
     codes.near(batches[0].records, batches[0].variants)
     started = time.perf_counter()
     for batch in batches:

@@ -42,6 +42,7 @@ from services.schema import NO_DISTANCE
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 U64 = npt.NDArray[np.uint64]
 
 CODE_BITS: Final = PHASH_BITS  # the pHash is the first kind
@@ -52,6 +53,7 @@ DELTA_MIN_ROWS: Final = 32768
 # their build cost is spread over them (the plan of hamming_pairs' cost model for a long run).
 _PLAN_QUERIES: Final = 1 << 16
 _ID_BYTES: Final = 64  # content ids are sha256 hex
+_INT32_MAX: Final = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,9 @@ def _jit(func: _F) -> _F:
 
 @dataclass(frozen=True)
 class _Segment:
-    rows: I64  # row number (in the index's id table) of each code, in the order given
+    rows: I32  # row number (in the index's id table) of each code, in the order given
     codes: I64  # (S, n) the codes sorted by substring s's key
-    order: I64  # (S, n) position in ``rows`` of each sorted code
+    order: I32  # (S, n) position in ``rows`` of each sorted code
     offsets: I64  # every substring's run offsets, concatenated (substring s from bases[s])
     bases: I64
     flips: I64  # every substring's flip masks, concatenated (substring s: flip_bounds[s:s+2])
@@ -122,17 +124,26 @@ class _Segment:
         return int(self.rows.size)
 
 
+def _narrow(values: I64) -> I32:
+    """Row numbers and positions as 32-bit (half the memory of a segment's tables)."""
+    if values.size and int(values.max()) > _INT32_MAX:
+        raise QueryError(f"an index holds at most {_INT32_MAX:,} codes")
+    return values.astype(np.int32)
+
+
 def _build(rows: I64, codes: I64, radius: int) -> _Segment:
+    if codes.size > _INT32_MAX:
+        raise QueryError(f"an index holds at most {_INT32_MAX:,} codes")
     plan: tuple[Substring, ...] = plan_substrings(codes.size, _PLAN_QUERIES, radius)
     sorted_codes, orders, offsets, flips = [], [], [], []
     for substring in plan:
         order, runs = counting_sort(codes, substring.shift, substring.width)
         sorted_codes.append(codes[order])
-        orders.append(order)
+        orders.append(order.astype(np.int32))
         offsets.append(runs)
         flips.append(flip_masks(substring))
     return _Segment(
-        rows=rows,
+        rows=_narrow(rows),
         codes=np.stack(sorted_codes),
         order=np.stack(orders),
         offsets=np.concatenate(offsets),
@@ -151,7 +162,7 @@ def _probe(
     queries: I64,
     radius: int,
     segment_codes: I64,
-    order: I64,
+    order: I32,
     offsets: I64,
     bases: I64,
     flips: I64,
@@ -211,7 +222,7 @@ def _search_segment(segment: _Segment, queries: I64, radius: int) -> tuple[I64, 
         )
         if found <= capacity:
             query, position, distance = (b[:found] for b in buffers)
-            return query, segment.rows[position], distance
+            return query, segment.rows[position].astype(np.int64), distance
         capacity = found
 
 
@@ -250,7 +261,9 @@ class CodeIndex:
         self._tail_size += int(rows.size)
         if self._tail_size < TAIL_ROWS:
             return
-        parts = [(self._delta.rows, self._delta.raw)] if self._delta else []
+        parts: list[tuple[I64 | I32, I64]] = (
+            [(self._delta.rows, self._delta.raw)] if self._delta else []
+        )
         self._delta = self._merged([*parts, self._take_tail()], keep)
         main = self._main.size if self._main else 0
         if self._delta.size >= max(DELTA_MIN_ROWS, main // DELTA_SHARE):
@@ -264,9 +277,11 @@ class CodeIndex:
         return rows, codes
 
     def _merged(
-        self, parts: list[tuple[I64, I64]], keep: Callable[[I64], npt.NDArray[np.bool_]]
+        self,
+        parts: list[tuple[I64 | I32, I64]],
+        keep: Callable[[I64], npt.NDArray[np.bool_]],
     ) -> _Segment:
-        rows = np.concatenate([p[0] for p in parts])
+        rows = np.concatenate([p[0].astype(np.int64) for p in parts])
         codes = np.concatenate([p[1] for p in parts])
         kept = keep(rows)
         return _build(rows[kept], codes[kept], self.radius)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.patch_pairs import verify_groups
-from services.patches import MATCHES_NEEDED, PatchTable
+from services.patches import MATCHES_NEEDED, PatchTable, from_units, to_units
 
 if TYPE_CHECKING:  # it holds one of these; code_index builds it (and holds this)
     from services.code_index import CodeIndex
@@ -57,10 +57,11 @@ class StoredPatches:
         self._width = np.empty(0, np.float32)  # its frame
         self._height = np.empty(0, np.float32)
         self._patches = 0
-        self._patch_set = np.empty(0, np.int64)
-        self._x = np.empty(0, np.float32)
-        self._y = np.empty(0, np.float32)
-        self._half = np.empty(0, np.float32)
+        self._patch_set = np.empty(0, np.int32)
+        # As stored (services.patches.to_units): 2 bytes each, made fractions when verified.
+        self._x = np.empty(0, np.uint16)
+        self._y = np.empty(0, np.uint16)
+        self._half = np.empty(0, np.uint16)
 
     def __len__(self) -> int:
         """Patch codes held (forgotten rows' included until their next merge)."""
@@ -85,7 +86,9 @@ class StoredPatches:
         set_of_table_row = np.full(table.known.size, -1, np.int64)
         set_of_table_row[known] = sets
         self._patch_set[patches] = set_of_table_row[table.row]
-        self._x[patches], self._y[patches], self._half[patches] = table.x, table.y, table.half
+        self._x[patches] = to_units(table.x)
+        self._y[patches] = to_units(table.y)
+        self._half[patches] = to_units(table.half)
         self._sets += known.size
         self._patches += table.codes.size
         self._codes.add(
@@ -120,9 +123,9 @@ class StoredPatches:
             np.concatenate(
                 [np.repeat(np.arange(candidates.size), counts), candidates.size + table.row]
             ),
-            x=np.concatenate([self._x[taken], table.x]),
-            y=np.concatenate([self._y[taken], table.y]),
-            half=np.concatenate([self._half[taken], table.half]),
+            x=np.concatenate([from_units(self._x[taken]), table.x]),
+            y=np.concatenate([from_units(self._y[taken]), table.y]),
+            half=np.concatenate([from_units(self._half[taken]), table.half]),
             width=np.concatenate([self._width[candidates], table.width]),
             height=np.concatenate([self._height[candidates], table.height]),
             needed=self.needed,

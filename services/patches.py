@@ -84,6 +84,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
+U16 = npt.NDArray[np.uint16]
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -182,13 +183,26 @@ def patch_table(texts: Sequence[str]) -> PatchTable:
     return PatchTable(
         row=np.repeat(np.arange(len(texts), dtype=np.int64), counts),
         codes=body["code"].astype(np.uint64),
-        x=(body["x"] / _UNIT).astype(np.float32),
-        y=(body["y"] / _UNIT).astype(np.float32),
-        half=(body["half"] / _UNIT).astype(np.float32),
+        x=from_units(body["x"]),
+        y=from_units(body["y"]),
+        half=from_units(body["half"]),
         width=headers[:, 0].copy(),
         height=headers[:, 1].copy(),
         known=known,
     )
+
+
+def to_units(fractions: F32) -> U16:
+    """Places and sizes (fractions of the frame's longer side) as the stored 16-bit integers:
+    exact for values :func:`from_units` made."""
+    units: U16 = np.rint(np.asarray(fractions, np.float64) * _UNIT).astype(np.uint16)
+    return units
+
+
+def from_units(units: npt.NDArray[np.unsignedinteger[Any]]) -> F32:
+    """The stored 16-bit places and sizes as fractions (as every reader of them computes them)."""
+    fractions: F32 = (units / _UNIT).astype(np.float32)
+    return fractions
 
 
 def patch_radius(max_hamming: int) -> int:
