@@ -54,8 +54,9 @@ class CodeFeed(Protocol):
 
 @dataclass(frozen=True)
 class ArrivalCodes:
-    """The codes the workers index and every writer announces: kinds of 64-bit code, and the
-    radius of the patch codes (None: arrivals are not matched by their patches)."""
+    """The codes an index holds and matches: kinds of 64-bit code, and the radius of the patch
+    codes (None: not held, arrivals are not matched by them). Writers announce the kinds' codes,
+    and always the patch codes (a search index may hold them where the workers do not)."""
 
     kinds: tuple[CodeKind, ...]
     patch_radius: int | None = None
@@ -79,9 +80,9 @@ class CodeAnnouncer:
         """``records`` were just written as new contents."""
         if records:
             found = stored_codes(self.codes.kinds, records)
-            # All of them ("" for none), as the first kind's ids: indexes add both under one row.
-            with_patches = self.codes.patch_radius is not None
-            patches = stored_patches(records, every=True) if with_patches else ([], [])
+            # Always (the UI's search may hold them where arrival does not); of every record
+            # ("" for none), as the first kind's ids: indexes add both under one row.
+            patches = stored_patches(records, every=True)
             self._feed.publish({kind: (ids, values) for kind, ids, values in found}, patches)
 
 

@@ -102,7 +102,7 @@ class RedisCodeFeed:
                 fields[f"{kind}:ids"] = "\n".join(ids).encode()
                 fields[f"{kind}:codes"] = np.asarray(values, "<u8").tobytes()
         patch_ids, patch_codes = patches
-        if patch_ids:
+        if any(patch_codes):
             raw = [bytes.fromhex(text) for text in patch_codes]
             fields[f"{PATCHES}:ids"] = "\n".join(patch_ids).encode()
             fields[f"{PATCHES}:sizes"] = np.array([len(r) for r in raw], "<u2").tobytes()

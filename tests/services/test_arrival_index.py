@@ -424,3 +424,30 @@ def test_an_off_centre_crop_in_the_same_batch_as_its_original_is_matched(
         policy=replace(POLICY, patches=patches), max_pixels=10**8,
     )  # fmt: skip
     assert outcome.near == ([cut] if patches else [])
+
+
+def test_a_search_index_learns_patch_codes_from_workers_that_do_not_match_them(
+    make_store: StoreFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """The UI's index of patch codes alone, loaded before the originals were stored by a worker
+    with ``LOOKALIKE_ARRIVAL_PATCHES=false``: the feed still carries their patch codes."""
+    from services.patches import MATCH_RADIUS
+
+    store = make_store(clip_model=None, clip_dim=None)
+    feed = RedisCodeFeed.from_url(redis_url, store.collection, store.instance)
+    search_index = ArrivalIndex(store, feed, ArrivalCodes((), patch_radius=MATCH_RADIUS))
+    search_index.refresh()
+    assert len(search_index) == 0
+    worker = patch_index(store, redis_url, patches=False)
+    originals, cut = coffee_and_its_cut(tmp_path)
+    ingest_paths(
+        store, None, originals, locks=ProcessLocks(), policy=replace(POLICY, patches=False),
+        max_pixels=10**8, index=worker,
+    )  # fmt: skip
+    [query] = analyze_batch([cut], None, max_pixels=10**8).records
+    assert query.patches is not None
+
+    [hit] = search_index.agreeing(query.patches)
+
+    assert hit.id == analyze_batch(originals[:1], None, max_pixels=10**8).records[0].id
+    assert hit.shared >= 2
