@@ -33,11 +33,13 @@ from services.errors import QueryError
 from services.hashing import PHASH_BITS, PHASH_BYTES
 
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 U64 = npt.NDArray[np.uint64]
 _Int = int | np.int64
 
 _MAX_KEY_BITS: Final = 22  # a table of 2**22 + 1 offsets is 32 MiB
 _MAX_RADIUS: Final = PHASH_BITS
+_MAX_CODES: Final = 2**31 - 1  # positions in a table are 32-bit
 # Relative cost of probing one bucket against verifying one candidate (a random access into the
 # offsets table against a streamed popcount); measured on Zen 4, the choice is not sensitive to it.
 _PROBE_COST: Final = 8.0
@@ -251,13 +253,13 @@ def _join_range(
     begin: int,
     end: int,
     query_codes: I64,
-    query_order: I64,
+    query_order: I32,
     query_offsets: I64,
     per_item: int,
     first_item: int,
     self_join: bool,
     index_codes: I64,
-    index_order: I64,
+    index_order: I32,
     index_offsets: I64,
     flips: I64,
     radius: int,
@@ -337,13 +339,13 @@ def _join_range(
 def _join_parts(
     bounds: I64,
     query_codes: I64,
-    query_order: I64,
+    query_order: I32,
     query_offsets: I64,
     per_item: int,
     first_item: int,
     self_join: bool,
     index_codes: I64,
-    index_order: I64,
+    index_order: I32,
     index_offsets: I64,
     flips: I64,
     radius: int,
@@ -389,13 +391,15 @@ def _join_parts(
 @dataclass(frozen=True)
 class _Table:
     codes: I64  # sorted by key
-    order: I64  # original position of each sorted code
+    order: I32  # original position of each sorted code (32-bit: half a table's memory)
     offsets: I64  # run of key k is codes[offsets[k]:offsets[k + 1]]
 
 
 def _sort_by_key(codes: I64, substring: Substring) -> _Table:
+    if codes.size > _MAX_CODES:
+        raise QueryError(f"a join takes at most {_MAX_CODES:,} codes, got {codes.size:,}")
     order, offsets = counting_sort(codes, substring.shift, substring.width)
-    return _Table(codes=codes[order], order=order, offsets=offsets)
+    return _Table(codes=codes[order], order=order.astype(np.int32), offsets=offsets)
 
 
 @dataclass(frozen=True)

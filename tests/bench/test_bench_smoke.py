@@ -418,3 +418,5 @@ def test_patch_arrival_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert without["stored rows"] == with_patches["stored rows"] == "3,000"
     assert float(with_patches["allocated (MiB)"]) > float(without["allocated (MiB)"])
     assert all(float(r["match 128 arrivals (ms)"]) > 0 for r in table.rows)
+    assert without["one search's patch stage (ms)"] == "-"
+    assert float(with_patches["one search's patch stage (ms)"]) > 0
