@@ -23,7 +23,8 @@ from cli.common import (
 from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike, connect
 from services.filters import Condition, parse_where
-from services.search import SearchQuery, search
+from services.patches import patch_radius
+from services.search import LoadedPatches, SearchQuery, search
 
 
 def add(
@@ -92,6 +93,15 @@ def search_command(
         bool, typer.Option("--clip-only", help="Skip the Hamming stage: nearest by CLIP alone.")
     ] = False,
     top_k: Annotated[int, typer.Option(help="How many results.")] = 20,
+    patches: Annotated[
+        bool,
+        typer.Option(
+            "--patches",
+            help="The Hamming stage also takes the stored images whose patch codes agree with "
+            "the query's (off-centre crops); reads every row's patch codes first (about 5 s at "
+            "100,000 rows, a minute at 1,000,000).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON list.")] = False,
 ) -> None:
     """Hybrid search: metadata filter, Hamming pre-filter on pHash, cosine rerank on CLIP."""
@@ -119,7 +129,11 @@ def search_command(
                     else (settings.search_max_hamming if max_hamming is None else max_hamming),
                     top_k=top_k,
                 )
-                result = search(lookalike.store, lookalike.embedder, query)
+                by_patches = None
+                if patches and not clip_only and text is None:
+                    radius = patch_radius(settings.dedup_max_hamming)
+                    by_patches = LoadedPatches(lookalike.store, radius)
+                result = search(lookalike.store, lookalike.embedder, query, patches=by_patches)
             finally:
                 lookalike.close()
     if as_json:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from services.code_index import CodeHit
+from services.code_index import CodeHit, StoredCodes
 from services.embed import Embedder
 from services.errors import QueryError
 from services.filters import Condition, compile_filter, row_predicate
@@ -56,6 +56,20 @@ class PatchSearch(Protocol):
     of a VARCHAR): :class:`services.arrival_index.ArrivalIndex` with patch codes."""
 
     def agreeing(self, codes: PatchCodes) -> Sequence[CodeHit]: ...
+
+
+class LoadedPatches:
+    """Every stored row's patch codes, read once: a :class:`PatchSearch` for a process that
+    searches and exits (``lookalike search --patches``); a long-running one keeps an
+    :class:`services.arrival_index.ArrivalIndex` current through the code feed instead."""
+
+    def __init__(self, store: VectorStore, radius: int) -> None:
+        scan = store.scan_codes([], patches=True)
+        self._codes = StoredCodes((), patch_radius=radius)
+        self._codes.add_patches(scan.ids, scan.patches or [])
+
+    def agreeing(self, codes: PatchCodes) -> Sequence[CodeHit]:
+        return self._codes.near_patches([codes])[0]
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,42 @@ def test_cli_reports_config_and_connection_errors(monkeypatch: pytest.MonkeyPatc
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 1
     assert "unreachable" in result.output and "Traceback" not in result.output
+
+
+def test_cli_search_with_patches_finds_the_original_of_an_off_centre_crop(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lookalike search --patches`` (with the tiny saved CLIP, as users run it): a crop of a
+    fifth of each side, nearly all off one corner, halved, finds its original by their patch
+    codes; without the flag its Hamming stage does not."""
+    from testkit.imagegen import sample_photos
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOOKALIKE_COLLECTION", f"cli_{uuid.uuid4().hex[:8]}")
+    photos = sample_photos(("coffee", "chelsea"))
+    stored = tmp_path / "stored"
+    stored.mkdir()
+    coffee = photos["coffee"].convert("RGB")
+    coffee.save(stored / "coffee.png")
+    photos["chelsea"].convert("RGB").save(stored / "cat.jpg", quality=90)
+    w, h = coffee.size
+    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    runner = CliRunner()
+    added = runner.invoke(app, ["add", str(stored), "--json"])
+    assert added.exit_code == 0, added.output
+
+    def found(*flags: str) -> list[dict[str, object]]:
+        result = runner.invoke(
+            app, ["search", "--image", str(tmp_path / "cut.jpg"), "--json", *flags]
+        )
+        assert result.exit_code == 0, result.output
+        hits: list[dict[str, object]] = json.loads(result.stdout)
+        return hits
+
+    assert "coffee.png" not in {Path(str(h["path"])).name for h in found()}
+    hits = {Path(str(h["path"])).name: h for h in found("--patches")}
+    assert "coffee.png" in hits and "cat.jpg" not in hits
+    assert hits["coffee.png"]["hamming"] is None
+    assert int(str(hits["coffee.png"]["patches"])) >= 2
