@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,12 +21,20 @@ import numpy.typing as npt
 from services.patch_pairs import verify_groups
 from services.patches import MATCHES_NEEDED, PatchTable, from_units, to_units
 
-if TYPE_CHECKING:  # it holds one of these; code_index builds it (and holds this)
-    from services.code_index import CodeIndex
-
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 Alive = Callable[[I64], npt.NDArray[np.bool_]]
+
+
+class CodeIndex(Protocol):
+    """What this index keeps its codes in: :class:`services.code_index.CodeIndex` (which builds
+    this one, so it is not imported here)."""
+
+    radius: int
+
+    def add(self, rows: I64, codes: npt.NDArray[np.uint64], *, keep: Alive) -> None: ...
+    def search(self, queries: npt.NDArray[np.uint64]) -> tuple[I64, I64, I64]: ...
+
 
 _MIN_CAPACITY: Final = 1024
 _G = TypeVar("_G", bound=np.generic)
