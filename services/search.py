@@ -249,8 +249,11 @@ def _patch_stage(
     with_vectors: bool,
 ) -> list[SearchHit]:
     """The stored rows whose patch codes agree with ``codes`` and that the Hamming stage did
-    not find, read whole and filtered by the query's conditions in process."""
-    agreeing = {hit.id: hit.shared for hit in patches.agreeing(codes) if hit.id not in found}
+    not find (at most the query's candidate limit, most patches first), read whole and
+    filtered by the query's conditions in process."""
+    hits = [hit for hit in patches.agreeing(codes) if hit.id not in found]
+    limit = min(query.candidate_limit, MAX_SEARCH_LIMIT)
+    agreeing = {hit.id: hit.shared for hit in hits[:limit]}
     if not agreeing:
         return []
     keep = row_predicate(query.where)
