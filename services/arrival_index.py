@@ -82,7 +82,7 @@ class CodeAnnouncer:
             found = stored_codes(self.codes.kinds, records)
             # Always (the UI's search may hold them where arrival does not); of every record
             # ("" for none), as the first kind's ids: indexes add both under one row.
-            patches = stored_patches(records, every=True)
+            patches = stored_patches(records)
             self._feed.publish({kind: (ids, values) for kind, ids, values in found}, patches)
 
 
@@ -110,11 +110,8 @@ class ArrivalIndex:
         with_patches = self.codes.patch_radius is not None
         scan = self._store.scan_codes([kind.name for kind in self.kinds], patches=with_patches)
         codes = self._empty()
-        for number, kind in enumerate(self.kinds):
-            patches = scan.patches if number == 0 else None  # under the first kind's rows
-            codes.add(kind.name, scan.ids, scan.codes[kind.name], patches=patches)
-        if not self.kinds and scan.patches is not None:
-            codes.add_patches(scan.ids, scan.patches)
+        by_kind = {kind.name: (scan.ids, scan.codes[kind.name]) for kind in self.kinds}
+        codes.add_batch(by_kind, (scan.ids, scan.patches) if scan.patches is not None else ((), ()))
         self._codes, self._position = codes, position
         log.info(
             "arrival index of %s: %d rows loaded in %.1f s",
@@ -138,15 +135,8 @@ class ArrivalIndex:
             return
         names = {kind.name for kind in self.kinds}
         for entry in read.entries:  # in the order written: a row deleted, then stored again
-            patch_ids: Sequence[str] = entry.patch_ids
-            for kind, (ids, values) in entry.codes.items():
-                if kind in names:
-                    aligned = tuple(ids) == patch_ids  # as announced: under the same rows
-                    patches = entry.patch_codes if aligned else None
-                    self._codes.add(kind, ids, values, patches=patches)
-                    patch_ids = () if aligned else patch_ids
-            if patch_ids:
-                self._codes.add_patches(patch_ids, entry.patch_codes)
+            held = {kind: found for kind, found in entry.codes.items() if kind in names}
+            self._codes.add_batch(held, (entry.patch_ids, entry.patch_codes))
             self._codes.forget(entry.deleted)
         self._position = read.position
 

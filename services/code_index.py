@@ -16,7 +16,7 @@ merge). Nothing here talks to Milvus or Redis: :mod:`services.arrival_index` kee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
@@ -36,7 +36,7 @@ from services.hamming_pairs import (
 )
 from services.hashing import PHASH_BITS, phash_to_int
 from services.patch_index import StoredPatches
-from services.patches import PatchCodes, patch_table
+from services.patches import PatchCodes, patch_table, stored_form, stored_table
 from services.records import ImageRecord
 from services.schema import NO_DISTANCE
 
@@ -318,14 +318,9 @@ def stored_codes(
     return found
 
 
-def stored_patches(
-    records: Sequence[ImageRecord], *, every: bool = False
-) -> tuple[list[str], list[str]]:
-    """The ids of ``records`` that have patch codes and those codes in their stored form (hex);
-    ``every``: all of them, "" for a record without."""
-    pairs = [(r.id, r.patches.to_hex() if r.patches is not None else "") for r in records]
-    kept = pairs if every else [(i, t) for i, t in pairs if t]
-    return [i for i, _ in kept], [t for _, t in kept]
+def stored_patches(records: Sequence[ImageRecord]) -> tuple[list[str], list[str]]:
+    """The ids of ``records`` and their patch codes in the stored form (hex; "" for none)."""
+    return [r.id for r in records], [stored_form(r.patches) for r in records]
 
 
 def _most_shared(item: tuple[str, int]) -> tuple[int, str]:
@@ -389,16 +384,22 @@ class StoredCodes:
             rows = self._append_ids([i for i, _ in present])
             self._patches.add(rows, patch_table([t for _, t in present]), alive=self._alive)
 
-    def add_records(self, records: Sequence[ImageRecord]) -> None:
-        """Add stored records by their own codes (a kind a record lacks is left out for it)."""
-        patch_ids, patch_texts = stored_patches(records, every=True)
-        for kind, ids, codes in stored_codes(self.kinds, records):
-            aligned = ids == patch_ids
-            self.add(kind, ids, codes, patches=patch_texts if aligned else None)
-            if aligned:
-                patch_ids = []
-        leftover = set(patch_ids)
-        self.add_patches(*stored_patches([r for r in records if r.id in leftover]))
+    def add_batch(
+        self,
+        codes: Mapping[str, tuple[Sequence[str], U64]],
+        patches: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> None:
+        """Add one batch of stored rows (a bulk load, or a feed entry): per kind, ids and codes;
+        ``patches``: ids and stored patch codes, held under the rows of the first kind whose ids
+        are the same (as writers announce them), else under rows of their own."""
+        patch_ids, texts = patches
+        pending = bool(patch_ids)
+        for kind, (ids, values) in codes.items():
+            aligned = pending and tuple(ids) == tuple(patch_ids)
+            self.add(kind, ids, values, patches=texts if aligned else None)
+            pending = pending and not aligned
+        if pending:
+            self.add_patches(patch_ids, texts)
 
     def holds(self, ids: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Per id, whether it is indexed and not forgotten (a scan of the id table: for the
@@ -455,7 +456,7 @@ class StoredCodes:
         taken in their stored form, so they agree as stored rows' do."""
         found: list[dict[str, int]] = [{} for _ in queries]
         if self._patches is not None and any(q is not None for q in queries):
-            table = patch_table([q.to_hex() if q is not None else "" for q in queries])
+            table = stored_table(queries)
             matches = self._patches.near(table, alive=self._alive)
             for query, row, shared in zip(
                 matches.query.tolist(), matches.row.tolist(), matches.shared.tolist(), strict=True

@@ -23,7 +23,7 @@ from services.patches import (
     PatchCodes,
     PatchTable,
     patch_radius,
-    patch_table,
+    stored_table,
     verdict,
 )
 
@@ -47,8 +47,7 @@ def pairs_of_codes(codes: Sequence[PatchCodes | None], max_hamming: int) -> Patc
     """The pairs of ``codes`` (indices; None: unknown, pairs with nothing) whose patches agree at
     a dedup radius of ``max_hamming``, packed as the store packs them (the stored form: so a
     fresh image's codes pair as they will once stored)."""
-    table = patch_table([c.to_hex() if c is not None else "" for c in codes])
-    return patch_pairs(table, patch_radius(max_hamming))
+    return patch_pairs(stored_table(codes), patch_radius(max_hamming))
 
 
 def patch_pairs(table: PatchTable, radius: int, needed: int = MATCHES_NEEDED) -> PatchPairs:

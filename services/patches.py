@@ -192,6 +192,17 @@ def patch_table(texts: Sequence[str]) -> PatchTable:
     )
 
 
+def stored_form(codes: PatchCodes | None) -> str:
+    """The ``patch_codes`` field that holds ``codes`` ("" where they are unknown)."""
+    return codes.to_hex() if codes is not None else ""
+
+
+def stored_table(codes: Sequence[PatchCodes | None]) -> PatchTable:
+    """The :class:`PatchTable` of ``codes`` as stored rows hold them (quantised), so that fresh
+    codes agree as they will once stored."""
+    return patch_table([stored_form(c) for c in codes])
+
+
 def to_units(fractions: F32) -> U16:
     """Places and sizes (fractions of the frame's longer side) as the stored 16-bit integers:
     exact for values :func:`from_units` made."""

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.frames import FrameCodes
-from services.patches import PatchCodes
+from services.patches import PatchCodes, stored_form
 from services.schema import NO_DISTANCE, PHASH_BITS, UNASSIGNED_CLUSTER
 
 FloatVector = npt.NDArray[np.float32]
@@ -110,7 +110,7 @@ def to_row(record: ImageRecord, *, with_clip: bool, max_paths: int) -> dict[str,
         "phash": record.phash,
         "phash_dihedral": "".join(v.hex() for v in record.phash_dihedral),
         "frame_codes": record.frames.to_hex() if record.frames is not None else "",
-        "patch_codes": record.patches.to_hex() if record.patches is not None else "",
+        "patch_codes": stored_form(record.patches),
         "path": record.path,
         "paths": list(record.all_paths[:max_paths]),
         "path_count": len(record.all_paths),
