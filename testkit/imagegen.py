@@ -39,6 +39,15 @@ SAMPLE_NAMES = (
 )
 
 
+def off_centre_cut(image: Image.Image) -> Image.Image:
+    """A crop of a fifth of each side of ``image``, nearly all off one corner, halved: no
+    whole-frame or centred-window code meets it, its patch codes agree with the original's
+    (services.patches)."""
+    w, h = image.size
+    cut = image.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
+    return cut.resize((cut.width // 2, cut.height // 2))
+
+
 def make_photo_like(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     """An RGB image of ``size`` (width, height) that looks vaguely like a photo."""
     rng = np.random.default_rng(seed)

@@ -319,16 +319,14 @@ def coffee_and_its_cut(folder: Path) -> tuple[list[str], str]:
     """Two photos, and a crop of the first cut a fifth of each side, nearly all off one corner,
     halved and recompressed: no whole-frame or centred-window code meets it (every window is
     centred), its patches agree with the original's (services.patches)."""
-    from testkit.imagegen import sample_photos
+    from testkit.imagegen import off_centre_cut, sample_photos
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = sample_photos(("coffee", "chelsea"))
     coffee = photos["coffee"].convert("RGB")
-    w, h = coffee.size
     coffee.save(folder / "coffee.png")
     photos["chelsea"].convert("RGB").save(folder / "cat.png")
-    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
-    cut.resize((cut.width // 2, cut.height // 2)).save(folder / "cut.jpg", quality=75)
+    off_centre_cut(coffee).save(folder / "cut.jpg", quality=75)
     return [str(folder / "coffee.png"), str(folder / "cat.png")], str(folder / "cut.jpg")
 
 

@@ -417,14 +417,12 @@ def test_an_off_centre_crop_pairs_with_its_original_through_its_patches(
     scan with the vectors, cosine pairs beside the hashes'), asked for cosines no pair reaches."""
     from services.embed import ClipEmbedder
     from services.pipeline import analyze_batch
-    from testkit.imagegen import sample_photos
+    from testkit.imagegen import off_centre_cut, sample_photos
 
     photos = sample_photos(("coffee", "chelsea"))
     coffee = photos["coffee"].convert("RGB")
-    w, h = coffee.size
     coffee.save(tmp_path / "coffee.png")
-    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
-    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    off_centre_cut(coffee).save(tmp_path / "cut.jpg", quality=75)
     photos["chelsea"].convert("RGB").save(tmp_path / "cat.png")
     paths = [str(tmp_path / name) for name in ("coffee.png", "cut.jpg", "cat.png")]
     embedder = None

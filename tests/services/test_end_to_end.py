@@ -174,7 +174,7 @@ def test_cli_search_with_patches_finds_the_original_of_an_off_centre_crop(
     """``lookalike search --patches`` (with the tiny saved CLIP, as users run it): a crop of a
     fifth of each side, nearly all off one corner, halved, finds its original by their patch
     codes; without the flag its Hamming stage does not."""
-    from testkit.imagegen import sample_photos
+    from testkit.imagegen import off_centre_cut, sample_photos
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -185,9 +185,7 @@ def test_cli_search_with_patches_finds_the_original_of_an_off_centre_crop(
     coffee = photos["coffee"].convert("RGB")
     coffee.save(stored / "coffee.png")
     photos["chelsea"].convert("RGB").save(stored / "cat.jpg", quality=90)
-    w, h = coffee.size
-    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
-    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    off_centre_cut(coffee).save(tmp_path / "cut.jpg", quality=75)
     runner = CliRunner()
     added = runner.invoke(app, ["add", str(stored), "--json"])
     assert added.exit_code == 0, added.output

@@ -303,7 +303,7 @@ def test_an_off_centre_crop_finds_its_original_by_their_patch_codes(
     from services.embed import ClipEmbedder
     from services.patches import MATCH_RADIUS
     from services.pipeline import analyze_batch, load_for_signals
-    from testkit.imagegen import sample_photos
+    from testkit.imagegen import off_centre_cut, sample_photos
 
     embedder = None
     store = make_store(clip_model=None, clip_dim=None)
@@ -312,11 +312,9 @@ def test_an_off_centre_crop_finds_its_original_by_their_patch_codes(
         store = make_store(clip_model="tiny-clip", clip_dim=embedder.dim)
     photos = sample_photos(("coffee", "chelsea"))
     coffee = photos["coffee"].convert("RGB")
-    w, h = coffee.size
     coffee.save(tmp_path / "coffee.png")
     photos["chelsea"].convert("RGB").save(tmp_path / "cat.jpg", quality=90)
-    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
-    cut.resize((cut.width // 2, cut.height // 2)).save(tmp_path / "cut.jpg", quality=75)
+    off_centre_cut(coffee).save(tmp_path / "cut.jpg", quality=75)
     stored = analyze_batch(
         [tmp_path / "coffee.png", tmp_path / "cat.jpg"], embedder, max_pixels=10**8
     )

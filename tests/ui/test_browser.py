@@ -18,6 +18,7 @@ from PIL import Image
 
 from services import cluster_map
 from services.clusters import cluster_collection
+from testkit.imagegen import off_centre_cut
 from tests.ui.conftest import TITLES, UiStack, nav_titles, running_ui
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
@@ -73,10 +74,7 @@ def test_browser_searches_opens_duplicates_and_a_cluster(
     # An off-centre crop (a fifth of each side, nearly all off one corner, halved): no pHash
     # or frame code meets its original, their patch codes do (the UI server's patch index).
     coffee = Image.open(ui_stack.photos / "originals" / "coffee.png").convert("RGB")
-    w, h = coffee.size
-    cut = coffee.crop((round(0.19 * w), round(0.01 * h), round(0.99 * w), round(0.81 * h)))
-    cut = cut.resize((cut.width // 2, cut.height // 2))
-    cut.save(ui_stack.home / "coffee_cut.jpg", quality=75)
+    off_centre_cut(coffee).save(ui_stack.home / "coffee_cut.jpg", quality=75)
     page.locator("input[type=file]").set_input_files(str(ui_stack.home / "coffee_cut.jpg"))
     page.get_by_text(re.compile(r"\d+ patches")).first.wait_for()
     page.get_by_text("coffee.png").first.wait_for()
