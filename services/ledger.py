@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import redis
@@ -301,7 +301,7 @@ class JobLedger:
             log.warning("job %s is not in the ledger (Redis restarted?); resume it", job_id)
             return
         progress = self.progress(job_id, with_failures=False)
-        if progress.finished and progress.state != "done" and progress.queued > 0:
+        if progress.finished and progress.queued > 0:  # (its state already reads "done")
             self.finish(job_id)
 
     def finish(self, job_id: str) -> None:
@@ -408,6 +408,10 @@ class JobLedger:
             roots=json.loads(fields.get("roots", "[]")),
             producing=fields.get("producing", "0") == "1",
         )
+        # Every file is accounted for, but the worker that recorded the last batch has not yet
+        # marked the job done (record() does it right after): it is done, say so.
+        if progress.state in ("queued", "running") and progress.finished and progress.queued > 0:
+            progress = replace(progress, state="done")
         return progress
 
     def check_stalled(self, progress: JobProgress, queue: str, *, quiet_for: float) -> bool:
