@@ -163,6 +163,9 @@ def test_after_the_password_every_page_works_then_log_out_ends_the_session(
 
     page.get_by_role("button", name="Log out").click()
     page.get_by_label("Password", exact=True).wait_for()
+    # The prompt can appear while the rerun is still on its way: Streamlit keeps the last page's
+    # elements (already in this browser) until the run ends, then drops them.
+    settle(page)
     assert ui_stack.collection not in page.inner_text("body")
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     page.reload()  # the same browser, a new session: still locked
