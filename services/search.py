@@ -168,7 +168,8 @@ def search(
         if patches is not None and codes is not None:
             tick = time.perf_counter()
             found = {hit.record.id for hit in phash_hits} | {exclude}
-            by_patches = _patch_stage(store, patches, codes, query, found, vector is not None)
+            by_patches, over = _patch_stage(store, patches, codes, query, found, vector is not None)
+            truncated = truncated or over
             stages["patches_ms"] = _ms(tick)
         tick = time.perf_counter()
         hits = _rerank(phash_hits, vector, by_patches)
@@ -247,22 +248,24 @@ def _patch_stage(
     query: SearchQuery,
     found: set[str | None],
     with_vectors: bool,
-) -> list[SearchHit]:
+) -> tuple[list[SearchHit], bool]:
     """The stored rows whose patch codes agree with ``codes`` and that the Hamming stage did
     not find (at most the query's candidate limit, most patches first), read whole and
-    filtered by the query's conditions in process."""
+    filtered by the query's conditions in process; and whether more rows agreed than the
+    limit took."""
     hits = [hit for hit in patches.agreeing(codes) if hit.id not in found]
     limit = min(query.candidate_limit, MAX_SEARCH_LIMIT)
     agreeing = {hit.id: hit.shared for hit in hits[:limit]}
     if not agreeing:
-        return []
+        return [], False
     keep = row_predicate(query.where)
     rows = store.get(sorted(agreeing), with_vectors=with_vectors)
-    return [
+    kept = [
         SearchHit(record, None, None, agreeing[record.id])
         for record in rows
         if keep(to_row(record, with_clip=False, max_paths=MAX_PATHS))
     ]
+    return kept, len(hits) > limit
 
 
 def _with_whole_rows(store: VectorStore, hits: list[SearchHit]) -> list[SearchHit]:

@@ -338,6 +338,16 @@ def test_an_off_centre_crop_finds_its_original_by_their_patch_codes(
     assert coffee_id not in [hit.id for hit in filtered.hits]
     kept = search(store, embedder, replace(query, where=(eq("format", "PNG"),)), patches=index)
     assert [hit.id for hit in kept.hits] == [coffee_id]
+    assert not found.truncated
+    # A second copy of the original agrees too: over a candidate limit of 1, the result says so.
+    coffee.save(tmp_path / "coffee.jpg", quality=85)
+    copy = analyze_batch([tmp_path / "coffee.jpg"], embedder, max_pixels=10**8).records
+    store.upsert(copy)
+    index.stored(copy)  # as a worker's index announces what it wrote
+    both = search(store, embedder, query, patches=index)
+    assert len([hit for hit in both.hits if hit.hamming is None]) == 2 and not both.truncated
+    one = search(store, embedder, replace(query, candidate_limit=1), patches=index)
+    assert len([hit for hit in one.hits if hit.hamming is None]) == 1 and one.truncated
 
     [cut_record] = analyze_batch([tmp_path / "cut.jpg"], embedder, max_pixels=10**8).records
     store.upsert([cut_record])
