@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -25,9 +26,10 @@ from services.queue import QUEUE, live_workers
 from services.schema import SCHEMA_VERSION
 from services.settings import Settings
 from services.sources import Sources
-from services.store import milvus_client
+from services.store import MilvusStore, milvus_client
 
 _SHOW_UNREADABLE = 20
+_INDEX_REASON = "an earlier release built another; searches fail while it is rebuilt"
 
 
 def migrate_command(
@@ -54,6 +56,9 @@ def migrate_command(
     Nothing may write meanwhile: stop the workers, `lookalike up`, `watch` and the UI first.
 
     It refuses to start while workers answer or batches are queued.
+
+    A collection already at version 3 whose vector index an earlier release built (CLIP on FLAT
+    on Milvus Lite) gets the current index instead, in place (searches fail meanwhile).
     """
     settings = settings_of(ctx)
     name = collection or settings.collection
@@ -61,7 +66,11 @@ def migrate_command(
         client = milvus_client(uri, token=settings.milvus_secret)
         try:
             plan = inspect(client, uri, name)
-            if plan.stage is Stage.CURRENT or dry_run:
+            if plan.stage is Stage.CURRENT:
+                rebuilt = _rebuild_stale_indexes(settings, uri, plan, dry_run=dry_run)
+                _print_plan(plan, as_json=as_json, dry_run=dry_run, indexes=rebuilt)
+                return
+            if dry_run:
                 _print_plan(plan, as_json=as_json, dry_run=dry_run)
                 return
             _refuse_while_busy(settings)
@@ -74,6 +83,22 @@ def migrate_command(
         finally:
             client.close()
     _print_report(report, as_json=as_json)
+
+
+def _rebuild_stale_indexes(settings: Settings, uri: str, plan: Plan, *, dry_run: bool) -> list[str]:
+    """The vector fields of a current collection whose index an earlier release built (CLIP on
+    FLAT on Milvus Lite); rebuilt with the current one unless ``dry_run``."""
+    store = MilvusStore.connect(
+        uri, plan.collection, plan.contract, token=settings.milvus_secret, create=False
+    )
+    try:
+        stale = store.stale_indexes()
+        if stale and not dry_run:
+            _refuse_while_busy(settings)
+            store.rebuild_indexes(stale)
+    finally:
+        store.close()
+    return stale
 
 
 def _refuse_while_busy(settings: Settings) -> None:
@@ -118,8 +143,10 @@ def _run(
         return migrate(client, uri, plan, reader, progress=progress)
 
 
-def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool) -> None:
+def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool, indexes: Sequence[str] = ()) -> None:
+    """``indexes``: the fields whose index was (or, with ``dry_run``, would be) rebuilt."""
     current = plan.stage is Stage.CURRENT
+    reindex = [f"rebuild the index of {name!r} ({_INDEX_REASON})" for name in indexes]
     if as_json:
         payload = {
             "collection": plan.collection,
@@ -127,7 +154,8 @@ def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool) -> None:
             "stage": plan.stage.value,
             "dry_run": dry_run,
             "rows": plan.rows,
-            "steps": plan.steps,
+            "steps": [*plan.steps, *reindex],
+            "indexes_rebuilt": [] if dry_run else list(indexes),
         }
         console.print_json(json.dumps(payload))
         return
@@ -136,6 +164,8 @@ def _print_plan(plan: Plan, *, as_json: bool, dry_run: bool) -> None:
             f"collection {plan.collection!r} is already at schema version {SCHEMA_VERSION} "
             f"({plan.rows} rows): nothing to migrate"
         )
+        for step in reindex:
+            console.print(f"  - would {step}" if dry_run else f"  - {step}: done")
         return
     console.print(
         f"collection {plan.collection!r} ({plan.rows} rows) is at stage {plan.stage.value} of "

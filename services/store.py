@@ -92,7 +92,10 @@ class IndexProfile:
 
     @classmethod
     def lite(cls) -> IndexProfile:
-        return cls("milvus-lite", "FLAT", {}, "BIN_FLAT", {}, scalar_indexes=False)
+        # IVF_FLAT, not FLAT: Lite scans a FLAT field whole for every query, so a batch's CLIP
+        # search at dedup on arrival cost 3.6 s at 1,000,000 rows (docs/benchmarks.md, "CLIP
+        # ingest as the collection grows"). Lite takes its own nprobe (it ignores the search's).
+        return cls("milvus-lite", "IVF_FLAT", {"nlist": 1024}, "BIN_FLAT", {}, scalar_indexes=False)
 
     @classmethod
     def server(cls) -> IndexProfile:
@@ -558,6 +561,35 @@ class MilvusStore:
         self.instance = SchemaContract.instance_of(description) or LEGACY_INSTANCE
         self._wait_for_indexes()
         client.load_collection(self.collection, timeout=timeout)
+
+    def stale_indexes(self) -> list[str]:
+        """The vector fields whose index is not the one this release builds on this backend: a
+        collection created by an earlier release (CLIP on FLAT on Milvus Lite)."""
+        with mapped(f"describe the indexes of {self.collection}", self.uri):
+            current = self._detect_profile()
+            wanted = {"phash": current.phash_index, "clip": current.clip_index}
+            return [
+                name
+                for name in self._vector_fields()
+                if self._client.describe_index(self.collection, name, timeout=self._timeout).get(
+                    "index_type"
+                )
+                != wanted[name]
+            ]
+
+    def rebuild_indexes(self, fields: Sequence[str]) -> None:
+        """Replace the index of each of ``fields`` by the one this release builds on this
+        backend (the store's profile from then on). The collection is released
+        meanwhile: searches by every client fail until it is loaded again at the end."""
+        with mapped(f"rebuild the indexes of {self.collection}", self.uri):
+            self._profile = self._detect_profile()
+            self._client.release_collection(self.collection, timeout=self._timeout)
+            for name in fields:
+                self._client.drop_index(self.collection, name, timeout=self._timeout)
+            self._client.create_index(
+                self.collection, self._index_params(fields), timeout=self._timeout
+            )
+            self._client.load_collection(self.collection, timeout=self._timeout)
 
     def _vector_fields(self) -> list[str]:
         return ["phash", *(["clip"] if self.contract.clip_dim is not None else [])]

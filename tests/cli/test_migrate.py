@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -26,7 +27,7 @@ from services.queue import QUEUE
 from services.records import ImageRecord
 from services.schema import SCHEMA_VERSION, SchemaContract
 from services.sources import Sources
-from services.store import MilvusStore, milvus_client
+from services.store import IndexProfile, MilvusStore, milvus_client
 from testkit.imagegen import make_photo_like
 from tests.conftest import StoreFactory, drop_when_reachable, free_port
 from tests.schema_v1 import create_v1_collection, insert_v1, read_rows
@@ -333,6 +334,59 @@ def test_a_current_collection_is_left_alone(make_store: StoreFactory, redis_url:
     result = run_cli(env, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stage"] == "current"
+
+
+def test_a_current_collection_on_an_earlier_index_gets_the_current_one(
+    milvus_uri: str, redis_url: str
+) -> None:
+    """A CLIP collection created with FLAT (the index Milvus Lite got before IVF_FLAT) keeps its
+    rows and answers the same search once `lookalike migrate` rebuilt the index."""
+    name = f"flat_{uuid.uuid4().hex[:8]}"
+    contract = SchemaContract.current("test-model", 8)
+    flat = replace(IndexProfile.lite(), clip_index="FLAT", clip_params={})
+    store = MilvusStore.connect(milvus_uri, name, contract, profile=flat)
+    env = {
+        "LOOKALIKE_MILVUS_URI": milvus_uri,
+        "LOOKALIKE_COLLECTION": name,
+        "LOOKALIKE_REDIS_URL": redis_url,
+    }
+    try:
+        records = [
+            ImageRecord(
+                id=f"{i:064x}",
+                path=f"/p/{i}.jpg",
+                phash=bytes(8),
+                width=64,
+                height=64,
+                format="JPEG",
+                bytes=1000,
+                clip=np.eye(8, dtype=np.float32)[i % 8] + i / 100,
+            )
+            for i in range(40)
+        ]
+        store.upsert(records)
+        assert store.stale_indexes() == ["clip"]
+        before = [h.record.id for h in store.search_clip(records[3].clip, "", 5)]
+
+        planned = run_cli(env, "--dry-run", "--json")
+        assert planned.exit_code == 0, planned.output
+        payload = json.loads(planned.stdout)
+        assert payload["stage"] == "current" and payload["indexes_rebuilt"] == []
+        assert any("rebuild the index of 'clip'" in step for step in payload["steps"])
+        assert store.stale_indexes() == ["clip"]
+
+        done = run_cli(env, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["indexes_rebuilt"] == ["clip"]
+        assert store.stale_indexes() == []
+        assert store.client.describe_index(name, "clip")["index_type"] == "IVF_FLAT"
+        assert store.count() == 40
+        assert [h.record.id for h in store.search_clip(records[3].clip, "", 5)] == before
+        again = run_cli(env, "--json")
+        assert json.loads(again.stdout)["steps"] == []
+    finally:
+        store.drop()
+        store.close()
 
 
 def test_other_collections_are_refused(milvus_uri: str, redis_url: str) -> None:
