@@ -24,7 +24,7 @@ from cli.stack.milvus_lite import milvus_uri
 from services.app import Lookalike, connect
 from services.filters import Condition, parse_where
 from services.patches import patch_radius
-from services.search import LoadedPatches, SearchQuery, search
+from services.search import LoadedPatches, SearchQuery, search, validate
 
 
 def add(
@@ -131,6 +131,7 @@ def search_command(
                 )
                 by_patches = None
                 if patches and not clip_only and text is None:
+                    validate(query)  # before every row's patch codes are read
                     radius = patch_radius(settings.dedup_max_hamming)
                     by_patches = LoadedPatches(lookalike.store, radius)
                 result = search(lookalike.store, lookalike.embedder, query, patches=by_patches)

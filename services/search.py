@@ -154,7 +154,7 @@ def search(
     ``patches``: the stored rows' patch codes; the Hamming stage then also takes the rows whose
     patches agree with the query's (an off-centre crop of a stored image, or a stored crop of
     the query: services.patches), whatever its radius, when ``query.frames``."""
-    _validate(query)
+    validate(query)
     started = time.perf_counter()
     stages: dict[str, float] = {}
     expr = compile_filter(query.where)
@@ -279,7 +279,8 @@ def _with_whole_rows(store: VectorStore, hits: list[SearchHit]) -> list[SearchHi
     ]
 
 
-def _validate(query: SearchQuery) -> None:
+def validate(query: SearchQuery) -> None:
+    """Raise QueryError for a query no store can answer (checked by :func:`search` too)."""
     given = [n for n in ("image", "text", "id", "signals") if getattr(query, n) is not None]
     if len(given) != 1:
         raise QueryError("a search needs exactly one of an image, a text or a stored id")

@@ -203,3 +203,15 @@ def test_cli_search_with_patches_finds_the_original_of_an_off_centre_crop(
     assert "coffee.png" in hits and "cat.jpg" not in hits
     assert hits["coffee.png"]["hamming"] is None
     assert int(str(hits["coffee.png"]["patches"])) >= 2
+
+    # A query no store can answer is refused before every row's patch codes are read.
+    import cli.search
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("patch codes read for a query that is refused anyway")
+
+    monkeypatch.setattr(cli.search, "LoadedPatches", refuse)
+    bad = runner.invoke(
+        app, ["search", "--image", str(tmp_path / "cut.jpg"), "--patches", "--top-k", "0"]
+    )
+    assert bad.exit_code == 1 and "top-k must be at least 1" in bad.output, bad.output
