@@ -420,3 +420,23 @@ def test_patch_arrival_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(float(r["match 128 arrivals (ms)"]) > 0 for r in table.rows)
     assert without["one search's patch stage (ms)"] == "-"
     assert float(with_patches["one search's patch stage (ms)"]) > 0
+
+
+def test_clip_growth_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import clip_growth
+
+    argv = ["--limit", "16", "--sizes", "0,2000", "--repeat", "1", "--no-write"]
+    assert clip_growth.main(argv) == 0
+    _, [table] = printed(capsys, 1)
+    assert [(r["stored rows"], r["clip index"]) for r in table.rows] == [
+        ("0", "FLAT"),
+        ("0", "IVF_FLAT"),
+        ("2,000", "FLAT"),
+        ("2,000", "IVF_FLAT"),
+    ]
+    for row in table.rows:
+        assert math.isclose(number(row["seconds"]) * rate(row["images/s"]), 16, rel_tol=0.05)
+        assert number(row["CLIP search, batch of 32 (ms)"]) > 0
+    stored = [row for row in table.rows if row["stored rows"] == "2,000"]
+    assert all(0 < number(row["recall, cosine >= 0.95"]) <= 1 for row in stored)
+    assert number(stored[0]["recall, cosine >= 0.95"]) == 1  # FLAT is exact
