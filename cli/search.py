@@ -163,5 +163,9 @@ def _print_info(lookalike: Lookalike) -> None:
     table.add_row("CLIP model", contract.clip_model or "none (hash-only)")
     table.add_row("CLIP dim / metric", f"{contract.clip_dim} / {contract.clip_metric}")
     table.add_row("pHash", f"{contract.phash_bits} bits, {contract.phash_bit_order}, HAMMING")
-    table.add_row("indexes", f"clip {store.profile.clip_index}, phash {store.profile.phash_index}")
+    indexes = f"clip {store.profile.clip_index}, phash {store.profile.phash_index}"
+    stale = store.stale_indexes()
+    if stale:
+        indexes += f"; {', '.join(stale)} still on an earlier release's: `lookalike migrate`"
+    table.add_row("indexes", indexes)
     console.print(table)
