@@ -114,14 +114,14 @@ def search_cost(
     """(ms of one search of a batch, the median of the batches; recall of the exact pairs)."""
     ids = {row_id(i): i for i in set().union(*truth)} if size else {}
     times, found = [], 0
-    store.search_clip_many(list(queries[:CLIP_INGEST_BATCH]), "", 17)  # warm
+    store.clip_neighbours(list(queries[:CLIP_INGEST_BATCH]), 17)  # warm
     for start in range(0, len(queries), CLIP_INGEST_BATCH):
         batch = queries[start : start + CLIP_INGEST_BATCH]
         began = time.perf_counter()
-        groups = store.search_clip_many(list(batch), "", 17)
+        groups = store.clip_neighbours(list(batch), 17)
         times.append(time.perf_counter() - began)
         for k, hits in enumerate(groups):
-            got = {ids.get(h.record.id) for h in hits if h.cosine >= MIN_COSINE}
+            got = {ids.get(h.id) for h in hits if h.cosine >= MIN_COSINE}
             found += len(got & truth[start + k])
     pairs = sum(map(len, truth))
     return 1000 * float(np.median(times)), found / pairs if pairs else 1.0

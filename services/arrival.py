@@ -25,7 +25,7 @@ from services.hamming_pairs import codes_from_bytes
 from services.patch_pairs import pairs_of_codes
 from services.records import ImageRecord, clip_cosine
 from services.schema import NO_DISTANCE
-from services.store import ClipHit, VectorStore
+from services.store import Neighbour, VectorStore
 
 _CANDIDATES = 4
 
@@ -66,10 +66,10 @@ def find_matches(
         return []
     patches = patches or (index is not None and index.codes.patch_radius is not None)
     best: list[Match | None] = [None] * len(records)
-    clip_groups: list[list[ClipHit]] = [[] for _ in records]
+    clip_groups: list[list[Neighbour]] = [[] for _ in records]
     if store.has_clip and all(r.clip is not None for r in records):
         vectors = [r.clip for r in records if r.clip is not None]
-        clip_groups = store.search_clip_many(vectors, "", _CANDIDATES + 1)
+        clip_groups = store.clip_neighbours(vectors, _CANDIDATES + 1)
     by_hash = (
         _search_hashes(store, records, variants, max_hamming)
         if index is None
@@ -80,8 +80,8 @@ def find_matches(
             best[position] = _better(best[position], match)
     for position, clip_hits in enumerate(clip_groups):
         for clip_hit in clip_hits:
-            if clip_hit.record.id != records[position].id and clip_hit.cosine >= min_cosine:
-                candidate = Match(clip_hit.record.id, NO_DISTANCE, clip_hit.cosine)
+            if clip_hit.id != records[position].id and clip_hit.cosine >= min_cosine:
+                candidate = Match(clip_hit.id, NO_DISTANCE, clip_hit.cosine)
                 best[position] = _better(best[position], candidate)
                 break
     within = _within_batch(records, variants, max_hamming, min_cosine, patches=patches)
@@ -114,7 +114,7 @@ def _indexed_hashes(
     index: ArrivalIndex,
     records: Sequence[ImageRecord],
     variants: Sequence[Sequence[bytes]],
-    clip_groups: Sequence[Sequence[ClipHit]],
+    clip_groups: Sequence[Sequence[Neighbour]],
 ) -> list[Match | None]:
     """The nearest stored row of each record by the index (which hears of deletions through
     its feed). A record with a CLIP vector takes its match's cosine from ``clip_groups`` (its
@@ -134,7 +134,7 @@ def _indexed_hashes(
         if record.clip is None or not store.has_clip:
             found[position] = _match(nearest, float(NO_DISTANCE))
             continue
-        cosine = next((h.cosine for h in clip_groups[position] if h.record.id == nearest.id), None)
+        cosine = next((h.cosine for h in clip_groups[position] if h.id == nearest.id), None)
         if cosine is not None:
             found[position] = _match(nearest, cosine)
         else:

@@ -268,6 +268,14 @@ class ClipHit:
     cosine: float
 
 
+@dataclass(frozen=True)
+class Neighbour:
+    """A stored row's id and its cosine to a query: a CLIP search that returns no fields."""
+
+    id: str
+    cosine: float
+
+
 class DeletionNotices(Protocol):
     """Who must hear of rows about to leave a collection: the workers' arrival indexes
     (:class:`services.code_feed.FeedDeletions`), which would otherwise still match them."""
@@ -352,6 +360,9 @@ class VectorStore(Protocol):
     def search_clip_many(
         self, vectors: Sequence[FloatVector], expr: str, limit: int, *, whole: bool = False
     ) -> list[list[ClipHit]]: ...
+    def clip_neighbours(
+        self, vectors: Sequence[FloatVector], limit: int
+    ) -> list[list[Neighbour]]: ...
 
 
 @contextmanager
@@ -1301,6 +1312,34 @@ class MilvusStore:
         self, vectors: Sequence[FloatVector], expr: str, limit: int, *, whole: bool = False
     ) -> list[list[ClipHit]]:
         """:meth:`search_clip` for several query vectors in one request."""
+        data = self._clip_queries(vectors)
+        params = clip_search_params(ef=max(64, limit))
+        results = self._search("clip", data, params, expr, limit, with_vectors=False, whole=whole)
+        return [
+            [ClipHit(_hit_record(hit), float(hit["distance"])) for hit in hits] for hits in results
+        ]
+
+    def clip_neighbours(self, vectors: Sequence[FloatVector], limit: int) -> list[list[Neighbour]]:
+        """The ids of the ``limit`` stored rows nearest to each vector, best first, and their
+        cosines: no other field is read (on Milvus Lite reading a hit's fields costs more than
+        the search itself, docs/benchmarks.md, "CLIP ingest as the collection grows")."""
+        data = self._clip_queries(vectors)
+        params = clip_search_params(ef=max(64, limit))
+        with mapped("run a clip search", self.uri):
+            results = self._client.search(
+                self.collection,
+                data=data,
+                anns_field="clip",
+                search_params=params,
+                limit=min(limit, MAX_SEARCH_LIMIT),
+                output_fields=[],
+                timeout=self._timeout,
+            )
+        return [
+            [Neighbour(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results
+        ]
+
+    def _clip_queries(self, vectors: Sequence[FloatVector]) -> list[list[float]]:
         if not self._with_clip:
             raise QueryError(
                 f"collection {self.collection!r} is hash-only (no CLIP vectors); "
@@ -1313,12 +1352,7 @@ class MilvusStore:
                     f"query vector has shape {query.shape}, the collection stores "
                     f"({self._clip_dim},)"
                 )
-        params = clip_search_params(ef=max(64, limit))
-        data = [query.tolist() for query in queries]
-        results = self._search("clip", data, params, expr, limit, with_vectors=False, whole=whole)
-        return [
-            [ClipHit(_hit_record(hit), float(hit["distance"])) for hit in hits] for hits in results
-        ]
+        return [query.tolist() for query in queries]
 
     def _search(
         self,
