@@ -24,7 +24,7 @@ import numpy as np
 import redis
 
 from bench import _report
-from bench.ingest_speed import Bench, Config, cpu_seconds, milvus_pid
+from bench.ingest_speed import Bench, Config, Run, cpu_seconds, milvus_pid
 from bench.patch_join import _texts
 from services.arrival import find_matches
 from services.arrival_index import ArrivalIndex, arrival_codes
@@ -35,6 +35,7 @@ from services.patches import MATCH_RADIUS, PatchCodes
 from services.pipeline import BatchOutcome, analyze_batch
 from services.records import ImageRecord, to_row
 from services.schema import MAX_PATHS, SchemaContract
+from services.settings import Settings
 from services.store import MilvusStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +128,29 @@ def forget_job(bench: Bench, store: MilvusStore, files: Sequence[Path]) -> None:
     client.delete(files_cache_name(store.collection, store.instance))
 
 
+def timed_jobs(
+    bench: Bench,
+    settings: Settings,
+    store: MilvusStore,
+    warm: Sequence[Path],
+    files: Sequence[Path],
+    stored: int,
+    repeat: int,
+) -> tuple[float, Run]:
+    """On a fresh worker, a warm-up job of ``warm``, then ``repeat`` jobs of ``files`` into
+    ``store``'s collection of ``stored`` rows, each job's rows deleted after it: the warm-up's
+    seconds and the fastest job."""
+    with bench.worker(settings) as stack:
+        collection = store.collection
+        warmup = bench.ingest(settings, stack, warm, collection=collection, stored=stored)
+        forget_job(bench, store, warm)
+        jobs = []
+        for _ in range(repeat):
+            jobs.append(bench.ingest(settings, stack, collection=collection, stored=stored))
+            forget_job(bench, store, files)
+    return warmup.seconds, min(jobs, key=lambda job: job.seconds)
+
+
 def index_load(store: MilvusStore, redis_url: str) -> tuple[float, ArrivalIndex]:
     index = ArrivalIndex(
         store,
@@ -214,15 +238,7 @@ def run(
         for design in DESIGNS:
             config = Config(f"hash-only {design}", False, concurrency, batch_size)
             settings = bench.settings(config, None).model_copy(update={"arrival_index": design})
-            with bench.worker(settings) as stack:
-                warmup = bench.ingest(settings, stack, warm, collection=collection, stored=have)
-                warmups[design] = warmup.seconds
-                forget_job(bench, store, warm)
-                jobs = []
-                for _ in range(repeat):
-                    jobs.append(bench.ingest(settings, stack, collection=collection, stored=have))
-                    forget_job(bench, store, files)
-                timed = min(jobs, key=lambda job: job.seconds)
+            warmups[design], timed = timed_jobs(bench, settings, store, warm, files, have, repeat)
             load = warmups[design] - warmups["milvus"] if design == "memory" else None
             points.append(Point(size, design, timed.seconds, len(files) / timed.seconds, load))
             print(points[-1], flush=True)
@@ -246,7 +262,10 @@ def body(
     concurrency: int,
     batch_size: int,
     repeat: int = 1,
+    *,
+    png: bool = True,
 ) -> str:
+    """The section's text; ``png``: also draw the curve into docs/img (not for --no-write)."""
     header = ["stored rows", "design", "seconds", "images/s", "vs empty", "index load (s)"]
     empty = {p.design: p.rate for p in points if p.size == 0}
     rows = [
@@ -314,37 +333,19 @@ def body(
             ],
         )
         + "\n\n"
-        + write_png(points)
+        + (write_png(points) if png else "(no PNG: --no-write)")
         + "\n"
     )
 
 
 def write_png(points: Sequence[Point]) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no growth-curve PNG written."
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    sizes = sorted({p.size for p in points})
-    positions = range(len(sizes))
-    for design, style in zip(DESIGNS, ("s--", "o-"), strict=True):
-        rates = {p.size: p.rate for p in points if p.design == design}
-        label = {"milvus": "Milvus range search per batch (old)", "memory": "in-process index"}
-        axes.plot(positions, [rates[s] for s in sizes], style, label=label[design])
-    axes.axhline(RATE_TARGET, color="grey", linestyle=":", label=f"target {RATE_TARGET:.0f}/s")
-    axes.set_xticks(list(positions), [f"{s:,}" for s in sizes])
-    axes.set(xlabel="rows already stored", ylabel="images/s (end to end, hash-only)")
-    axes.set_title("Ingest rate as the collection grows (2 shared cores)")
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    PNG.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PNG, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return f"![ingest growth curve](img/{PNG.name})"
+    label = {"milvus": "Milvus range search per batch (old)", "memory": "in-process index"}
+    curves = {label[d]: {p.size: p.rate for p in points if p.design == d} for d in DESIGNS}
+    return _report.growth_png(
+        PNG, curves, ylabel="images/s (end to end, hash-only)",
+        title="Ingest rate as the collection grows (2 shared cores)",
+        alt="ingest growth curve", target=RATE_TARGET,
+    )  # fmt: skip
 
 
 def _verdict(met: bool) -> str:

@@ -12,7 +12,7 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -98,3 +98,40 @@ def write_section(
         text = text.rstrip() + f"\n\n### {title}\n\n" + section + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
+
+
+def growth_png(
+    png: Path,
+    curves: Mapping[str, Mapping[int, float]],
+    *,
+    ylabel: str,
+    title: str,
+    alt: str,
+    target: float | None = None,
+) -> str:
+    """A rate against the rows already stored, one line per curve (the first dashed: the
+    design before), written to ``png``; the Markdown that shows it, or why there is none."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no growth-curve PNG written."
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    sizes = sorted({size for rates in curves.values() for size in rates})
+    positions = range(len(sizes))
+    for (label, rates), style in zip(curves.items(), ("s--", "o-", "^-."), strict=False):
+        axes.plot(positions, [rates[s] for s in sizes], style, label=label)
+    if target is not None:
+        axes.axhline(target, color="grey", linestyle=":", label=f"target {target:.0f}/s")
+    axes.set_xticks(list(positions), [f"{s:,}" for s in sizes])
+    axes.set(xlabel="rows already stored", ylabel=ylabel)
+    axes.set_title(title)
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return f"![{alt}](img/{png.name})"

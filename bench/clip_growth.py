@@ -29,8 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import _report, _synthetic
-from bench._ingest_growth import forget_job, settle, synthetic, warmup_files
-from bench.ingest_speed import CLIP_DIM, DEFAULT_IMAGES, Bench, Config, image_files
+from bench._ingest_growth import settle, synthetic, timed_jobs, warmup_files
+from bench.ingest_speed import CLIP_DIM, DEFAULT_IMAGES, Bench, Config, ingest_roots
 from services.records import to_row
 from services.schema import MAX_PATHS, SchemaContract
 from services.settings import CLIP_INGEST_BATCH
@@ -154,14 +154,7 @@ def run(
             build = set_clip_index(store, index)
             settle(bench.milvus_port)
             search_ms, recall = search_cost(store, queries, truth, size)
-            with bench.worker(settings) as stack:
-                bench.ingest(settings, stack, warm, collection=collection, stored=have)
-                forget_job(bench, store, warm)
-                jobs = []
-                for _ in range(repeat):
-                    jobs.append(bench.ingest(settings, stack, collection=collection, stored=have))
-                    forget_job(bench, store, files)
-            best = min(jobs, key=lambda job: job.seconds)
+            _, best = timed_jobs(bench, settings, store, warm, files, have, repeat)
             points.append(
                 Point(
                     size, index, best.seconds, len(files) / best.seconds, build, search_ms, recall
@@ -225,28 +218,12 @@ def body(
 
 
 def write_png(points: Sequence[Point]) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: no growth-curve PNG written."
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    sizes = sorted({p.size for p in points})
-    for index, style in zip(INDEXES, ("s--", "o-"), strict=True):
-        rates = {p.size: p.rate for p in points if p.index == index}
-        axes.plot(range(len(sizes)), [rates[s] for s in sizes], style, label=f"clip on {index}")
-    axes.set_xticks(list(range(len(sizes))), [f"{s:,}" for s in sizes])
-    axes.set(xlabel="rows already stored", ylabel="images/s (end to end, CLIP bf16)")
-    axes.set_title("CLIP ingest rate as the collection grows (2 shared cores)")
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    PNG.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(PNG, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return f"![CLIP ingest growth curve](img/{PNG.name})"
+    curves = {f"clip on {i}": {p.size: p.rate for p in points if p.index == i} for i in INDEXES}
+    return _report.growth_png(
+        PNG, curves, ylabel="images/s (end to end, CLIP bf16)",
+        title="CLIP ingest rate as the collection grows (2 shared cores)",
+        alt="CLIP ingest growth curve",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="clip-growth-") as tmp:
         scratch = Path(tmp)
-        files, source = image_files(args.images, args.limit, scratch)
-        whole = args.limit is None and args.images is not None and args.images.is_dir()
-        roots = (str(args.images),) if whole else tuple(str(p) for p in files)
+        files, source, roots = ingest_roots(args.images, args.limit, scratch)
         clip_dir = str(build_vit_b32(scratch / "clip"))
         with Bench(scratch / "home", files, roots) as bench:
             points, fills = run(bench, clip_dir, files, sizes, args.repeat)

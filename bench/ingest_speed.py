@@ -106,6 +106,16 @@ def image_files(folder: Path | None, limit: int | None, scratch: Path) -> tuple[
     return sorted(generated.iterdir()), f"{count} generated 640x480 JPEGs{missing}"
 
 
+def ingest_roots(
+    folder: Path | None, limit: int | None, scratch: Path
+) -> tuple[list[Path], str, tuple[str, ...]]:
+    """:func:`image_files`, and the roots a job names: the folder when all of it is ingested,
+    else each file."""
+    files, source = image_files(folder, limit, scratch)
+    whole = limit is None and folder is not None and folder.is_dir()
+    return files, source, (str(folder),) if whole else tuple(str(p) for p in files)
+
+
 def distinct_contents(files: Sequence[Path]) -> int:
     return len({hashlib.sha256(path.read_bytes()).hexdigest() for path in files})
 
@@ -416,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ingest-speed-") as tmp:
         scratch = Path(tmp)
-        files, source = image_files(args.images, args.limit, scratch)
-        whole = args.limit is None and args.images is not None and args.images.is_dir()
-        roots = (str(args.images),) if whole else tuple(str(p) for p in files)
+        files, source, roots = ingest_roots(args.images, args.limit, scratch)
         clip_dir = None
         if not args.no_clip:
             from bench.clip_speed import build_vit_b32
@@ -503,17 +511,16 @@ def growth(
     concurrency, batch_size = 2, HASH_ONLY_INGEST_BATCH
     with tempfile.TemporaryDirectory(prefix="ingest-growth-") as tmp:
         scratch = Path(tmp)
-        files, source = image_files(images, limit, scratch)
-        whole = limit is None and images is not None and images.is_dir()
-        roots = (str(images),) if whole else tuple(str(p) for p in files)
+        files, source, roots = ingest_roots(images, limit, scratch)
         with Bench(scratch / "home", files, roots) as bench:
             points, fills, settles, loads, stages = _ingest_growth.run(
                 bench, files, sizes, batch_size, concurrency, repeat
             )
     load = (load_before, os.getloadavg()[0])
     body = _ingest_growth.body(
-        points, stages, fills, settles, loads, source, load, concurrency, batch_size, repeat
-    )
+        points, stages, fills, settles, loads, source, load, concurrency, batch_size, repeat,
+        png=write,
+    )  # fmt: skip
     print(body)
     if write:
         _report.write_section(
