@@ -1325,16 +1325,7 @@ class MilvusStore:
         the search itself, docs/benchmarks.md, "CLIP ingest as the collection grows")."""
         data = self._clip_queries(vectors)
         params = clip_search_params(ef=max(64, limit))
-        with mapped("run a clip search", self.uri):
-            results = self._client.search(
-                self.collection,
-                data=data,
-                anns_field="clip",
-                search_params=params,
-                limit=min(limit, MAX_SEARCH_LIMIT),
-                output_fields=[],
-                timeout=self._timeout,
-            )
+        results = self._search("clip", data, params, "", limit, fields=[])
         return [
             [Neighbour(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results
         ]
@@ -1362,9 +1353,11 @@ class MilvusStore:
         expr: str,
         limit: int,
         *,
-        with_vectors: bool,
-        whole: bool,
+        with_vectors: bool = False,
+        whole: bool = False,
+        fields: list[str] | None = None,
     ) -> Any:
+        """``fields``: what the hits return (default: :meth:`_search_fields`)."""
         with mapped(f"run a {field} search", self.uri):
             return self._client.search(
                 self.collection,
@@ -1374,7 +1367,9 @@ class MilvusStore:
                 filter=expr,
                 limit=min(limit, MAX_SEARCH_LIMIT),
                 # Milvus Lite fails to return binary vectors from a search: leave phash out.
-                output_fields=self._search_fields(with_vectors, whole=whole),
+                output_fields=self._search_fields(with_vectors, whole=whole)
+                if fields is None
+                else fields,
                 timeout=self._timeout,
             )
 
